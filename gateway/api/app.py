@@ -1,0 +1,95 @@
+"""The Litestar application factory.
+
+`create_app()` loads the policy through the checker's code path before anything is served:
+a bundle `notigate check` rejects can never start a server. Built from settings, the app
+has the whole gateway (intake, recipients, operations) behind API-key authentication; built
+around a given `Gateway` without services, it serves the decision routes alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar import Litestar
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from gateway import __version__
+from gateway.api.auth import ApiKeyAuthentication
+from gateway.api.context import Gateway
+from gateway.api.errors import EXCEPTION_HANDLERS
+from gateway.api.intake_routes import intake_router
+from gateway.api.ops_routes import ops_router
+from gateway.api.policy_routes import policy_router
+from gateway.api.users_routes import users_router
+from gateway.errors import Unavailable
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.store import migrate
+
+log = logging.getLogger("gateway.api")
+
+
+def app_from_env() -> Litestar:
+    """The app as each of `notigate serve --processes N`'s processes builds it."""
+    return create_app(Settings.from_env())
+
+
+def create_app(
+    settings: Settings | None = None, *, gateway: Gateway | None = None, services: Services | None = None
+) -> Litestar:
+    """Build the app; raises PolicyError (with every diagnostic) on a rejected policy bundle."""
+    if gateway is None:
+        settings = settings or Settings.from_env()
+        services = services or Services(settings)
+        gateway = Gateway(
+            settings=settings,
+            policy=services.policy,
+            users=services.recipients,
+            history=services.history,
+            clock=services.clock,
+            services=services,
+        )
+    handlers: list[Any] = [policy_router(gateway)]
+    middleware: list[Any] = []
+    on_startup: list[Callable[[], Awaitable[None]]] = []
+    on_shutdown: list[Callable[[], Awaitable[None]]] = []
+    if gateway.services is not None:
+        full = gateway.services
+        handlers += [intake_router(full), users_router(full), ops_router(full)]
+        middleware.append(DefineMiddleware(ApiKeyAuthentication, keys=full.api_keys))
+        on_startup += [_schema_is_current(full), full.start]
+        on_shutdown.append(full.close)
+    return Litestar(
+        route_handlers=handlers,
+        middleware=middleware,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=gateway.settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Notigate",
+            version=__version__,
+            description="Policy-driven notification gateway. Every call carries "
+            '`Authorization: Bearer <key>`; every error body is `{"error": {"code", "message", "field"}}`.',
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer")}),
+            security=[{"apiKey": []}],
+        ),
+        debug=False,
+    )
+
+
+def _schema_is_current(services: Services) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        try:
+            await migrate.require_current(services.database, "this gateway")
+        except Unavailable:
+            log.warning("the database is unreachable at startup; requests will get 503 until it is back")
+
+    return check

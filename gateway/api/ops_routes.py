@@ -1,0 +1,67 @@
+"""Operations: dead letters, listed and replayed (admin keys only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from gateway.api.auth import require_admin
+from gateway.errors import NotFound
+from gateway.model import DeadLetter, DeadLetterPage
+from gateway.services import Services
+from gateway.store.keys import ApiKey
+
+Admin = Request[ApiKey, ApiKey, Any]
+
+
+class Replayed(msgspec.Struct, frozen=True, kw_only=True):
+    dead_letter: DeadLetter
+    delivery_id: str
+
+
+def ops_router(services: Services) -> Router:
+    store = services.deliveries
+
+    @get("/dead-letters", summary="Deliveries that ran out of retries, newest first")
+    async def list_dead_letters(
+        request: Admin,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+        include_replayed: FromQuery[bool] = False,
+    ) -> DeadLetterPage:
+        require_admin(request.user)
+        return await store.dead_letters(limit, cursor, include_replayed)
+
+    @get("/dead-letters/{dead_letter_id:str}", summary="One dead letter")
+    async def get_dead_letter(dead_letter_id: FromPath[str], request: Admin) -> DeadLetter:
+        require_admin(request.user)
+        letter = await store.dead_letter(dead_letter_id)
+        if letter is None:
+            raise NotFound(f"no dead letter {dead_letter_id!r}", field="dead_letter_id")
+        return letter
+
+    @post(
+        "/dead-letters/{dead_letter_id:str}/replay",
+        status_code=202,
+        summary="Send a dead-lettered delivery again, with a fresh retry budget",
+    )
+    async def replay(dead_letter_id: FromPath[str], request: Admin) -> Response[Replayed]:
+        require_admin(request.user)
+        replayed = await store.replay(dead_letter_id, services.clock())
+        if replayed is None:
+            letter = await store.dead_letter(dead_letter_id)
+            if letter is None:
+                raise NotFound(f"no dead letter {dead_letter_id!r}", field="dead_letter_id")
+            return Response(
+                Replayed(dead_letter=letter, delivery_id=letter.replay_delivery_id or ""), status_code=200
+            )
+        letter, job = replayed
+        services.dispatcher.dispatch([job])
+        return Response(Replayed(dead_letter=letter, delivery_id=job.deliveries[0]), status_code=202)
+
+    return Router(
+        path="/v1", tags=["operations"], route_handlers=[list_dead_letters, get_dead_letter, replay]
+    )

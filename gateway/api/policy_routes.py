@@ -1,0 +1,94 @@
+"""The dry-run endpoint and the policy inspection endpoint.
+
+Handlers close over the `Gateway` they serve instead of asking Litestar's dependency
+injection for it on every request (about 7 us a request, 3% of a dry-run).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import MediaType, Response, Router, get, post
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody
+
+from gateway.api.context import Gateway
+from gateway.decisions import dry_run
+from gateway.model import Decision, DryRunRequest, to_json
+from gateway.policy.compiled import CompiledPolicy
+
+
+class RuleSummary(msgspec.Struct, frozen=True):
+    name: str
+    category: str
+    file: str
+    line: int
+    events: list[str]
+    priorities: list[str] | None
+    condition: str | None
+    tiers: dict[str, str]
+    channels: list[str]
+    description: str
+
+
+class PolicyFileSummary(msgspec.Struct, frozen=True):
+    path: str
+    kind: str
+    sha256: str
+
+
+class PolicySummary(msgspec.Struct, frozen=True):
+    version: str
+    cel_runtime: str
+    files: list[PolicyFileSummary]
+    rules: list[RuleSummary]
+    channels: list[str]
+    tiers: list[str]
+
+
+def policy_router(gateway: Gateway) -> Router:
+    @post(
+        "/dry-run",
+        status_code=200,
+        summary="Explain what the gateway would do with an intent",
+        responses={200: ResponseSpec(data_container=Decision, description="The decision, with its trace")},
+    )
+    async def dry_run_handler(data: JSONBody[DryRunRequest]) -> Response[bytes]:
+        """Decide without storing, sending or counting anything.
+
+        Where `user` or `history` is absent the stored state is used; `at` replaces the clock.
+        """
+        decision = await dry_run(data, gateway.policy, gateway.users, gateway.history, gateway.clock)
+        # Encoded here with msgspec (~3 us for a 2 KB decision): Litestar's generic
+        # serialisation path costs several times that on the hot path.
+        return Response(content=to_json(decision), media_type=MediaType.JSON)
+
+    @get("/policy", summary="The policy version and rules in force")
+    async def policy_handler() -> PolicySummary:
+        return summarize(gateway.policy)
+
+    return Router(path="/v1", route_handlers=[dry_run_handler, policy_handler], tags=["policy"])
+
+
+def summarize(policy: CompiledPolicy) -> PolicySummary:
+    return PolicySummary(
+        version=policy.version,
+        cel_runtime=policy.runtime,
+        files=[PolicyFileSummary(path=f.path, kind=f.kind, sha256=f.sha256) for f in policy.files],
+        rules=[
+            RuleSummary(
+                name=r.name,
+                category=r.category,
+                file=r.origin.file,
+                line=r.origin.line,
+                events=list(r.patterns),
+                priorities=sorted(r.priorities) if r.priorities else None,
+                condition=r.condition.source if r.condition else None,
+                tiers={p: t.name for p, t in r.tiers.items()},
+                channels=list(r.channels),
+                description=r.description,
+            )
+            for r in policy.rules
+        ],
+        channels=sorted(policy.channels),
+        tiers=sorted(policy.tiers),
+    )

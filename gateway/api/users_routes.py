@@ -1,0 +1,106 @@
+"""Recipients: `/v1/users/{id}`, its preferences and its devices (admin keys only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, Router, delete, get, post, put
+from litestar.params import FromPath, JSONBody
+
+from gateway.api.auth import require_admin
+from gateway.errors import ClientError, NotFound
+from gateway.model import Device, Preference, UserState
+from gateway.services import Services
+from gateway.store.keys import ApiKey
+
+Admin = Request[ApiKey, ApiKey, Any]
+
+
+def users_router(services: Services) -> Router:
+    recipients = services.recipients
+
+    async def existing(user_id: str) -> UserState:
+        user = await recipients.get_user(user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
+        return user
+
+    @put(
+        "/{user_id:str}",
+        summary="Create or replace a recipient (contacts, devices, preferences, quiet hours)",
+    )
+    async def put_user(
+        user_id: FromPath[str], data: JSONBody[UserState], request: Admin
+    ) -> Response[UserState]:
+        require_admin(request.user)
+        if data.user_id != user_id:
+            raise ClientError(
+                f"the body's user_id {data.user_id!r} differs from the path's {user_id!r}",
+                field="user_id",
+                code="user_mismatch",
+            )
+        created = await recipients.put_user(data, services.clock())
+        return Response(await existing(user_id), status_code=201 if created else 200)
+
+    @get("/{user_id:str}", summary="A recipient as the gateway knows it (unusable addresses left out)")
+    async def get_user(user_id: FromPath[str], request: Admin) -> UserState:
+        require_admin(request.user)
+        return await existing(user_id)
+
+    @delete("/{user_id:str}", summary="Forget a recipient", status_code=204)
+    async def delete_user(user_id: FromPath[str], request: Admin) -> None:
+        require_admin(request.user)
+        if not await recipients.delete_user(user_id):
+            raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
+
+    @get("/{user_id:str}/preferences", summary="A recipient's preferences, most specific row wins")
+    async def get_preferences(user_id: FromPath[str], request: Admin) -> list[Preference]:
+        require_admin(request.user)
+        return (await existing(user_id)).preferences
+
+    @put("/{user_id:str}/preferences", summary="Replace a recipient's preferences")
+    async def put_preferences(
+        user_id: FromPath[str], data: JSONBody[list[Preference]], request: Admin
+    ) -> list[Preference]:
+        require_admin(request.user)
+        if not await recipients.put_preferences(user_id, data):
+            raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
+        return (await existing(user_id)).preferences
+
+    @get("/{user_id:str}/devices", summary="A recipient's push devices")
+    async def get_devices(user_id: FromPath[str], request: Admin) -> list[Device]:
+        require_admin(request.user)
+        return (await existing(user_id)).contacts.devices
+
+    @post("/{user_id:str}/devices", summary="Register (or re-activate) a push device", status_code=201)
+    async def add_device(
+        user_id: FromPath[str], data: JSONBody[Device], request: Admin
+    ) -> Response[list[Device]]:
+        require_admin(request.user)
+        added = await recipients.add_device(user_id, data, services.clock())
+        if added is None:
+            raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
+        return Response((await existing(user_id)).contacts.devices, status_code=201 if added else 200)
+
+    @delete("/{user_id:str}/devices/{token:str}", summary="Remove a push device", status_code=204)
+    async def remove_device(user_id: FromPath[str], token: FromPath[str], request: Admin) -> None:
+        require_admin(request.user)
+        if not await recipients.remove_device(user_id, token):
+            raise NotFound(
+                f"user {user_id!r} has no device with that token", field="token", code="unknown_device"
+            )
+
+    return Router(
+        path="/v1/users",
+        tags=["recipients"],
+        route_handlers=[
+            put_user,
+            get_user,
+            delete_user,
+            get_preferences,
+            put_preferences,
+            get_devices,
+            add_device,
+            remove_device,
+        ],
+    )

@@ -1,0 +1,81 @@
+"""The shell around `decide()`: validate an intent against the policy, gather the state it
+needs, and call the pure engine. The dry-run endpoint, `notigate explain` and the intake
+path all come through here, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+from gateway.errors import ClientError, NotFound
+from gateway.model import Decision, DryRunRequest, HistoryEntry, Intent, UserState
+from gateway.policy.compiled import CompiledPolicy
+from gateway.policy.engine import NoMatchingRule, decide
+from gateway.recipients import HistorySource, UserDirectory
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def validate_intent(intent: Intent, policy: CompiledPolicy, prefix: str = "intent") -> None:
+    """Reject what the policy cannot mean: channels it does not know."""
+    for index, channel in enumerate(intent.channels or ()):
+        if channel not in policy.channels:
+            raise ClientError(
+                f"unknown channel {channel!r}; the policy delivers {', '.join(sorted(policy.channels))}",
+                field=f"{prefix}.channels[{index}]",
+                code="unknown_channel",
+            )
+
+
+def decide_or_reject(
+    intent: Intent,
+    user: UserState,
+    now: dt.datetime,
+    history: Sequence[HistoryEntry],
+    policy: CompiledPolicy,
+    prefix: str = "intent",
+) -> Decision:
+    try:
+        return decide(intent, user, now, history, policy)
+    except NoMatchingRule as exc:
+        raise ClientError(
+            f"no policy rule routes event {intent.event!r} at priority {intent.priority}; "
+            "check the event name, or add a rule for it",
+            field=f"{prefix}.event",
+            code="no_matching_rule",
+        ) from exc
+
+
+async def dry_run(
+    request: DryRunRequest,
+    policy: CompiledPolicy,
+    users: UserDirectory,
+    history: HistorySource,
+    clock: Clock = utcnow,
+) -> Decision:
+    """Decide without storing, sending or counting anything."""
+    intent = request.intent
+    validate_intent(intent, policy)
+    user = request.user
+    if user is None:
+        user = await users.get_user(intent.user_id)
+        if user is None:
+            raise NotFound(
+                f"user {intent.user_id!r} is not stored; pass `user` in the request or store it first",
+                field="intent.user_id",
+                code="unknown_user",
+            )
+    elif user.user_id != intent.user_id:
+        raise ClientError(
+            f"user.user_id {user.user_id!r} differs from intent.user_id {intent.user_id!r}",
+            field="user.user_id",
+            code="user_mismatch",
+        )
+    now = request.at or clock()
+    entries = request.history if request.history is not None else await history.recent(intent.user_id, now)
+    return decide_or_reject(intent, user, now, list(entries), policy)

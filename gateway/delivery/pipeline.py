@@ -1,0 +1,308 @@
+"""What a worker does with one queue job: claim its deliveries, send them, record outcomes.
+
+For each claimed delivery: drop it as `expired` when its tier's expiry has passed (an OTP
+is never sent late); resolve its addresses from the recipient's *current* state (a device
+unregistered since the decision is skipped); render it; try the providers of its chain in
+order (a retryable failure moves to the next provider; push fans out to every device);
+then record the outcome with its follow-up in one transaction: a retry job on the tier's
+schedule, a dead letter when the retries are spent, the next channel of the fallback chain
+when this one failed for good. The job's outbox row is deleted last: a worker that dies
+before that leaves work the relay will hand out again, and the claims make it harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from gateway.delivery.retry import next_attempt
+from gateway.failpoints import failpoint
+from gateway.model import UserState
+from gateway.policy.compiled import CompiledPolicy, RetryPolicy
+from gateway.providers.base import Address, Delivered, Message, Permanent, Retryable, SendResult
+from gateway.providers.registry import ProviderRegistry
+from gateway.queue.dispatch import Dispatcher
+from gateway.redact import redact
+from gateway.store.deliveries import Applied, Claimed, DeliveryStore, Outcome, Try
+from gateway.store.group_commit import GroupCommit
+from gateway.store.recipients import SqlRecipients
+
+log = logging.getLogger("gateway.delivery")
+
+_NO_RETRY = RetryPolicy(schedule=(dt.timedelta(seconds=30),), max_attempts=1, jitter=0.0, max_delay=None)
+
+
+class RenderError(Exception):
+    """A template could not be rendered for this delivery (a permanent failure)."""
+
+
+class Renderer(Protocol):
+    def render(self, claimed: Claimed, notification: Any, user: UserState | None) -> Message: ...
+
+
+class RawRenderer:
+    """Until templates are wired in: the message carries the intent's data as it came."""
+
+    def render(self, claimed: Claimed, notification: Any, user: UserState | None) -> Message:
+        return Message(
+            channel=claimed.channel,
+            event=claimed.event,
+            notification_id=claimed.notification_id,
+            delivery_id=claimed.id,
+            user_id=claimed.user_id,
+            fields={"data": notification.data},
+            locale=notification.locale,
+        )
+
+
+class DeliveryPipeline:
+    def __init__(
+        self,
+        *,
+        store: DeliveryStore,
+        recipients: SqlRecipients,
+        registry: ProviderRegistry,
+        policy: Callable[[], CompiledPolicy],
+        outcomes: GroupCommit[Outcome, Applied],
+        dispatcher: Dispatcher,
+        renderer: Renderer,
+        clock: Callable[[], dt.datetime],
+        owner: str,
+        lease: dt.timedelta,
+        concurrency: int = 32,
+        send_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.recipients = recipients
+        self.registry = registry
+        self.policy = policy
+        self.outcomes = outcomes
+        self.dispatcher = dispatcher
+        self.renderer = renderer
+        self.clock = clock
+        self.owner = owner
+        self.lease = lease
+        self.send_timeout = send_timeout
+        self.concurrency = concurrency
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.claims: GroupCommit[str, Claimed | None] = GroupCommit(
+            store.database, self._claim, clock=clock, name="claims"
+        )
+
+    async def start(self) -> None:
+        await self.claims.start()
+
+    async def stop(self) -> None:
+        await self.claims.stop()
+
+    async def run(self, job_id: str, delivery_ids: Sequence[str], *, lane: str = "") -> int:
+        """Do one job; returns how many deliveries this worker sent (or settled).
+
+        `lane` (the job's queue) has its own limit of sends in flight, so a bulk chunk's
+        slow sends never hold a critical delivery back inside one worker process.
+        """
+        limit = self._limits.get(lane)
+        if limit is None:
+            limit = self._limits[lane] = asyncio.Semaphore(self.concurrency)
+        todo = await self.store.claimable(delivery_ids, self.clock())
+        done = 0
+        if todo.early:
+            self.dispatcher.dispatch(await self.store.requeue(todo.early, self.clock()))
+        if todo.now:
+            notes = await self.store.notifications([n for _, n, _ in todo.now])
+            users = await self.recipients.get_users([u for _, _, u in todo.now])
+            handled = await asyncio.gather(
+                *(self._one(d, notes.get(n), users.get(u), limit) for d, n, u in todo.now)
+            )
+            done = sum(handled)
+        await self.store.finish_job(job_id)
+        failpoint("job.finished")
+        return done
+
+    async def _one(
+        self, delivery_id: str, notification: Any, user: UserState | None, limit: asyncio.Semaphore
+    ) -> bool:
+        # Claimed only when its turn to be sent comes, so its lease covers its own send and
+        # not the wait behind the rest of its job: a slow chunk never looks like a dead worker.
+        async with limit:
+            claimed = await self.claims.submit(delivery_id)
+            if claimed is None:
+                return False  # another worker has it, or has done it
+            failpoint("delivery.claimed")
+            outcome = await self.attempt(claimed, notification, user)
+        failpoint("delivery.sent")
+        applied = await self.outcomes.submit(outcome)
+        failpoint("delivery.recorded")
+        self.dispatcher.dispatch(applied.jobs)
+        return True
+
+    async def _claim(self, connection: Any, ids: list[str], now: dt.datetime) -> list[Claimed | None]:
+        return await self.store.claim_in(connection, ids, self.owner, now + self.lease, now)
+
+    async def attempt(self, claimed: Claimed, notification: Any, user: UserState | None) -> Outcome:
+        now = self.clock()
+        if claimed.expires_at is not None and now >= claimed.expires_at:
+            error = f"not sent by {claimed.expires_at.isoformat()}: expired rather than sent late"
+            return Outcome(
+                claimed, "expired", tries=[Try(None, "expired", error)], reason="expired", error=error
+            )
+        if claimed.reclaimed and not self.registry.idempotent(claimed.providers):
+            error = (
+                "a worker stopped while sending this; its providers cannot drop a repeat, so it is not "
+                "sent again (it may have been delivered)"
+            )
+            return Outcome(
+                claimed, "failed", tries=[Try(None, "unknown", error)], reason="outcome_unknown", error=error
+            )
+        if notification is None:
+            return Outcome(
+                claimed,
+                "failed",
+                tries=[Try(None, "permanent", "notification missing")],
+                reason="missing",
+                error="the notification row is missing",
+            )
+        addresses = addresses_for(claimed.channel, self.policy(), user, claimed.user_id)
+        if not addresses:
+            error = f"the user has no usable {claimed.channel} address any more"
+            return Outcome(
+                claimed,
+                "failed",
+                tries=[Try(None, "permanent", error)],
+                reason="no_address",
+                error=error,
+                fall_back=True,
+            )
+        try:
+            message = self.renderer.render(claimed, notification, user)
+        except RenderError as exc:
+            return Outcome(
+                claimed,
+                "failed",
+                tries=[Try(None, "permanent", str(exc))],
+                reason="template_error",
+                error=str(exc),
+                fall_back=True,
+            )
+        tries: list[Try] = []
+        delivered: list[tuple[str, Delivered]] = []
+        retryable: list[Retryable] = []
+        permanent: list[Permanent] = []
+        for address in addresses:
+            provider, result = await self._through_chain(claimed, message, address, tries)
+            if isinstance(result, Delivered):
+                delivered.append((provider, result))
+            elif isinstance(result, Permanent):
+                permanent.append(result)
+                if result.address_invalid and user is not None:
+                    await self._invalidate(claimed, address, result)
+            else:
+                retryable.append(result)
+        if delivered:
+            provider, first = delivered[0]
+            return Outcome(
+                claimed,
+                "delivered",
+                tries=tries,
+                provider=provider,
+                provider_message_id=first.provider_message_id,
+            )
+        if retryable:
+            retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
+            retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, now, retry_after)
+            error = retryable[-1].error
+            if retry_at is not None:
+                return Outcome(
+                    claimed,
+                    "retrying",
+                    tries=tries,
+                    reason=retryable[-1].code,
+                    error=error,
+                    retry_at=retry_at,
+                )
+            return Outcome(
+                claimed,
+                "dead",
+                tries=tries,
+                reason="retries_exhausted",
+                error=f"gave up after {claimed.attempts} attempts: {error}",
+                fall_back=True,
+            )
+        last = permanent[-1]
+        return Outcome(claimed, "failed", tries=tries, reason=last.code, error=last.error, fall_back=True)
+
+    async def _through_chain(
+        self, claimed: Claimed, message: Message, address: Address, tries: list[Try]
+    ) -> tuple[str, SendResult]:
+        """Try each provider of the chain in order until one delivers or refuses for good."""
+        result: SendResult = Retryable("no provider could be tried", code="no_provider")
+        for name in claimed.providers:
+            adapter = self.registry.get(name)
+            if adapter is None:
+                tries.append(Try(name, "skipped", "provider not configured"))
+                continue
+            started = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(
+                    adapter.send(message, address, idempotency_key=claimed.id), self.send_timeout
+                )
+            except TimeoutError:
+                result = Retryable(f"{name} did not answer within {self.send_timeout:g}s", code="timeout")
+            except Exception as exc:  # an adapter bug must not lose the delivery
+                log.exception("provider %s failed unexpectedly", name)
+                result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
+            elapsed = (time.perf_counter() - started) * 1000
+            error = None if isinstance(result, Delivered) else result.error
+            tries.append(
+                Try(
+                    name,
+                    result.outcome,
+                    error,
+                    result.provider_message_id if isinstance(result, Delivered) else None,
+                    elapsed,
+                )
+            )
+            if not isinstance(result, Retryable):
+                return name, result
+        return claimed.providers[-1] if claimed.providers else "", result
+
+    async def _invalidate(self, claimed: Claimed, address: Address, result: Permanent) -> None:
+        now = self.clock()
+        log.info(
+            "%s address %s is unusable (%s): marking it",
+            claimed.channel,
+            redact(address.kind, address.value),
+            result.code,
+        )
+        if address.kind == "device":
+            await self.recipients.deactivate_device(claimed.user_id, address.value, result.code, now)
+        elif address.kind in ("email", "phone", "webhook"):
+            status = "bounced" if result.code in ("hard_bounce", "bounced") else "invalid"
+            await self.recipients.mark_contact(
+                claimed.user_id, address.kind, address.value, status, result.code, now
+            )
+
+    def _retry_policy(self, claimed: Claimed) -> RetryPolicy:
+        tier = self.policy().tiers.get(claimed.tier or "")
+        return tier.retry if tier is not None else _NO_RETRY
+
+
+def addresses_for(
+    channel: str, policy: CompiledPolicy, user: UserState | None, user_id: str
+) -> list[Address]:
+    """Where a channel's message goes for this user now: every active device, the address..."""
+    definition = policy.channels.get(channel)
+    kind = definition.address if definition is not None else channel
+    if kind == "inbox":
+        return [Address("user", user_id)]
+    if user is None:
+        return []
+    contacts = user.contacts
+    if kind == "devices":
+        return [Address("device", d.token, d.platform) for d in contacts.devices if d.active]
+    value = {"email": contacts.email, "phone": contacts.phone, "webhook": contacts.webhook}.get(kind)
+    return [Address(kind, value)] if value else []  # type: ignore[arg-type]

@@ -1,0 +1,158 @@
+"""`notigate dev`: everything a newcomer needs running, in one command (`./dev run`).
+
+Starts a private Redis (unless REDIS_URL points at one), then the API and the worker as
+child processes with the dev provider profile, prints where to look, and stops them all
+together on Ctrl-C. State lives under `var/` (or `--var DIR`), which git ignores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.redis_server import RedisServer, RedisServerError
+from gateway.settings import Settings
+from gateway.store import migrate
+from gateway.store.database import Database
+from gateway.store.keys import ApiKeyStore
+
+DEV_REDIS_PORT = 6390
+
+
+def run(settings: Settings, var: Path = Path("var")) -> int:
+    var.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("NOTIGATE_PROVIDER_PROFILE", "dev")
+    env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{var.resolve() / 'notigate.db'}")
+    env.setdefault("NOTIGATE_OUTBOX", str(var.resolve() / "outbox"))
+    redis: RedisServer | None = None
+    if "REDIS_URL" not in os.environ:
+        raw = os.environ.get("NOTIGATE_DEV_REDIS_PORT") or str(DEV_REDIS_PORT)
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            print(
+                f"notigate dev: NOTIGATE_DEV_REDIS_PORT={raw!r} is not a TCP port (1-65535)", file=sys.stderr
+            )
+            return 1
+        port = int(raw)
+        redis = RedisServer(var / "redis", port, persist=True)
+        try:
+            redis.start()
+        except RedisServerError as exc:
+            print(
+                f"notigate dev: cannot start Redis on 127.0.0.1:{port}: {exc}\n"
+                "  set NOTIGATE_DEV_REDIS_PORT to a free port, or REDIS_URL to a running Redis",
+                file=sys.stderr,
+            )
+            return 1
+        env["REDIS_URL"] = redis.url
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        key = _prepare(settings, env, var)
+    except Exception as exc:
+        print(f"notigate dev: cannot prepare the database: {exc}", file=sys.stderr)
+        if redis is not None:
+            redis.stop()
+        return 1
+    try:
+        for name, args in _processes(settings):
+            children.append(subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env))  # noqa: S603
+            print(f"notigate dev: started {name} (pid {children[-1].pid})", file=sys.stderr)
+        _banner(settings, env, key, var)
+        return _wait(children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis is not None:
+            redis.stop()
+
+
+def _processes(settings: Settings) -> list[tuple[str, list[str]]]:
+    return [
+        ("api", ["serve", "--host", settings.host, "--port", str(settings.port)]),
+        ("worker", ["worker"]),
+    ]
+
+
+def _prepare(settings: Settings, env: dict[str, str], var: Path) -> str:
+    """Bring the schema up to date and make sure a dev API key exists; returns the key."""
+    database_url = env["DATABASE_URL"]
+
+    async def prepare() -> str:
+        database = Database(database_url)
+        try:
+            await migrate.upgrade(database)
+            saved = var / "dev-api-key"
+            store = ApiKeyStore(database)
+            if saved.exists() and await store.authenticate(saved.read_text().strip()) is not None:
+                return saved.read_text().strip()
+            name = f"dev-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+            _, token = await store.create(
+                name, ["*"], admin=True, rate=1000.0, burst=2000, now=dt.datetime.now(dt.UTC)
+            )
+            saved.write_text(token + "\n")
+            saved.chmod(0o600)
+            return token
+        finally:
+            await database.dispose()
+
+    return asyncio.run(prepare())
+
+
+def _banner(settings: Settings, env: dict[str, str], key: str, var: Path) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    outbox = Path(env["NOTIGATE_OUTBOX"]).resolve()
+    saved = var / "dev-api-key"
+    print(
+        f"""
+Notigate is running (Ctrl-C stops everything)
+  API        {base}        OpenAPI: {base}/schema
+  API key    {key}
+             (admin, every event; saved in {saved})
+  Redis      {env["REDIS_URL"]}
+  Database   {env["DATABASE_URL"]}
+  Outbox     {outbox}   (the dev providers write what they would send here)
+
+Try it:
+  KEY=$(cat {saved})
+  curl -s -X PUT {base}/v1/users/u_1 -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
+       -d '{{"user_id": "u_1", "timezone": "Europe/Paris", "contacts": {{"email": "ada@example.com"}}}}'
+  curl -s {base}/v1/intents -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
+       -d '{{"event": "order.shipped", "user_id": "u_1", "data": {{"order_id": "A-1001", "carrier": "UPS"}}}}'
+  curl -s {base}/v1/notifications/<notification_id> -H "authorization: Bearer $KEY"
+""",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _wait(children: list[subprocess.Popen[bytes]]) -> int:
+    # `kill <pid>` must stop the children too, exactly like Ctrl-C does; and Ctrl-C must work
+    # even when we were started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        while True:
+            for child in children:
+                code = child.poll()
+                if code is not None:
+                    print(f"notigate dev: a process exited with status {code}; stopping", file=sys.stderr)
+                    return code or 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,76 @@
+"""The gateway's exception hierarchy, mapped to HTTP responses in one place (`api/errors.py`).
+
+A `ClientError` is the caller's to fix and always names a machine-readable `code`, a
+sentence a person can act on, and (when one field is at fault) the field's path, e.g.
+`intent.priority`. A `ServerError` is ours; its message never carries secrets.
+"""
+
+from __future__ import annotations
+
+
+class NotigateError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class ClientError(NotigateError):
+    status = 422
+    code = "invalid_request"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ClientError):
+    status = 409
+    code = "conflict"
+
+
+class Unauthorized(ClientError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(ClientError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerError(NotigateError):
+    status = 500
+    code = "internal_error"
+
+
+class Unavailable(ServerError):
+    """A dependency (database, Redis) cannot be reached; nothing was stored half-way."""
+
+    status = 503
+    code = "unavailable"
+
+
+class HistoryUnavailable(Unavailable):
+    """Redis (delivery history, caps, dedup state) cannot be reached."""
+
+    code = "history_unavailable"
+
+
+class ConfigError(Exception):
+    """A setting has a value we cannot use; the message names the variable and the value."""

@@ -1,0 +1,358 @@
+"""Wire shapes of the public contract: what services send and what the gateway knows.
+
+These Structs are the single source of truth for decoding and validating JSON at the
+edges (HTTP bodies, policy test fixtures, CLI input). They are frozen so the decision
+engine can treat them as values, and they forbid unknown fields so a typo in a producer's
+payload is an error rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from msgspec import Meta, Struct
+
+Priority = Literal["urgent", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("urgent", "normal", "low")
+
+EventName = Annotated[
+    str,
+    Meta(
+        pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)*$",
+        max_length=128,
+        description="Dotted lower-case event name, e.g. `order.shipped`.",
+    ),
+]
+EventPattern = Annotated[
+    str,
+    Meta(
+        pattern=r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$",
+        max_length=128,
+        description="An exact event name, a `prefix.*` pattern or `*`.",
+    ),
+]
+UserId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:@-]+$", min_length=1, max_length=128)]
+ChannelName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
+ChannelOrAny = Annotated[str, Meta(pattern=r"^(\*|[a-z][a-z0-9_]*)$", max_length=32)]
+Locale = Annotated[str, Meta(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", max_length=35)]
+ClockTime = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+AwareDatetime = Annotated[dt.datetime, Meta(tz=True)]
+Email = Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+Phone = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164")]
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """Return the IANA zone, cached: ZoneInfo construction is the slow part of a lookup."""
+    return ZoneInfo(name)
+
+
+def check_zone(name: str) -> None:
+    """Raise ValueError naming the zone when it is not a known IANA zone."""
+    try:
+        zone(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"`timezone` {name!r} is not an IANA time zone; use a name such as 'Europe/Paris'"
+        ) from exc
+
+
+class Intent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Something happened that a user may need to hear about."""
+
+    event: EventName
+    user_id: UserId
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    priority: Priority = "normal"
+    channels: list[ChannelName] | None = None
+    idempotency_key: IdempotencyKey | None = None
+    send_at: AwareDatetime | None = None
+    locale: Locale | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels is not None:
+            if not self.channels:
+                raise ValueError("`channels` must name at least one channel when given")
+            if len(set(self.channels)) != len(self.channels):
+                raise ValueError("`channels` must not repeat a channel")
+
+
+class Device(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    platform: Literal["ios", "android", "web"]
+    token: Annotated[str, Meta(min_length=1, max_length=4096)]
+    active: bool = True
+
+
+class Contacts(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    email: Email | None = None
+    phone: Phone | None = None
+    devices: list[Device] = msgspec.field(default_factory=list)
+    webhook: Annotated[str, Meta(pattern=r"^https?://", max_length=2048)] | None = None
+
+    def __post_init__(self) -> None:
+        tokens = [d.token for d in self.devices]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("`devices` must not list the same token twice")
+
+    def active_devices(self) -> list[Device]:
+        return [d for d in self.devices if d.active]
+
+
+class Preference(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One row of a user's wishes; the most specific matching row wins."""
+
+    event: EventPattern
+    channel: ChannelOrAny = "*"
+    enabled: bool = True
+    frequency_cap: Annotated[int, Meta(ge=0)] | None = None
+
+
+class QuietHours(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A daily `[start, end)` window of wall-clock time; wraps midnight when start > end."""
+
+    start: ClockTime
+    end: ClockTime
+
+
+class UserState(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    user_id: UserId
+    timezone: str | None = None
+    locale: Locale | None = None
+    contacts: Contacts = msgspec.field(default_factory=Contacts)
+    preferences: list[Preference] = msgspec.field(default_factory=list)
+    quiet_hours: QuietHours | None = None
+
+    def __post_init__(self) -> None:
+        if self.timezone is not None:
+            check_zone(self.timezone)
+
+
+class HistoryEntry(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Something recently delivered to (or held in an open batch for) the user.
+
+    `category` and `priority` are filled by the gateway's own history store; for entries
+    written by hand (dry-run requests, policy tests) the category is derived from the event
+    and `data` may stand in for `fingerprint`.
+    """
+
+    # Names here are only ever compared with the policy's, never routed or rendered: a wrong
+    # one simply matches nothing. Bounding their length instead of pattern-checking them
+    # halves the cost of decoding a dry-run body with a long history.
+    event: Annotated[str, Meta(min_length=1, max_length=128)]
+    channel: Annotated[str, Meta(min_length=1, max_length=32)]
+    at: AwareDatetime
+    fingerprint: str | None = None
+    category: str | None = None
+    priority: Priority | None = None
+    idempotency_key: IdempotencyKey | None = None
+    notification_id: str | None = None
+    batched: bool = False
+    data: dict[str, Any] | None = None
+
+
+class DryRunRequest(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    intent: Intent
+    user: UserState | None = None
+    at: AwareDatetime | None = None
+    history: list[HistoryEntry] | None = None
+
+
+# --- The decision ---------------------------------------------------------------------
+
+DeferralReason = Literal["quiet_hours", "batched", "scheduled", "delivery_window"]
+SuppressionReason = Literal[
+    "opted_out", "no_address", "frequency_capped", "duplicate", "muted", "policy", "expired"
+]
+
+
+class Batch(Struct, frozen=True, kw_only=True):
+    """Where a batched delivery waits: one grouped message goes out per key and window."""
+
+    key: str
+    window_seconds: int
+    max_size: int
+    size: int
+    closes_at: dt.datetime
+    full: bool
+
+
+class Delivery(Struct, frozen=True, kw_only=True):
+    channel: str
+    send_at: dt.datetime | None
+    deferred: DeferralReason | None
+    tier: str
+    queue: str
+    template: str
+    providers: list[str]
+    recipients: int
+    estimated_cost: float
+    expires_at: dt.datetime
+    rule: str
+    fingerprint: str
+    batch: Batch | None = None
+
+
+class Suppression(Struct, frozen=True, kw_only=True):
+    channel: str
+    reason: SuppressionReason
+    detail: str
+    rule: str
+    digest: str | None = None
+
+
+class TraceStep(Struct, frozen=True, kw_only=True):
+    """One step of the decision that mattered, with where in the policy it came from."""
+
+    step: str
+    rule: str | None
+    file: str | None
+    line: int | None
+    expr: str | None
+    value: Any
+    channel: str | None = None
+    detail: str | None = None
+
+
+class Decision(Struct, frozen=True, kw_only=True):
+    policy_version: str
+    event: str
+    user_id: str
+    category: str
+    tier: str
+    rule: str
+    priority: Priority
+    evaluated_at: dt.datetime
+    deliveries: list[Delivery]
+    suppressed: list[Suppression]
+    fallback: list[str]
+    standby: list[Delivery]
+    estimated_cost: float
+    trace: list[TraceStep]
+
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def to_json(value: Any) -> bytes:
+    return _json_encoder.encode(value)
+
+
+# --- Intake, status and dead letters ----------------------------------------------------
+
+DeliveryStatusName = Literal[
+    "pending",
+    "scheduled",
+    "sending",
+    "retrying",
+    "delivered",
+    "failed",
+    "expired",
+    "dead",
+    "suppressed",
+    "standby",
+    "cancelled",
+]
+
+
+class Accepted(Struct, frozen=True, kw_only=True):
+    notification_id: str
+    status: Literal["accepted"] = "accepted"
+
+
+class AttemptRecord(Struct, frozen=True, kw_only=True):
+    at: dt.datetime
+    provider: str | None
+    outcome: str
+    error: str | None
+    provider_message_id: str | None = None
+
+
+class DeliveryStatus(Struct, frozen=True, kw_only=True):
+    delivery_id: str
+    channel: str
+    status: DeliveryStatusName
+    send_at: dt.datetime | None
+    provider: str | None
+    attempts: list[AttemptRecord]
+    reason: str | None = None
+    detail: str | None = None
+    tier: str | None = None
+    expires_at: dt.datetime | None = None
+
+
+class NotificationStatus(Struct, frozen=True, kw_only=True):
+    notification_id: str
+    event: str
+    user_id: str
+    created_at: dt.datetime
+    policy_version: str | None
+    priority: str
+    status: Literal["decided", "undecided"]
+    category: str | None
+    tier: str | None
+    rule: str | None
+    fallback: list[str]
+    deliveries: list[DeliveryStatus]
+
+
+class DeadLetter(Struct, frozen=True, kw_only=True):
+    dead_letter_id: str
+    delivery_id: str
+    notification_id: str
+    user_id: str
+    channel: str
+    error: str | None
+    attempts: int
+    created_at: dt.datetime
+    replayed_at: dt.datetime | None
+    replay_delivery_id: str | None
+
+
+class DeadLetterPage(Struct, frozen=True, kw_only=True):
+    dead_letters: list[DeadLetter]
+    next_cursor: str | None
+
+
+class BulkIntent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One intent for many users: each gets its own notification id."""
+
+    event: EventName
+    user_ids: Annotated[list[UserId], Meta(min_length=1, max_length=10_000)]
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    priority: Priority = "normal"
+    channels: list[ChannelName] | None = None
+    idempotency_key: IdempotencyKey | None = None  # per recipient: `<key>:<user_id>`
+    send_at: AwareDatetime | None = None
+    locale: Locale | None = None
+
+    def intents(self) -> list[Intent]:
+        return [
+            Intent(
+                event=self.event,
+                user_id=user_id,
+                data=self.data,
+                priority=self.priority,
+                channels=self.channels,
+                send_at=self.send_at,
+                locale=self.locale,
+                idempotency_key=f"{self.idempotency_key}:{user_id}" if self.idempotency_key else None,
+            )
+            for user_id in dict.fromkeys(self.user_ids)
+        ]
+
+
+class BulkItem(Struct, frozen=True, kw_only=True):
+    user_id: str
+    notification_id: str
+    status: Literal["accepted", "replayed"]
+
+
+class BulkAccepted(Struct, frozen=True, kw_only=True):
+    accepted: int
+    replayed: int
+    notifications: list[BulkItem]

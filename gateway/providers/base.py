@@ -1,0 +1,77 @@
+"""What every provider adapter is: a `send()` that returns a normalized result.
+
+Workers never handle a provider's own errors: each adapter maps them, from a table next to
+the provider's documented codes, to one of three results:
+- `Delivered(provider_message_id)`;
+- `Retryable(error, retry_after)`: try again later, or try the next provider now;
+- `Permanent(code, error, address_invalid)`: do not retry; when the address itself is bad
+  (invalid number, hard bounce, unregistered token) the worker marks it so later decisions
+  see `no_address`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+AddressKind = Literal["email", "phone", "device", "webhook", "user"]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One recipient of a delivery: an email address, a phone number, a device token..."""
+
+    kind: AddressKind
+    value: str
+    platform: str | None = None  # for devices: ios, android, web
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A rendered message: the fields its channel uses (see templates), plus where it is from."""
+
+    channel: str
+    event: str
+    notification_id: str
+    delivery_id: str
+    user_id: str
+    fields: dict[str, Any] = field(default_factory=dict)  # subject, text, html, title, body, data, ...
+    locale: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe for email
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    provider_message_id: str | None = None
+    outcome: ClassVar[str] = "delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class Retryable:
+    error: str
+    retry_after: float | None = None  # seconds, when the provider said (429 Retry-After)
+    code: str = "retryable"
+    outcome: ClassVar[str] = "retryable"
+
+
+@dataclass(frozen=True, slots=True)
+class Permanent:
+    code: str
+    error: str
+    address_invalid: bool = False
+    outcome: ClassVar[str] = "permanent"
+
+
+SendResult = Delivered | Retryable | Permanent
+
+
+class Adapter(Protocol):
+    name: str
+    channel: str
+    # True when sending twice with the same idempotency key delivers once (so a worker that
+    # died mid-send may safely send again).
+    idempotent: bool
+
+    async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult: ...
+
+    async def close(self) -> None: ...

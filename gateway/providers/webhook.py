@@ -1,0 +1,115 @@
+"""Signed webhooks over HTTP (httpx): to a user's own URL, or to a fixed endpoint.
+
+The body is the rendered message as JSON. Each request carries
+- `Idempotency-Key: <delivery id>`: a receiver drops repeats (a worker that died after
+  sending sends again with the same key), so this adapter is `idempotent`;
+- `Notigate-Signature: t=<unix time>,v1=<hex>`: HMAC-SHA256 of `<t>.<body>` with the
+  signing secret, so the receiver can check the message is ours and fresh.
+
+Outcomes (HTTP semantics, since webhooks have no provider error codes):
+
+| response                         | result                                             |
+|----------------------------------|----------------------------------------------------|
+| 2xx                              | delivered (message id: `X-Request-Id` if sent)      |
+| 408, 425, 429, 5xx               | retryable, with Retry-After when given             |
+| 410 Gone                         | permanent `gone`, address invalid (stop sending)    |
+| other 4xx                        | permanent `rejected`                               |
+| timeout, connection refused      | retryable                                          |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+import msgspec
+
+from gateway.providers.base import Address, Delivered, Message, Permanent, Retryable, SendResult
+from gateway.redact import Secret
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class WebhookAdapter:
+    idempotent = True
+    secrets = ("signing_secret",)
+
+    def __init__(
+        self,
+        name: str,
+        channel: str,
+        *,
+        signing_secret: Secret,
+        url: str | None = None,
+        timeout: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.channel = channel
+        self.url = url
+        self.signing_secret = signing_secret
+        self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
+        target = self.url or address.value
+        body = msgspec.json.encode(
+            {
+                "id": message.delivery_id,
+                "notification_id": message.notification_id,
+                "event": message.event,
+                "channel": message.channel,
+                "user_id": message.user_id,
+                "locale": message.locale,
+                "to": {"kind": address.kind, "value": address.value} if self.url else None,
+                "message": message.fields,
+            }
+        )
+        stamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "idempotency-key": idempotency_key,
+            "notigate-signature": f"t={stamp},v1={sign(self.signing_secret.reveal(), stamp, body)}",
+            "user-agent": "notigate-webhook/1",
+        }
+        try:
+            response = await self.client.post(target, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return Retryable(f"{self.name}: no answer in time", code="timeout")
+        except httpx.TransportError as exc:
+            return Retryable(f"{self.name}: cannot connect ({type(exc).__name__})", code="unreachable")
+        status = response.status_code
+        if 200 <= status < 300:
+            return Delivered(provider_message_id=response.headers.get("x-request-id"))
+        if status in RETRYABLE_STATUSES or status >= 500:
+            return Retryable(
+                f"{self.name}: HTTP {status}",
+                retry_after_seconds(response.headers.get("retry-after")),
+                code=f"http_{status}",
+            )
+        if status == 410:
+            return Permanent("gone", f"{self.name}: the receiver is gone (HTTP 410)", address_invalid=True)
+        return Permanent("rejected", f"{self.name}: refused with HTTP {status}")
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,196 @@
+"""`notigate worker`: arq workers for the tiers' queues, plus the relay and late decisions.
+
+One arq `Worker` per queue, so a bulk campaign queued behind thousands of jobs never
+delays a critical one: each queue has its own polling loop and its own concurrency. On
+SIGTERM or Ctrl-C the workers stop taking jobs, let the running ones finish (up to the job
+timeout), then close; a job cut short is re-run by arq and its deliveries reclaimed once
+their lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from gateway.delivery.pipeline import DeliveryPipeline, RawRenderer, Renderer
+from gateway.errors import ConfigError, Unavailable
+from gateway.providers.registry import ProviderRegistry
+from gateway.queue.enqueue import DELIVER, deserialize, serialize
+from gateway.queue.relay import Relay
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.store import migrate
+from gateway.store.deliveries import Applied, Outcome
+from gateway.store.group_commit import GroupCommit
+
+log = logging.getLogger("gateway.worker")
+
+
+async def deliver(ctx: dict[str, Any], job_id: str, delivery_ids: list[str]) -> int:
+    """The one arq job function: deliver the deliveries of one outbox job."""
+    pipeline: DeliveryPipeline = ctx["pipeline"]
+    return await pipeline.run(job_id, delivery_ids, lane=ctx["queue"])
+
+
+class WorkerProcess:
+    def __init__(
+        self,
+        settings: Settings,
+        queues: Sequence[str] | None = None,
+        *,
+        relay: bool = True,
+        renderer: Renderer | None = None,
+        services: Services | None = None,
+        registry: ProviderRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.services = services or Services(settings)
+        policy = self.services.policy
+        self.queues = list(queues) if queues else sorted({t.queue for t in policy.tiers.values()})
+        unknown = set(self.queues) - {t.queue for t in policy.tiers.values()}
+        if unknown:
+            raise ConfigError(
+                f"unknown queue {sorted(unknown)[0]!r}; the policy's tiers use "
+                f"{', '.join(sorted({t.queue for t in policy.tiers.values()}))}"
+            )
+        self.with_relay = relay
+        self.renderer = renderer or RawRenderer()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop = asyncio.Event()
+        self.workers: list[Worker] = []
+        self.outcomes: GroupCommit[Outcome, Applied] | None = None
+        self.registry: ProviderRegistry | None = registry
+        self.pipeline: DeliveryPipeline | None = None
+
+    async def run(self) -> None:
+        services = self.services
+        await _require_current_schema(services)
+        if self.registry is None:
+            self.registry = ProviderRegistry.load(
+                self.settings.bundle_paths().providers, self.settings.provider_profile
+            )
+        self.outcomes = GroupCommit(
+            services.database, services.deliveries.apply, clock=services.clock, name="outcomes"
+        )
+        await services.start()
+        await self.outcomes.start()
+        pipeline = DeliveryPipeline(
+            store=services.deliveries,
+            recipients=services.recipients,
+            registry=self.registry,
+            policy=services.current_policy,
+            outcomes=self.outcomes,
+            dispatcher=services.dispatcher,
+            renderer=self.renderer,
+            clock=services.clock,
+            owner=self.owner,
+            lease=dt.timedelta(seconds=self.settings.job_timeout),
+            concurrency=self.settings.worker_concurrency,
+        )
+        await pipeline.start()
+        self.pipeline = pipeline
+        redis_settings = RedisSettings.from_dsn(self.settings.redis_url)
+        for queue in self.queues:
+            worker = Worker(
+                functions=[func(deliver, name=DELIVER, timeout=self.settings.job_timeout)],
+                queue_name=services.keys.queue(queue),
+                redis_settings=redis_settings,
+                max_jobs=self.settings.worker_concurrency,
+                job_timeout=self.settings.job_timeout,
+                keep_result=60,
+                poll_delay=0.02,
+                handle_signals=False,
+                job_serializer=serialize,
+                job_deserializer=deserialize,
+                ctx={"pipeline": pipeline, "queue": queue},
+                log_results=False,
+            )
+            # arq locks a running job for its timeout plus ten seconds, so the job of a worker
+            # that died waits that long before any other worker may run it. Exactly-once does
+            # not rest on that lock but on the delivery claims and their lease (= job timeout),
+            # so one second past the lease is enough: recovery in ~job timeout, not +10 s.
+            worker.in_progress_timeout_s = self.settings.job_timeout + 1
+            self.workers.append(worker)
+        tasks = [
+            asyncio.create_task(w.async_run(), name=f"worker-{q}")
+            for w, q in zip(self.workers, self.queues, strict=True)
+        ]
+        if self.with_relay:
+            relay = Relay(
+                services.database,
+                services.redis,
+                services.keys,
+                services.enqueuer,
+                services.clock,
+                reconcile_every=self.settings.relay_reconcile,
+            )
+            tasks.append(asyncio.create_task(relay.run(self.stop), name="relay"))
+            tasks.append(asyncio.create_task(self._decide_late(), name="late-decisions"))
+        log.info("worker %s serving queues %s", self.owner, ", ".join(self.queues))
+        try:
+            await self.stop.wait()
+        finally:
+            await self._shutdown(tasks)
+
+    async def _decide_late(self) -> None:
+        while not self.stop.is_set():
+            try:
+                decided = await self.services.intake.decide_pending()
+                if decided:
+                    log.info("decided %d intents accepted while Redis was away", decided)
+            except (Unavailable, OSError) as exc:
+                log.info("late decisions waiting: %s", exc)
+                decided = 0
+            if not decided:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), 1.0)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        for worker in self.workers:
+            worker.allow_pick_jobs = False
+        running = [t for w in self.workers for t in w.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=self.settings.job_timeout)
+        for worker in self.workers:
+            try:
+                await worker.close()
+            except Exception:
+                log.exception("closing worker")
+        self.stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        if self.outcomes is not None:
+            await self.outcomes.stop()
+        if self.registry is not None:
+            await self.registry.close()
+        await self.services.close()
+
+
+async def _require_current_schema(services: Services) -> None:
+    await migrate.require_current(services.database, "this worker")
+
+
+def run(settings: Settings, queues: Sequence[str] | None = None, *, relay: bool = True) -> int:
+    async def main() -> None:
+        process = WorkerProcess(settings, queues, relay=relay)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, process.stop.set)
+        await process.run()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,42 @@
+"""Addresses and secrets as logs may show them: enough to recognise, never enough to use.
+
+`a***@example.com`, `+1415***0100`, `tok…9f2c`. Credentials are wrapped in `Secret`, whose
+repr and str are masked, so an exception message or a debug log cannot leak them.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def redact(kind: str, value: str) -> str:
+    if kind == "email" and "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if kind == "phone":
+        return f"{value[:5]}***{value[-4:]}" if len(value) > 9 else "***"
+    if kind in ("device", "token"):
+        return f"tok…{value[-4:]}" if len(value) > 8 else "tok…"
+    if kind == "webhook":
+        return re.sub(r"(//[^/]+).*", r"\1/…", value)
+    return "***"
+
+
+class Secret:
+    """A credential that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)

@@ -1,0 +1,36 @@
+"""Every Redis key the gateway uses, named in one place.
+
+All keys start with the configured prefix (NOTIGATE_REDIS_PREFIX), so several gateways or
+test runs can share a Redis. A user's keys carry the user id in braces (a Redis Cluster
+hash tag), so the scripts that touch one user's state stay on one shard. arq's own job
+keys (`arq:job:*`, `arq:in-progress:*`) are not prefixed; queues are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "notigate"
+
+    def history(self, user_id: str) -> str:
+        """Sorted set: what was committed for the user, scored by send time (ms)."""
+        return f"{self.prefix}:history:{{{user_id}}}"
+
+    def quota(self, key_id: str) -> str:
+        """Hash: a producer key's token bucket."""
+        return f"{self.prefix}:quota:{key_id}"
+
+    def queue(self, name: str) -> str:
+        """arq queue (sorted set of job ids) of a tier."""
+        return f"{self.prefix}:queue:{name}"
+
+    def relay_wakeup(self) -> str:
+        """List the relay blocks on, so new outbox rows are enqueued without polling delay."""
+        return f"{self.prefix}:relay:wakeup"
+
+    def epoch(self) -> str:
+        """A marker whose absence means Redis lost its data (restart without persistence)."""
+        return f"{self.prefix}:epoch"

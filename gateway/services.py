@@ -1,0 +1,93 @@
+"""The gateway's long-lived parts, built once per process from the settings.
+
+The API and the worker build the same container, so a stored user, a Redis key or a
+queue job means the same thing on both sides. Nothing here is a global: tests build a
+container per test with their own database, Redis and key prefix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from gateway.decisions import utcnow
+from gateway.history import RedisHistory
+from gateway.intake import Intake
+from gateway.policy.checker import load_policy
+from gateway.policy.compiled import CompiledPolicy
+from gateway.queue.dispatch import Dispatcher
+from gateway.queue.enqueue import Enqueuer
+from gateway.quota import Quota
+from gateway.redis_keys import Keys
+from gateway.settings import Settings
+from gateway.store.database import Database
+from gateway.store.deliveries import DeliveryStore
+from gateway.store.intake import IntakeWriter
+from gateway.store.keys import ApiKeyStore
+from gateway.store.recipients import SqlRecipients
+
+
+def connect_redis(url: str) -> Redis:
+    """Short timeouts: a Redis that is down must be noticed in a second, not hang intake."""
+    client: Redis = Redis.from_url(
+        url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=15
+    )
+    return client
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy: CompiledPolicy | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._closed = False
+        self.policy = policy or load_policy(settings.bundle_paths(), runtime=settings.cel_runtime)
+        self.database = Database(settings.database_url)
+        self.redis = connect_redis(settings.redis_url)
+        self.keys = Keys(settings.redis_prefix)
+        self.history = RedisHistory(self.redis, self.keys, self.policy.history_window)
+        self.recipients = SqlRecipients(self.database)
+        self.enqueuer = Enqueuer(self.redis, self.keys)
+        self.dispatcher = Dispatcher(self.database, self.enqueuer, clock)
+        self.writer = IntakeWriter(self.database, idempotency_window=self._idempotency_window, clock=clock)
+        self.deliveries = DeliveryStore(self.database)
+        self.api_keys = ApiKeyStore(self.database)
+        self.quota = Quota(self.redis, self.keys)
+        self.intake = Intake(
+            policy=self.current_policy,
+            database=self.database,
+            recipients=self.recipients,
+            history=self.history,
+            quota=self.quota,
+            writer=self.writer,
+            dispatcher=self.dispatcher,
+            clock=clock,
+        )
+
+    def current_policy(self) -> CompiledPolicy:
+        return self.policy
+
+    def _idempotency_window(self) -> dt.timedelta:
+        return self.policy.defaults.idempotency_window
+
+    async def start(self) -> None:
+        await self.writer.start()
+        await self.dispatcher.start()
+        await self.intake.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.intake.stop()
+        await self.writer.stop()
+        await self.dispatcher.stop()
+        await self.redis.aclose()
+        await self.database.dispose()

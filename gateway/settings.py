@@ -1,0 +1,121 @@
+"""Settings from the environment, in one typed place (documented in docs/configuration.md).
+
+Read explicitly with `Settings.from_env()`, never at import time, so tests and tools can
+build settings for any environment without patching globals. Defaults work on a laptop:
+SQLite under `var/`, Redis on localhost, the dev provider profile. An invalid value is an
+error naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import msgspec
+
+from gateway.errors import ConfigError
+from gateway.policy.cel import RUNTIME_NAMES
+from gateway.policy.compiler import BundlePaths
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    policies_dir: Path = Path("policies")
+    templates_dir: Path | None = None
+    providers_file: Path | None = None
+    schemas_dir: Path | None = None
+    cel_runtime: str = "auto"
+    database_url: str = "sqlite+aiosqlite:///var/notigate.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "notigate"
+    provider_profile: str = "dev"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_processes: int = 1  # `notigate serve` processes sharing the port (one event loop each)
+    log_level: str = "INFO"
+    max_body_bytes: int = 1_048_576
+    max_bulk_bytes: int = 8_388_608
+    max_data_bytes: int = 65_536
+    job_timeout: float = 30.0  # seconds a queue job may run; also the lease on its deliveries
+    worker_concurrency: int = 50  # jobs a worker runs at once, per queue
+    relay_reconcile: float = 5.0  # seconds between the relay's checks for lost jobs and orphaned deliveries
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name, variable, parse in _VARIABLES:
+            raw = env.get(variable)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{variable}={raw!r} is not valid: {exc}") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.cel_runtime not in ("auto", *RUNTIME_NAMES):
+            raise ConfigError(
+                f"NOTIGATE_CEL_RUNTIME={settings.cel_runtime!r} is not valid: "
+                f"choose auto, {', '.join(RUNTIME_NAMES)}"
+            )
+        return settings
+
+    def bundle_paths(self) -> BundlePaths:
+        return BundlePaths.for_policies(
+            self.policies_dir,
+            templates=self.templates_dir,
+            providers=self.providers_file,
+            schemas=self.schemas_dir,
+        )
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError("a TCP port is between 1 and 65535")
+    return port
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("choose DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+# (field, environment variable, parser); docs/configuration.md lists the same table.
+_VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    ("policies_dir", "NOTIGATE_POLICIES", Path),
+    ("templates_dir", "NOTIGATE_TEMPLATES", Path),
+    ("providers_file", "NOTIGATE_PROVIDERS", Path),
+    ("schemas_dir", "NOTIGATE_SCHEMAS", Path),
+    ("cel_runtime", "NOTIGATE_CEL_RUNTIME", str),
+    ("database_url", "DATABASE_URL", str),
+    ("redis_url", "REDIS_URL", str),
+    ("redis_prefix", "NOTIGATE_REDIS_PREFIX", str),
+    ("provider_profile", "NOTIGATE_PROVIDER_PROFILE", str),
+    ("host", "NOTIGATE_HOST", str),
+    ("port", "NOTIGATE_PORT", _port),
+    ("api_processes", "NOTIGATE_API_PROCESSES", _positive),
+    ("log_level", "NOTIGATE_LOG_LEVEL", _level),
+    ("max_body_bytes", "NOTIGATE_MAX_BODY_BYTES", _positive),
+    ("max_bulk_bytes", "NOTIGATE_MAX_BULK_BYTES", _positive),
+    ("max_data_bytes", "NOTIGATE_MAX_DATA_BYTES", _positive),
+    ("job_timeout", "NOTIGATE_JOB_TIMEOUT", _seconds),
+    ("worker_concurrency", "NOTIGATE_WORKER_CONCURRENCY", _positive),
+    ("relay_reconcile", "NOTIGATE_RELAY_RECONCILE", _seconds),
+)

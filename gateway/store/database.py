@@ -1,0 +1,124 @@
+"""Connections to the store: SQLite (aiosqlite, WAL) by default, PostgreSQL (asyncpg) by URL.
+
+One `Database` per process holds the async engine. SQLite gets the pragmas that make it a
+reasonable server database (WAL so readers never block the writer, a busy timeout so
+writers from several processes queue instead of failing, FULL sync so a commit, and the
+202 that follows it, survives a power loss and not only a process crash; group commit
+pays that fsync once per batch). Failures to reach the database surface as `Unavailable` (HTTP 503).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from gateway.errors import ConfigError, Unavailable
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"DATABASE_URL={url!r} is not valid: use sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        options: dict[str, Any] = {
+            # msgspec writes and reads the JSON columns several times faster than the json module.
+            "json_serializer": _json_text,
+            "json_deserializer": msgspec.json.decode,
+        }
+        if self.dialect == "sqlite":
+            # A file does not drop connections: no ping (a round trip to the driver's thread)
+            # before every use.
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            options.update(
+                pool_pre_ping=True,  # a server restart leaves dead connections in the pool
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=5,
+                connect_args={"timeout": 5, "command_timeout": 30},
+            )
+        self.engine: AsyncEngine = create_async_engine(url, **options)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction; a database that cannot be reached raises Unavailable, not a 500."""
+        try:
+            async with self.engine.begin() as connection:
+                yield connection
+        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+            if isinstance(exc, OperationalError) and not _is_connectivity(exc):
+                raise
+            raise Unavailable("the database is unavailable; nothing was stored, try again") from exc
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as connection:
+                yield connection
+        except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+            if isinstance(exc, OperationalError) and not _is_connectivity(exc):
+                raise
+            raise Unavailable("the database is unavailable; try again") from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+            return True
+        except (Unavailable, DBAPIError):
+            return False
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _json_text(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _is_connectivity(exc: OperationalError) -> bool:
+    """SQLite reports locks and missing files as OperationalError too; only some mean 'down'."""
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return exc.connection_invalidated or any(
+        marker in text
+        for marker in (
+            "unable to open",
+            "connection",
+            "disk i/o",
+            "database is locked",
+            "could not connect",
+            "closed",
+            "timeout",
+        )
+    )

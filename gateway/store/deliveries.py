@@ -1,0 +1,526 @@
+"""Deliveries as workers see them: claim, record the outcome, fall back, dead-letter, read.
+
+Exactly once per address rests on three rules:
+1. A worker *claims* a delivery with a compare-and-set (`pending|scheduled|retrying ->
+   sending`, with a lease) before it calls a provider; a second worker's claim finds the
+   row taken and skips it.
+2. It *records* the outcome (and any follow-up: a retry job, the next fallback channel, a
+   dead letter) in one transaction, guarded by its lease, before the queue job ends.
+3. A delivery left `sending` by a worker that died is reclaimed once its lease expires and
+   sent again with the same idempotency key (the delivery id), which providers that
+   support one use to drop the repeat; for a provider without one, the delivery is
+   recorded `failed` with `outcome_unknown` instead of risking a second message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.ids import new_id
+from gateway.model import AttemptRecord, DeadLetter, DeadLetterPage, DeliveryStatus, NotificationStatus
+from gateway.store.bulk import insert_rows
+from gateway.store.database import Database
+from gateway.store.intake import NewJob, insert_jobs
+from gateway.store.tables import AttemptRow, DeadLetterRow, DeliveryRow, JobRow, NotificationRow
+
+log = logging.getLogger(__name__)
+
+deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
+attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+jobs = JobRow.__table__  # type: ignore[attr-defined]
+notifications = NotificationRow.__table__  # type: ignore[attr-defined]
+dead_letters = DeadLetterRow.__table__  # type: ignore[attr-defined]
+
+OPEN = ("pending", "scheduled", "retrying")
+# A job may wake a hair before its time (Redis scores are whole milliseconds): that is on time.
+ON_TIME = dt.timedelta(milliseconds=10)
+
+
+def _due_at(
+    status: str, send_at: dt.datetime | None, next_attempt_at: dt.datetime | None
+) -> dt.datetime | None:
+    """When an open delivery may be sent: a retry after its backoff, anything else at its send time."""
+    return next_attempt_at if status == "retrying" else send_at
+
+
+def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
+    """The same rule in SQL, for the compare-and-set claim: an early job never sends early."""
+    return sa.case(
+        (
+            deliveries.c.status == "retrying",
+            sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+        ),
+        else_=sa.or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= now),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Claimable:
+    """What a job finds: deliveries to send now, and open ones it reached before their time."""
+
+    now: list[tuple[str, str, str]]  # (delivery, notification, user)
+    early: list[tuple[str, str, dt.datetime]]  # (delivery, queue, due at)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    notification_id: str
+    user_id: str
+    event: str
+    channel: str
+    tier: str | None
+    queue: str | None
+    template: str | None
+    providers: list[str]
+    recipients: int
+    chain_position: int | None
+    attempts: int  # including this one
+    send_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    fingerprint: str | None
+    owner: str
+    reclaimed: bool  # a previous worker died while sending it
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """One call to one provider."""
+
+    provider: str | None
+    outcome: str  # delivered, retryable, permanent, expired, skipped, unknown (superseded when stored)
+    error: str | None = None
+    provider_message_id: str | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to a claimed delivery, and what must follow."""
+
+    delivery: Claimed
+    status: str  # delivered, retrying, dead, failed, expired
+    tries: Sequence[Try] = ()
+    provider: str | None = None
+    provider_message_id: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    retry_at: dt.datetime | None = None
+    fall_back: bool = False
+
+
+@dataclass
+class Applied:
+    jobs: list[NewJob] = field(default_factory=list)
+    activated: list[str] = field(default_factory=list)  # standby deliveries now pending
+
+
+class DeliveryStore:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def claim(
+        self, ids: Sequence[str], owner: str, lease: dt.timedelta, now: dt.datetime
+    ) -> list[Claimed]:
+        """Take the deliveries that are free to send (or whose sender died); skip the rest."""
+        async with self.database.begin() as connection:
+            taken = await self.claim_in(connection, ids, owner, now + lease, now)
+        return [c for c in taken if c is not None]
+
+    async def claim_in(
+        self,
+        connection: AsyncConnection,
+        ids: Sequence[str],
+        owner: str,
+        until: dt.datetime,
+        now: dt.datetime,
+    ) -> list[Claimed | None]:
+        """Claim inside a (group) transaction; one result per id, None where the claim lost."""
+        if not ids:
+            return []
+        rows = {
+            r.id: r for r in await connection.execute(sa.select(deliveries).where(deliveries.c.id.in_(ids)))
+        }
+        fresh = [i for i, r in rows.items() if r.status in OPEN]
+        stale = [
+            i
+            for i, r in rows.items()
+            if r.status == "sending" and r.lease_until is not None and r.lease_until < now
+        ]
+        taken: set[str] = set()
+        values = {
+            "status": "sending",
+            "lease_owner": owner,
+            "lease_until": until,
+            "attempts": deliveries.c.attempts + 1,
+            "updated_at": now,
+        }
+        if fresh:
+            result = await connection.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.id.in_(fresh), deliveries.c.status.in_(OPEN), _due(now + ON_TIME))
+                .values(**values)
+                .returning(deliveries.c.id)
+            )
+            taken |= {r.id for r in result}
+        if stale:
+            result = await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id.in_(stale),
+                    deliveries.c.status == "sending",
+                    deliveries.c.lease_until < now,
+                )
+                .values(**values)
+                .returning(deliveries.c.id)
+            )
+            taken |= {r.id for r in result}
+        return [
+            Claimed(
+                id=r.id,
+                notification_id=r.notification_id,
+                user_id=r.user_id,
+                event=r.event,
+                channel=r.channel,
+                tier=r.tier,
+                queue=r.queue,
+                template=r.template,
+                providers=list(r.providers or []),
+                recipients=r.recipients,
+                chain_position=r.chain_position,
+                attempts=r.attempts + 1,
+                send_at=r.send_at,
+                expires_at=r.expires_at,
+                fingerprint=r.fingerprint,
+                owner=owner,
+                reclaimed=r.id in stale,
+            )
+            if (r := rows.get(i)) is not None and i in taken
+            else None
+            for i in ids
+        ]
+
+    async def claimable(self, ids: Sequence[str], now: dt.datetime) -> Claimable:
+        """What a job still has to do: open deliveries that are due, and those it came too early for.
+
+        A job can arrive early: a duplicate of a retry's job, a re-pushed or rescued job, or
+        a clock a little ahead. Early deliveries are neither sent nor dropped.
+        """
+        if not ids:
+            return Claimable([], [])
+        async with self.database.connect() as connection:
+            rows = await connection.execute(
+                sa.select(
+                    deliveries.c.id,
+                    deliveries.c.notification_id,
+                    deliveries.c.user_id,
+                    deliveries.c.status,
+                    deliveries.c.queue,
+                    deliveries.c.send_at,
+                    deliveries.c.next_attempt_at,
+                    deliveries.c.lease_until,
+                ).where(deliveries.c.id.in_(ids))
+            )
+            todo = Claimable([], [])
+            for r in rows:
+                if r.status in OPEN:
+                    due = _due_at(r.status, r.send_at, r.next_attempt_at)
+                    if due is not None and due > now + ON_TIME:
+                        todo.early.append((r.id, r.queue or "standard", due))
+                        continue
+                elif not (r.status == "sending" and r.lease_until is not None and r.lease_until < now):
+                    continue
+                todo.now.append((r.id, r.notification_id, r.user_id))
+            return todo
+
+    async def requeue(self, early: Sequence[tuple[str, str, dt.datetime]], now: dt.datetime) -> list[NewJob]:
+        """Give deliveries a job came too early for one at their time (a claim makes extras harmless)."""
+        by_slot: dict[tuple[str, dt.datetime], list[str]] = {}
+        for delivery_id, queue, due in early:
+            by_slot.setdefault((queue, due), []).append(delivery_id)
+        new_jobs = [NewJob(new_id("j"), queue, ids, due, 0) for (queue, due), ids in by_slot.items()]
+        async with self.database.begin() as connection:
+            await insert_jobs(connection, new_jobs, now)
+        return new_jobs
+
+    async def notifications(self, ids: Sequence[str]) -> dict[str, Any]:
+        """The notifications (event data, locale, ...) behind claimed deliveries."""
+        async with self.database.connect() as connection:
+            return {
+                r.id: r
+                for r in await connection.execute(
+                    sa.select(notifications).where(notifications.c.id.in_(list(set(ids))))
+                )
+            }
+
+    async def apply(
+        self, connection: AsyncConnection, outcomes: Sequence[Outcome], now: dt.datetime
+    ) -> list[Applied]:
+        """Record outcomes with their follow-ups; runs inside a (group) transaction. One result each."""
+        results = [Applied() for _ in outcomes]
+        superseded: list[Outcome] = []
+        for outcome, applied in zip(outcomes, results, strict=True):
+            claimed = outcome.delivery
+            values: dict[str, Any] = {
+                "status": outcome.status,
+                "lease_owner": None,
+                "lease_until": None,
+                "updated_at": now,
+            }
+            if outcome.status == "delivered":
+                values.update(provider=outcome.provider, provider_message_id=outcome.provider_message_id)
+            else:
+                values.update(reason=outcome.reason, detail=outcome.error)
+            if outcome.status == "retrying":
+                values["next_attempt_at"] = outcome.retry_at
+            recorded = await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id == claimed.id,
+                    deliveries.c.status == "sending",
+                    deliveries.c.lease_owner == claimed.owner,
+                )
+                .values(**values)
+            )
+            if not recorded.rowcount:
+                # Our lease ran out and another worker took the delivery over: its outcome
+                # stands. Our tries are kept for the audit, marked superseded, so a provider
+                # call is never hidden and never counted as a second delivery.
+                log.warning("delivery %s: lease lost before its outcome was stored", claimed.id)
+                superseded.append(outcome)
+                continue
+            if outcome.status == "retrying" and outcome.retry_at is not None and claimed.queue:
+                applied.jobs.append(NewJob(new_id("j"), claimed.queue, [claimed.id], outcome.retry_at, 1))
+            if outcome.status == "dead":
+                await connection.execute(
+                    sa.insert(dead_letters).values(
+                        id=new_id("dl"),
+                        delivery_id=claimed.id,
+                        notification_id=claimed.notification_id,
+                        user_id=claimed.user_id,
+                        channel=claimed.channel,
+                        error=outcome.error,
+                        attempts=claimed.attempts,
+                        created_at=now,
+                    )
+                )
+            if outcome.fall_back:
+                await self._activate_next(connection, claimed, now, applied)
+        late = {id(o) for o in superseded}
+        await insert_rows(
+            connection,
+            attempts,
+            [
+                _attempt_row(o.delivery.id, t, now, superseded=id(o) in late)
+                for o in outcomes
+                for t in o.tries
+            ],
+        )
+        await insert_jobs(connection, [job for applied in results for job in applied.jobs], now)
+        return results
+
+    async def _activate_next(
+        self, connection: AsyncConnection, failed: Claimed, now: dt.datetime, applied: Applied
+    ) -> None:
+        """The channel failed for good: wake the next standby channel of the fallback chain."""
+        standby = (
+            await connection.execute(
+                sa.select(deliveries.c.id, deliveries.c.queue)
+                .where(
+                    deliveries.c.notification_id == failed.notification_id, deliveries.c.status == "standby"
+                )
+                .order_by(deliveries.c.chain_position)
+                .limit(1)
+            )
+        ).first()
+        if standby is None:
+            return
+        woken = await connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id == standby.id, deliveries.c.status == "standby")
+            .values(status="pending", send_at=None, updated_at=now, detail=f"fallback after {failed.channel}")
+        )
+        if woken.rowcount and standby.queue:
+            applied.activated.append(standby.id)
+            applied.jobs.append(NewJob(new_id("j"), standby.queue, [standby.id], now, 0))
+
+    async def finish_job(self, job_id: str) -> None:
+        async with self.database.begin() as connection:
+            await connection.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+
+    async def status(self, notification_id: str) -> NotificationStatus | None:
+        async with self.database.connect() as connection:
+            note = (
+                await connection.execute(
+                    sa.select(notifications).where(notifications.c.id == notification_id)
+                )
+            ).first()
+            if note is None:
+                return None
+            rows = list(
+                await connection.execute(
+                    sa.select(deliveries)
+                    .where(deliveries.c.notification_id == notification_id)
+                    .order_by(
+                        deliveries.c.chain_position.is_(None), deliveries.c.chain_position, deliveries.c.id
+                    )
+                )
+            )
+            tries: dict[str, list[AttemptRecord]] = {r.id: [] for r in rows}
+            if rows:
+                for a in await connection.execute(
+                    sa.select(attempts).where(attempts.c.delivery_id.in_(list(tries))).order_by(attempts.c.id)
+                ):
+                    tries[a.delivery_id].append(
+                        AttemptRecord(
+                            at=a.at,
+                            provider=a.provider,
+                            outcome=a.outcome,
+                            error=a.error,
+                            provider_message_id=a.provider_message_id,
+                        )
+                    )
+        return NotificationStatus(
+            notification_id=note.id,
+            event=note.event,
+            user_id=note.user_id,
+            created_at=note.created_at,
+            policy_version=note.policy_version,
+            priority=note.priority,
+            status=note.status,
+            category=note.category,
+            tier=note.tier,
+            rule=note.rule,
+            fallback=list(note.fallback or []),
+            deliveries=[
+                DeliveryStatus(
+                    delivery_id=r.id,
+                    channel=r.channel,
+                    status=r.status,
+                    send_at=r.send_at,
+                    provider=r.provider,
+                    attempts=tries[r.id],
+                    reason=r.reason,
+                    detail=r.detail,
+                    tier=r.tier,
+                    expires_at=r.expires_at,
+                )
+                for r in rows
+            ],
+        )
+
+    async def producer_of(self, notification_id: str) -> str | None:
+        async with self.database.connect() as connection:
+            return await connection.scalar(
+                sa.select(notifications.c.producer).where(notifications.c.id == notification_id)
+            )
+
+    async def dead_letters(self, limit: int, cursor: str | None, include_replayed: bool) -> DeadLetterPage:
+        """Newest first; the cursor is the id of the last dead letter of the previous page."""
+        query = sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit + 1)
+        if cursor:
+            query = query.where(dead_letters.c.id < cursor)
+        if not include_replayed:
+            query = query.where(dead_letters.c.replayed_at.is_(None))
+        async with self.database.connect() as connection:
+            rows = list(await connection.execute(query))
+        page = [_dead_letter(r) for r in rows[:limit]]
+        return DeadLetterPage(
+            dead_letters=page, next_cursor=page[-1].dead_letter_id if len(rows) > limit else None
+        )
+
+    async def dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        async with self.database.connect() as connection:
+            row = (
+                await connection.execute(sa.select(dead_letters).where(dead_letters.c.id == dead_letter_id))
+            ).first()
+        return _dead_letter(row) if row is not None else None
+
+    async def replay(self, dead_letter_id: str, now: dt.datetime) -> tuple[DeadLetter, NewJob] | None:
+        """Send a dead-lettered delivery again, as a new delivery of the same notification.
+
+        The new delivery starts with a fresh retry budget; the dead one stays, for the record.
+        Replaying twice returns None the second time (the dead letter is marked replayed).
+        """
+        async with self.database.begin() as connection:
+            letter = (
+                await connection.execute(sa.select(dead_letters).where(dead_letters.c.id == dead_letter_id))
+            ).first()
+            if letter is None:
+                return None
+            dead = (
+                await connection.execute(sa.select(deliveries).where(deliveries.c.id == letter.delivery_id))
+            ).first()
+            replay_id = new_id("d")
+            marked = await connection.execute(
+                sa.update(dead_letters)
+                .where(dead_letters.c.id == dead_letter_id, dead_letters.c.replayed_at.is_(None))
+                .values(replayed_at=now, replay_delivery_id=replay_id)
+            )
+            if not marked.rowcount or dead is None:
+                return None
+            copy = {c.name: getattr(dead, c.name) for c in deliveries.columns}
+            copy.update(
+                id=replay_id,
+                status="pending",
+                attempts=0,
+                reason=None,
+                detail=f"replay of {dead.id}",
+                provider=None,
+                provider_message_id=None,
+                next_attempt_at=None,
+                lease_owner=None,
+                lease_until=None,
+                send_at=None,
+                created_at=now,
+                updated_at=now,
+                expires_at=None,
+                chain_position=None,
+            )
+            await connection.execute(sa.insert(deliveries).values(**copy))
+            job = NewJob(new_id("j"), dead.queue or "standard", [replay_id], now, 0)
+            await insert_jobs(connection, [job], now)
+            letter = (
+                await connection.execute(sa.select(dead_letters).where(dead_letters.c.id == dead_letter_id))
+            ).first()
+        return _dead_letter(letter), job
+
+
+def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded: bool) -> dict[str, Any]:
+    outcome, error = attempt.outcome, attempt.error
+    if superseded:
+        outcome, error = (
+            "superseded",
+            f"{outcome} after this worker's lease ran out" + (f": {error}" if error else ""),
+        )
+    return {
+        "delivery_id": delivery_id,
+        "at": now,
+        "provider": attempt.provider,
+        "outcome": outcome,
+        "error": error,
+        "provider_message_id": attempt.provider_message_id,
+        "duration_ms": attempt.duration_ms,
+    }
+
+
+def _dead_letter(row: Any) -> DeadLetter:
+    return DeadLetter(
+        dead_letter_id=row.id,
+        delivery_id=row.delivery_id,
+        notification_id=row.notification_id,
+        user_id=row.user_id,
+        channel=row.channel,
+        error=row.error,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        replayed_at=row.replayed_at,
+        replay_delivery_id=row.replay_delivery_id,
+    )

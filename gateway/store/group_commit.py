@@ -1,0 +1,62 @@
+"""Share one transaction among many concurrent writers, acknowledging none before it commits.
+
+A commit costs about a millisecond on SQLite whether it holds one row or a hundred; a
+commit per request caps a process near 1,000 requests/s. `GroupCommit` is a micro-batcher
+(`gateway.batching`) whose batch is one transaction: each item's future resolves with its
+own result once the transaction has committed, or with the error if it failed (then
+nothing of the batch is stored).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.batching import MicroBatcher
+from gateway.store.database import Database
+
+T = TypeVar("T")
+R = TypeVar("R")
+Write = Callable[[AsyncConnection, list[T], dt.datetime], Awaitable[list[R]]]
+
+
+class GroupCommit(Generic[T, R]):
+    def __init__(
+        self,
+        database: Database,
+        write: Write[T, R],
+        *,
+        clock: Callable[[], dt.datetime],
+        name: str,
+        max_batch: int = 500,
+    ) -> None:
+        self.database = database
+        self.write = write
+        self.clock = clock
+        self.name = name
+        self.batcher: MicroBatcher[T, R] = MicroBatcher(self._transaction, name=name, max_batch=max_batch)
+
+    @property
+    def commits(self) -> int:
+        return self.batcher.batches
+
+    @property
+    def items(self) -> int:
+        return self.batcher.items
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    async def submit(self, item: T, *, first: bool = False) -> R:
+        """Wait for the commit that stores `item`; `first` puts it in the next one, ahead of the queue."""
+        return await self.batcher.submit(item, first=first)
+
+    async def _transaction(self, items: list[T]) -> list[R | BaseException]:
+        async with self.database.begin() as connection:
+            return list(await self.write(connection, items, self.clock()))

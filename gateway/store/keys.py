@@ -1,0 +1,133 @@
+"""Producer API keys: `<key id>.<secret>`, stored as the SHA-256 of the secret.
+
+A key is scoped to the event patterns it may send (`order.*`) and, optionally, admin
+rights (users, preferences, devices, dead letters, every notification's status). The
+secret is shown once, when the key is created. Lookups are cached for a few seconds per
+process, so a revoked key stops working within that time everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from gateway.errors import ClientError, Conflict
+from gateway.ids import new_id
+from gateway.policy.cel_functions import glob_event
+from gateway.store.database import Database
+from gateway.store.tables import ApiKeyRow
+
+api_keys = ApiKeyRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    events: tuple[str, ...]
+    admin: bool
+    rate: float
+    burst: int
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+    def may_send(self, event: str) -> bool:
+        return any(glob_event(pattern, event) for pattern in self.events)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyStore:
+    def __init__(self, database: Database, cache_seconds: float = 5.0) -> None:
+        self.database = database
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, ApiKey | None, str]] = {}
+
+    async def create(
+        self, name: str, events: Sequence[str], *, admin: bool, rate: float, burst: int, now: dt.datetime
+    ) -> tuple[ApiKey, str]:
+        """A new key and its token (shown once; only its hash is stored)."""
+        if not events and not admin:
+            raise ClientError("a key needs at least one event pattern, or admin rights", field="events")
+        key_id = new_id("k")
+        secret = secrets.token_urlsafe(32)
+        async with self.database.begin() as connection:
+            taken = await connection.scalar(sa.select(api_keys.c.id).where(api_keys.c.name == name))
+            if taken is not None:
+                raise Conflict(
+                    f"a key named {name!r} already exists; revoke it or pick another name", field="name"
+                )
+            await connection.execute(
+                sa.insert(api_keys).values(
+                    id=key_id,
+                    name=name,
+                    secret_hash=_hash(secret),
+                    events=list(events),
+                    admin=admin,
+                    rate=rate,
+                    burst=burst,
+                    created_at=now,
+                    revoked_at=None,
+                )
+            )
+        return ApiKey(key_id, name, tuple(events), admin, rate, burst, now), f"{key_id}.{secret}"
+
+    async def list(self) -> list[ApiKey]:
+        async with self.database.connect() as connection:
+            rows = await connection.execute(sa.select(api_keys).order_by(api_keys.c.created_at))
+            return [_key(r) for r in rows]
+
+    async def revoke(self, name_or_id: str, now: dt.datetime) -> bool:
+        async with self.database.begin() as connection:
+            result = await connection.execute(
+                sa.update(api_keys)
+                .where(
+                    sa.or_(api_keys.c.name == name_or_id, api_keys.c.id == name_or_id),
+                    api_keys.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+        self._cache.clear()
+        return bool(result.rowcount)
+
+    async def authenticate(self, token: str) -> ApiKey | None:
+        """The key a bearer token belongs to, if it is valid and not revoked."""
+        key_id, _, secret = token.partition(".")
+        if not key_id or not secret:
+            return None
+        cached = self._cache.get(key_id)
+        if cached is None or time.monotonic() - cached[0] > self.cache_seconds:
+            async with self.database.connect() as connection:
+                row = (await connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+            cached = (
+                time.monotonic(),
+                _key(row) if row is not None else None,
+                row.secret_hash if row else "",
+            )
+            self._cache[key_id] = cached
+        _, key, expected = cached
+        if key is None or key.revoked_at is not None or not hmac.compare_digest(expected, _hash(secret)):
+            return None
+        return key
+
+
+def _key(row: sa.Row[object]) -> ApiKey:
+    return ApiKey(
+        row.id,
+        row.name,
+        tuple(row.events),
+        row.admin,
+        row.rate,
+        row.burst,
+        row.created_at,
+        row.revoked_at,
+    )

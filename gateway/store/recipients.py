@@ -1,0 +1,287 @@
+"""Recipients in the store: users with their contacts, devices and preferences.
+
+Read as the contract's `UserState`, which is what decisions take. A contact or device the
+providers reported as unusable (invalid number, hard bounce, unregistered token) stays in
+the store, marked, and is left out of the `UserState`, so later decisions suppress it as
+`no_address`. `put_user` replaces a user whole: that is what `PUT /v1/users/{id}` means.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.model import Contacts, Device, Preference, QuietHours, UserState
+from gateway.store.database import Database
+from gateway.store.tables import ContactRow, DeviceRow, PreferenceRow, UserRow
+
+users = UserRow.__table__  # type: ignore[attr-defined]
+contacts = ContactRow.__table__  # type: ignore[attr-defined]
+devices = DeviceRow.__table__  # type: ignore[attr-defined]
+preferences = PreferenceRow.__table__  # type: ignore[attr-defined]
+
+CONTACT_KINDS = ("email", "phone", "webhook")
+
+
+class SqlRecipients:
+    """Implements `UserDirectory` over the store, plus the writes the API and workers need."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def get_user(self, user_id: str) -> UserState | None:
+        async with self.database.connect() as connection:
+            return await load_user(connection, user_id)
+
+    async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        async with self.database.connect() as connection:
+            return await load_users(connection, user_ids)
+
+    async def put_user(self, user: UserState, now: dt.datetime) -> bool:
+        """Create or replace a user; True when it was created."""
+        async with self.database.begin() as connection:
+            return await _put_user(connection, user, now)
+
+    async def put_users(self, batch: Sequence[UserState], now: dt.datetime) -> int:
+        """Create or replace many users in one transaction (an import); how many were new."""
+        async with self.database.begin() as connection:
+            created = 0
+            for user in batch:
+                created += await _put_user(connection, user, now)
+            return created
+
+    async def delete_user(self, user_id: str) -> bool:
+        async with self.database.begin() as connection:
+            for table in (preferences, devices, contacts):
+                await connection.execute(sa.delete(table).where(table.c.user_id == user_id))
+            result = await connection.execute(sa.delete(users).where(users.c.user_id == user_id))
+            return bool(result.rowcount)
+
+    async def put_preferences(self, user_id: str, rows: Sequence[Preference]) -> bool:
+        async with self.database.begin() as connection:
+            if not await _exists(connection, user_id):
+                return False
+            await _replace_preferences(connection, user_id, rows)
+            await _touch(connection, user_id)
+            return True
+
+    async def add_device(self, user_id: str, device: Device, now: dt.datetime) -> bool | None:
+        """Register (or re-activate) a device; None when the user does not exist."""
+        async with self.database.begin() as connection:
+            if not await _exists(connection, user_id):
+                return None
+            updated = await connection.execute(
+                sa.update(devices)
+                .where(devices.c.user_id == user_id, devices.c.token == device.token)
+                .values(platform=device.platform, active=device.active, reason=None, updated_at=now)
+            )
+            if updated.rowcount:
+                return False
+            await connection.execute(
+                sa.insert(devices).values(
+                    user_id=user_id,
+                    platform=device.platform,
+                    token=device.token,
+                    active=device.active,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await _touch(connection, user_id)
+            return True
+
+    async def remove_device(self, user_id: str, token: str) -> bool:
+        async with self.database.begin() as connection:
+            result = await connection.execute(
+                sa.delete(devices).where(devices.c.user_id == user_id, devices.c.token == token)
+            )
+            return bool(result.rowcount)
+
+    async def deactivate_device(self, user_id: str, token: str, reason: str, now: dt.datetime) -> None:
+        """A provider said the token is gone for good: later decisions will not count it."""
+        async with self.database.begin() as connection:
+            await connection.execute(
+                sa.update(devices)
+                .where(devices.c.user_id == user_id, devices.c.token == token)
+                .values(active=False, reason=reason, updated_at=now)
+            )
+
+    async def mark_contact(
+        self, user_id: str, kind: str, value: str, status: str, reason: str, now: dt.datetime
+    ) -> None:
+        """Mark an address unusable (invalid, bounced, complained) if it is still the stored one."""
+        async with self.database.begin() as connection:
+            await connection.execute(
+                sa.update(contacts)
+                .where(contacts.c.user_id == user_id, contacts.c.kind == kind, contacts.c.value == value)
+                .values(status=status, reason=reason, updated_at=now)
+            )
+
+
+async def load_user(connection: AsyncConnection, user_id: str) -> UserState | None:
+    return (await load_users(connection, [user_id])).get(user_id)
+
+
+async def load_users(connection: AsyncConnection, user_ids: Sequence[str]) -> dict[str, UserState]:
+    """Users with their usable contacts, devices and ordered preferences, in four queries."""
+    ids = list(dict.fromkeys(user_ids))
+    if not ids:
+        return {}
+    found = {
+        row.user_id: row for row in await connection.execute(sa.select(users).where(users.c.user_id.in_(ids)))
+    }
+    if not found:
+        return {}
+    addresses: dict[str, dict[str, str]] = {uid: {} for uid in found}
+    for row in await connection.execute(
+        sa.select(contacts.c.user_id, contacts.c.kind, contacts.c.value).where(
+            contacts.c.user_id.in_(found), contacts.c.status == "active"
+        )
+    ):
+        addresses[row.user_id][row.kind] = row.value
+    owned: dict[str, list[Device]] = {uid: [] for uid in found}
+    for row in await connection.execute(
+        sa.select(devices.c.user_id, devices.c.platform, devices.c.token, devices.c.active)
+        .where(devices.c.user_id.in_(found))
+        .order_by(devices.c.id)
+    ):
+        owned[row.user_id].append(Device(platform=row.platform, token=row.token, active=row.active))
+    wishes: dict[str, list[Preference]] = {uid: [] for uid in found}
+    for row in await connection.execute(
+        sa.select(preferences).where(preferences.c.user_id.in_(found)).order_by(preferences.c.position)
+    ):
+        wishes[row.user_id].append(
+            Preference(
+                event=row.event, channel=row.channel, enabled=row.enabled, frequency_cap=row.frequency_cap
+            )
+        )
+    return {
+        uid: UserState(
+            user_id=uid,
+            timezone=row.timezone,
+            locale=row.locale,
+            contacts=Contacts(
+                email=addresses[uid].get("email"),
+                phone=addresses[uid].get("phone"),
+                webhook=addresses[uid].get("webhook"),
+                devices=owned[uid],
+            ),
+            preferences=wishes[uid],
+            quiet_hours=QuietHours(start=row.quiet_start, end=row.quiet_end)
+            if row.quiet_start is not None and row.quiet_end is not None
+            else None,
+        )
+        for uid, row in found.items()
+    }
+
+
+async def _put_user(connection: AsyncConnection, user: UserState, now: dt.datetime) -> bool:
+    existing = await connection.scalar(sa.select(users.c.user_id).where(users.c.user_id == user.user_id))
+    values = {
+        "timezone": user.timezone,
+        "locale": user.locale,
+        "quiet_start": user.quiet_hours.start if user.quiet_hours else None,
+        "quiet_end": user.quiet_hours.end if user.quiet_hours else None,
+        "updated_at": now,
+    }
+    if existing is None:
+        await connection.execute(sa.insert(users).values(user_id=user.user_id, created_at=now, **values))
+    else:
+        await connection.execute(sa.update(users).where(users.c.user_id == user.user_id).values(**values))
+    await _replace_contacts(connection, user, now)
+    await _replace_devices(connection, user.user_id, user.contacts.devices, now)
+    await _replace_preferences(connection, user.user_id, user.preferences)
+    return existing is None
+
+
+async def _exists(connection: AsyncConnection, user_id: str) -> bool:
+    return await connection.scalar(sa.select(users.c.user_id).where(users.c.user_id == user_id)) is not None
+
+
+async def _touch(connection: AsyncConnection, user_id: str) -> None:
+    await connection.execute(
+        sa.update(users).where(users.c.user_id == user_id).values(updated_at=dt.datetime.now(dt.UTC))
+    )
+
+
+async def _replace_contacts(connection: AsyncConnection, user: UserState, now: dt.datetime) -> None:
+    given = {"email": user.contacts.email, "phone": user.contacts.phone, "webhook": user.contacts.webhook}
+    current = {
+        row.kind: row
+        for row in await connection.execute(sa.select(contacts).where(contacts.c.user_id == user.user_id))
+    }
+    for kind in CONTACT_KINDS:
+        value, row = given[kind], current.get(kind)
+        if value is None:
+            if row is not None:
+                await connection.execute(
+                    sa.delete(contacts).where(contacts.c.user_id == user.user_id, contacts.c.kind == kind)
+                )
+        elif row is None:
+            await connection.execute(
+                sa.insert(contacts).values(
+                    user_id=user.user_id, kind=kind, value=value, status="active", updated_at=now
+                )
+            )
+        elif row.value != value:
+            # A new address starts clean; the same address keeps its bounce or complaint.
+            await connection.execute(
+                sa.update(contacts)
+                .where(contacts.c.user_id == user.user_id, contacts.c.kind == kind)
+                .values(value=value, status="active", reason=None, updated_at=now)
+            )
+
+
+async def _replace_devices(
+    connection: AsyncConnection, user_id: str, given: Sequence[Device], now: dt.datetime
+) -> None:
+    """Store exactly the given devices, in the given order.
+
+    A token a provider deactivated stays inactive (with its reason) until it is registered
+    again through the devices endpoint: a client re-sending its old list cannot revive it.
+    """
+    current = {
+        row.token: row
+        for row in await connection.execute(sa.select(devices).where(devices.c.user_id == user_id))
+    }
+    await connection.execute(sa.delete(devices).where(devices.c.user_id == user_id))
+    rows = []
+    for device in given:
+        row = current.get(device.token)
+        reason = row.reason if row is not None and not row.active else None
+        deactivated = reason is not None
+        rows.append(
+            {
+                "user_id": user_id,
+                "platform": device.platform,
+                "token": device.token,
+                "active": False if deactivated else device.active,
+                "reason": reason,
+                "created_at": row.created_at if row is not None else now,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        await connection.execute(sa.insert(devices), rows)
+
+
+async def _replace_preferences(connection: AsyncConnection, user_id: str, rows: Sequence[Preference]) -> None:
+    await connection.execute(sa.delete(preferences).where(preferences.c.user_id == user_id))
+    if rows:
+        await connection.execute(
+            sa.insert(preferences),
+            [
+                {
+                    "user_id": user_id,
+                    "position": i,
+                    "event": p.event,
+                    "channel": p.channel,
+                    "enabled": p.enabled,
+                    "frequency_cap": p.frequency_cap,
+                }
+                for i, p in enumerate(rows)
+            ],
+        )

@@ -1,0 +1,233 @@
+"""The store's tables (SQLModel), the same on SQLite and PostgreSQL.
+
+Schema changes go through migrations (`gateway/store/migrations/versions`), never through
+`create_all`: a table added here without a migration fails `tests/store/test_migrations.py`.
+
+Every timestamp is an aware UTC datetime in Python; `UTCDateTime` stores it as naive UTC on
+SQLite (which has no time zones) and as `timestamptz` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the store takes aware datetimes only")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _time(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json(*, nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(sa.JSON(), nullable=nullable))
+
+
+class NotificationRow(SQLModel, table=True):
+    """An accepted intent and what was decided for it."""
+
+    __tablename__ = "notifications"
+
+    id: str = Field(primary_key=True, max_length=40)
+    event: str = Field(max_length=128)
+    user_id: str = Field(max_length=128, index=True)
+    priority: str = Field(max_length=8)
+    data: dict[str, Any] = _json()
+    channels: list[str] | None = _json(nullable=True)
+    locale: str | None = Field(default=None, max_length=35)
+    send_at: dt.datetime | None = _time(nullable=True)
+    idempotency_key: str | None = Field(default=None, max_length=400)
+    producer: str = Field(max_length=64)
+    # "decided", or "undecided" while Redis (history, caps) was unreachable at intake.
+    status: str = Field(max_length=16)
+    category: str | None = Field(default=None, max_length=64)
+    tier: str | None = Field(default=None, max_length=64)
+    rule: str | None = Field(default=None, max_length=64)
+    policy_version: str | None = Field(default=None, max_length=64)
+    fallback: list[str] | None = _json(nullable=True)
+    created_at: dt.datetime = _time(index=True)
+    decided_at: dt.datetime | None = _time(nullable=True)
+
+
+class DeliveryRow(SQLModel, table=True):
+    """One channel of a notification: delivered, waiting, on standby, or suppressed."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (sa.Index("ix_deliveries_status_lease", "status", "lease_until"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    notification_id: str = Field(max_length=40, index=True, foreign_key="notifications.id")
+    user_id: str = Field(max_length=128)
+    event: str = Field(max_length=128)
+    channel: str = Field(max_length=32)
+    # pending, scheduled, sending, retrying, delivered, failed, expired, dead, suppressed, standby
+    status: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=32)  # why suppressed, or why failed
+    detail: str | None = Field(default=None)
+    rule: str | None = Field(default=None, max_length=64)
+    tier: str | None = Field(default=None, max_length=64)
+    queue: str | None = Field(default=None, max_length=64)
+    template: str | None = Field(default=None, max_length=200)
+    providers: list[str] | None = _json(nullable=True)
+    chain_position: int | None = Field(default=None)  # place in the fallback chain, if on it
+    recipients: int = Field(default=0)
+    estimated_cost: float = Field(default=0.0)
+    fingerprint: str | None = Field(default=None, max_length=80)
+    batch_key: str | None = Field(default=None, max_length=300)
+    send_at: dt.datetime | None = _time(nullable=True)
+    expires_at: dt.datetime | None = _time(nullable=True)
+    attempts: int = Field(default=0)
+    next_attempt_at: dt.datetime | None = _time(nullable=True)
+    lease_owner: str | None = Field(default=None, max_length=80)
+    lease_until: dt.datetime | None = _time(nullable=True)
+    provider: str | None = Field(default=None, max_length=64)
+    provider_message_id: str | None = Field(default=None, max_length=200)
+    created_at: dt.datetime = _time()
+    updated_at: dt.datetime = _time()
+
+
+class AttemptRow(SQLModel, table=True):
+    """One try of one delivery through one provider."""
+
+    __tablename__ = "attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=40, index=True, foreign_key="deliveries.id")
+    at: dt.datetime = _time()
+    provider: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(max_length=16)  # delivered, retryable, permanent, expired, skipped
+    error: str | None = Field(default=None)
+    provider_message_id: str | None = Field(default=None, max_length=200)
+    duration_ms: float | None = Field(default=None)
+
+
+class JobRow(SQLModel, table=True):
+    """The outbox: a queue job that must run, written in the transaction that needs it.
+
+    The relay enqueues rows Redis has not taken; a worker deletes a row when its job is
+    done, so whatever is here is work not yet finished, whatever Redis forgot.
+    """
+
+    __tablename__ = "jobs"
+
+    id: str = Field(primary_key=True, max_length=40)
+    queue: str = Field(max_length=64)
+    deliveries: list[str] = _json()
+    priority: int = Field(default=1)  # 0 goes first: the critical tier
+    run_at: dt.datetime = _time()
+    enqueued_at: dt.datetime | None = _time(nullable=True, index=True)
+    created_at: dt.datetime = _time()
+
+
+class IdempotencyRow(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+
+    scope: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=400)  # `<bulk key>:<user_id>`: 256 + 1 + 128
+    notification_id: str = Field(max_length=40)
+    created_at: dt.datetime = _time()
+
+
+class UserRow(SQLModel, table=True):
+    __tablename__ = "users"
+
+    user_id: str = Field(primary_key=True, max_length=128)
+    timezone: str | None = Field(default=None, max_length=64)
+    locale: str | None = Field(default=None, max_length=35)
+    quiet_start: str | None = Field(default=None, max_length=5)
+    quiet_end: str | None = Field(default=None, max_length=5)
+    created_at: dt.datetime = _time()
+    updated_at: dt.datetime = _time()
+
+
+class ContactRow(SQLModel, table=True):
+    """An email address, phone number or webhook URL, and whether it still works."""
+
+    __tablename__ = "contacts"
+
+    user_id: str = Field(primary_key=True, max_length=128, foreign_key="users.user_id")
+    kind: str = Field(primary_key=True, max_length=16)  # email, phone, webhook
+    value: str = Field(max_length=2048)
+    status: str = Field(default="active", max_length=16)  # active, invalid, bounced, complained
+    reason: str | None = Field(default=None)
+    updated_at: dt.datetime = _time()
+
+
+class DeviceRow(SQLModel, table=True):
+    __tablename__ = "devices"
+    __table_args__ = (sa.UniqueConstraint("user_id", "token", name="uq_devices_user_token"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=128, index=True, foreign_key="users.user_id")
+    platform: str = Field(max_length=16)
+    token: str = Field(max_length=4096)
+    active: bool = Field(default=True)
+    reason: str | None = Field(default=None)  # why deactivated (unregistered token, ...)
+    created_at: dt.datetime = _time()
+    updated_at: dt.datetime = _time()
+
+
+class PreferenceRow(SQLModel, table=True):
+    __tablename__ = "preferences"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=128, index=True, foreign_key="users.user_id")
+    position: int
+    event: str = Field(max_length=128)
+    channel: str = Field(max_length=32)
+    enabled: bool
+    frequency_cap: int | None = Field(default=None)
+
+
+class DeadLetterRow(SQLModel, table=True):
+    __tablename__ = "dead_letters"
+
+    id: str = Field(primary_key=True, max_length=40)
+    delivery_id: str = Field(max_length=40, unique=True, foreign_key="deliveries.id")
+    notification_id: str = Field(max_length=40)
+    user_id: str = Field(max_length=128)
+    channel: str = Field(max_length=32)
+    error: str | None = Field(default=None)
+    attempts: int = Field(default=0)
+    created_at: dt.datetime = _time(index=True)
+    replayed_at: dt.datetime | None = _time(nullable=True)
+    replay_delivery_id: str | None = Field(default=None, max_length=40)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """A producer's key: stored as a SHA-256 of its secret, scoped to events and admin rights."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=64, unique=True)
+    secret_hash: str = Field(max_length=64)
+    events: list[str] = _json()
+    admin: bool = Field(default=False)
+    rate: float = Field(default=100.0)  # intents per second
+    burst: int = Field(default=200)
+    created_at: dt.datetime = _time()
+    revoked_at: dt.datetime | None = _time(nullable=True)
+
+
+METADATA = SQLModel.metadata

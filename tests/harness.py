@@ -1,0 +1,106 @@
+"""Helpers for tests that run the whole gateway in-process: HTTP client, keys, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from gateway.api.app import create_app
+from gateway.model import UserState
+from gateway.queue.worker import WorkerProcess
+from gateway.services import Services
+from gateway.store.tables import DeliveryRow, JobRow, NotificationRow
+
+ADA = {
+    "user_id": "u_ada",
+    "timezone": "Europe/Paris",
+    "quiet_hours": {"start": "00:00", "end": "00:00"},
+    "contacts": {
+        "email": "ada@example.com",
+        "phone": "+33612345678",
+        "devices": [
+            {"platform": "ios", "token": "ios-token-ada-0001"},
+            {"platform": "android", "token": "android-token-ada-0002"},
+        ],
+    },
+}
+
+
+async def admin_key(services: Services, name: str = "admin", **options: Any) -> str:
+    _, token = await services.api_keys.create(
+        name,
+        options.pop("events", ["*"]),
+        admin=options.pop("admin", True),
+        rate=options.pop("rate", 10_000.0),
+        burst=options.pop("burst", 20_000),
+        now=dt.datetime.now(dt.UTC),
+    )
+    return token
+
+
+@contextlib.asynccontextmanager
+async def client(services: Services, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(services.settings, services=services)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers) as http:
+        yield http
+
+
+async def store_user(services: Services, user: dict[str, Any] | None = None) -> None:
+    import msgspec
+
+    await services.recipients.put_user(msgspec.convert(user or ADA, UserState), dt.datetime.now(dt.UTC))
+
+
+@contextlib.asynccontextmanager
+async def running_worker(services: Services, **options: Any) -> AsyncIterator[WorkerProcess]:
+    """A worker with its own connections (as another process would have), run as a task."""
+    own = Services(services.settings, policy=services.policy, clock=services.clock)
+    process = WorkerProcess(services.settings, services=own, **options)
+    task = asyncio.create_task(process.run())
+    try:
+        yield process
+    finally:
+        process.stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0, every: float = 0.05) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if await check():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(every)
+
+
+async def delivery_statuses(services: Services, notification_id: str) -> dict[str, str]:
+    table = DeliveryRow.__table__  # type: ignore[attr-defined]
+    async with services.database.connect() as connection:
+        rows = await connection.execute(
+            sa.select(table.c.channel, table.c.status).where(table.c.notification_id == notification_id)
+        )
+        return {r.channel: r.status for r in rows}
+
+
+async def count(services: Services, table: Any, *where: Any) -> int:
+    async with services.database.connect() as connection:
+        return int(await connection.scalar(sa.select(sa.func.count()).select_from(table).where(*where)) or 0)
+
+
+NOTIFICATIONS = NotificationRow.__table__  # type: ignore[attr-defined]
+DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
+JOBS = JobRow.__table__  # type: ignore[attr-defined]
+
+
+def outbox_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.json") if not p.name.startswith("."))

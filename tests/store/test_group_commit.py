@@ -1,0 +1,163 @@
+"""GroupCommit: concurrent writers share transactions, and a failed one stores nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.errors import Unavailable
+from gateway.redis_server import free_port
+from gateway.store.database import Database
+from gateway.store.group_commit import GroupCommit
+from tests.store.rows import JOBS, T0, count, select
+
+
+class Recorder:
+    """A write function that stores one job row per item and remembers each batch."""
+
+    def __init__(self, fail_when: Callable[[list[str]], bool] = lambda _: False) -> None:
+        self.batches: list[list[str]] = []
+        self.fail_when = fail_when
+
+    async def __call__(self, connection: AsyncConnection, items: list[str], now: dt.datetime) -> list[str]:
+        self.batches.append(list(items))
+        await connection.execute(
+            sa.insert(JOBS),
+            [
+                {
+                    "id": item,
+                    "queue": "test",
+                    "deliveries": [item],
+                    "priority": 1,
+                    "run_at": now,
+                    "enqueued_at": None,
+                    "created_at": now,
+                }
+                for item in items
+            ],
+        )
+        if self.fail_when(items):
+            raise RuntimeError("the write failed after inserting its rows")
+        return [f"stored {item}" for item in items]
+
+
+@asynccontextmanager
+async def running(
+    database: Database, write: Callable[..., Awaitable[list[str]]], **options: int
+) -> AsyncIterator[GroupCommit[str, str]]:
+    commit: GroupCommit[str, str] = GroupCommit(database, write, clock=lambda: T0, name="test", **options)
+    await commit.start()
+    try:
+        yield commit
+    finally:
+        await commit.stop()
+
+
+async def stored_ids(database: Database) -> set[str]:
+    return {row.id for row in await select(database, JOBS)}
+
+
+async def test_concurrent_submits_share_commits_and_each_gets_its_own_result(database: Database) -> None:
+    write = Recorder()
+    items = [f"item-{i:03d}" for i in range(200)]
+    async with running(database, write) as commit:
+        results = await asyncio.gather(*(commit.submit(item) for item in items))
+    assert results == [f"stored {item}" for item in items]
+    assert commit.items == 200
+    assert commit.commits == len(write.batches)
+    assert commit.commits <= 5, f"200 concurrent items took {commit.commits} commits"
+    assert [item for batch in write.batches for item in batch] == items  # first come, first written
+    assert await stored_ids(database) == set(items)
+
+
+async def test_a_batch_never_exceeds_max_batch(database: Database) -> None:
+    write = Recorder()
+    items = [f"item-{i:03d}" for i in range(200)]
+    async with running(database, write, max_batch=30) as commit:
+        results = await asyncio.gather(*(commit.submit(item) for item in items))
+    assert results == [f"stored {item}" for item in items]
+    assert max(len(batch) for batch in write.batches) <= 30
+    assert commit.commits == len(write.batches) >= 7
+    assert await count(database, JOBS) == 200
+
+
+async def test_a_failed_batch_fails_every_item_and_stores_nothing_of_it(database: Database) -> None:
+    write = Recorder(fail_when=lambda items: "poison" in items)
+    doomed = [f"doomed-{i}" for i in range(10)] + ["poison"] + [f"doomed-{i}" for i in range(10, 20)]
+    async with running(database, write) as commit:
+        outcomes = await asyncio.gather(*(commit.submit(item) for item in doomed), return_exceptions=True)
+        assert write.batches == [doomed]  # they all shared the failed transaction
+        for outcome in outcomes:
+            assert isinstance(outcome, RuntimeError)
+            assert str(outcome) == "the write failed after inserting its rows"
+        assert await count(database, JOBS) == 0
+
+        later = [f"later-{i}" for i in range(5)]
+        assert await asyncio.gather(*(commit.submit(item) for item in later)) == [
+            f"stored {item}" for item in later
+        ]
+        assert await commit.submit("last") == "stored last"
+    assert await stored_ids(database) == {*later, "last"}
+
+
+async def test_only_committed_batches_are_counted(database: Database) -> None:
+    """`commits` and `items` count what was committed; a rolled-back batch is neither."""
+    write = Recorder(fail_when=lambda items: "poison" in items)
+    async with running(database, write) as commit:
+        failed = await asyncio.gather(
+            *(commit.submit(item) for item in ("a", "poison", "b")), return_exceptions=True
+        )
+        assert all(isinstance(outcome, RuntimeError) for outcome in failed)
+        assert await asyncio.gather(commit.submit("c"), commit.submit("d")) == ["stored c", "stored d"]
+    assert len(write.batches) == 2
+    assert (commit.commits, commit.items) == (1, 2)
+
+
+def unreachable_url(database_url: str, tmp_path: Path) -> str:
+    if make_url(database_url).get_backend_name() == "postgresql":
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/notigate"
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()  # a directory where the database file should be
+    return f"sqlite+aiosqlite:///{occupied}"
+
+
+async def workers_stopped(before: set[threading.Thread]) -> None:
+    """Let aiosqlite's worker threads of failed connects finish while the loop still runs.
+
+    aiosqlite stops the thread of a failed connect without waiting for it; if the test's loop
+    closed first, the thread would raise 'Event loop is closed' (omnilib/aiosqlite#241).
+    """
+    for _ in range(500):
+        if not [t for t in threading.enumerate() if t not in before and t.is_alive()]:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_database_that_cannot_be_reached_answers_unavailable(
+    database_url: str, tmp_path: Path
+) -> None:
+    threads = set(threading.enumerate())
+    database = Database(unreachable_url(database_url, tmp_path))
+    write = Recorder()
+    try:
+        async with running(database, write) as commit:
+            with pytest.raises(Unavailable):
+                await commit.submit("first")
+            # The writer survives the failure: the next submit is answered the same way.
+            outcomes = await asyncio.gather(
+                *(commit.submit(f"next-{i}") for i in range(3)), return_exceptions=True
+            )
+            assert all(isinstance(outcome, Unavailable) for outcome in outcomes), outcomes
+        assert write.batches == []  # never got a connection to write with
+    finally:
+        await database.dispose()
+        await workers_stopped(threads)

@@ -1,0 +1,102 @@
+"""`notigate dev` (what `./dev run` starts): its own Redis, the API and a worker, end to end.
+
+A newcomer's first minute, as a test: the command prints a key, the API accepts a user and
+an intent with it, the worker delivers to the dev outbox, and Ctrl-C (SIGTERM here) stops
+every child, Redis included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from gateway.redis_server import free_port
+from tests.conftest import REPO
+
+T = TypeVar("T")
+
+
+def _until(
+    check: Callable[[], T], timeout: float, what: str, process: subprocess.Popen[bytes], log: Path
+) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"notigate dev exited ({process.returncode}) before {what}:\n{log.read_text()}"
+            )
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_dev_runs_redis_api_and_worker_and_delivers_to_the_outbox(tmp_path: Path) -> None:
+    var, api_port, redis_port = tmp_path / "var", free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "NOTIGATE_OUTBOX")}
+    env.update(NOTIGATE_PORT=str(api_port), NOTIGATE_DEV_REDIS_PORT=str(redis_port))
+    log = tmp_path / "dev.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "dev", "--var", str(var)],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        _until(lambda: _answers(f"{base}/schema/openapi.json"), 60, "API", process, log)
+        key = (var / "dev-api-key").read_text().strip()
+        assert key in log.read_text()  # the banner prints a ready key
+        assert f"redis://127.0.0.1:{redis_port}" in log.read_text()  # its own Redis, not the machine's
+        headers = {"authorization": f"Bearer {key}"}
+        user = {"user_id": "u_1", "timezone": "Europe/Paris", "contacts": {"email": "ada@example.com"}}
+        assert httpx.put(f"{base}/v1/users/u_1", json=user, headers=headers).status_code in (200, 201)
+        intent = {
+            "event": "order.shipped",
+            "user_id": "u_1",
+            "data": {"order_id": "A-1001", "carrier": "UPS"},
+        }
+        accepted = httpx.post(f"{base}/v1/intents", json=intent, headers=headers)
+        assert accepted.status_code == 202, accepted.text
+        notification_id = accepted.json()["notification_id"]
+
+        def delivered() -> dict[str, str]:
+            status = httpx.get(f"{base}/v1/notifications/{notification_id}", headers=headers).json()
+            return {d["channel"]: d["status"] for d in status["deliveries"] if d["status"] == "delivered"}
+
+        channels = _until(delivered, 60, "delivery", process, log)
+        assert "email" in channels
+        (email,) = (var / "outbox" / "email").iterdir()
+        assert json.loads(email.read_text())["to"]["value"] == "ada@example.com"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    assert code == 0, log.read_text()[-4000:]
+    assert not _listening(api_port) and not _listening(redis_port)  # nothing left behind
+    # Everything it wrote stayed under --var.
+    assert {p.name for p in var.iterdir()} >= {"dev-api-key", "notigate.db", "outbox", "redis"}

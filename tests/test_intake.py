@@ -1,0 +1,290 @@
+"""Intake end to end: POST an intent, and a worker delivers it, once per address."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.model import Intent
+from gateway.services import Services
+from tests.harness import (
+    ADA,
+    DELIVERIES,
+    JOBS,
+    NOTIFICATIONS,
+    admin_key,
+    client,
+    count,
+    delivery_statuses,
+    eventually,
+    outbox_files,
+    running_worker,
+    store_user,
+)
+
+SHIPPED = {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1001", "carrier": "UPS"}}
+
+
+async def test_an_accepted_intent_is_delivered_once_to_each_address(
+    services: Services, tmp_path: Path
+) -> None:
+    await store_user(services)
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        response = await http.post("/v1/intents", json=SHIPPED)
+        assert response.status_code == 202
+        body = response.json()
+        assert body["status"] == "accepted"
+        notification_id = body["notification_id"]
+        async with running_worker(services):
+            await eventually(lambda: _all_final(services, notification_id))
+        status = (await http.get(f"/v1/notifications/{notification_id}")).json()
+    by_channel = {d["channel"]: d for d in status["deliveries"]}
+    assert {c: d["status"] for c, d in by_channel.items()} == {
+        "push": "delivered",
+        "email": "delivered",
+        "in_app": "delivered",
+        "sms": "suppressed",
+    }
+    assert by_channel["sms"]["reason"] == "opted_out"
+    assert by_channel["email"]["provider"] == "sendgrid"
+    assert [a["outcome"] for a in by_channel["email"]["attempts"]] == ["delivered"]
+    assert status["policy_version"] == services.policy.version
+    written = outbox_files(tmp_path / "outbox")
+    assert len(written) == 4  # two devices, one email, one in-app entry
+    push = [json.loads(p.read_text()) for p in written if p.parent.name == "push"]
+    assert sorted(p["to"]["platform"] for p in push) == ["android", "ios"]
+    assert await count(services, JOBS) == 0  # every job finished and left the outbox
+
+
+async def _all_final(services: Services, notification_id: str) -> bool:
+    statuses = await delivery_statuses(services, notification_id)
+    return bool(statuses) and all(
+        s in ("delivered", "suppressed", "failed", "dead", "expired") for s in statuses.values()
+    )
+
+
+async def test_an_unknown_user_is_accepted_and_only_their_feed_is_written(services: Services) -> None:
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        response = await http.post("/v1/intents", json={**SHIPPED, "user_id": "u_stranger"})
+        assert response.status_code == 202
+        statuses = await delivery_statuses(services, response.json()["notification_id"])
+    assert statuses == {"push": "suppressed", "email": "suppressed", "sms": "suppressed", "in_app": "pending"}
+
+
+async def test_the_same_idempotency_key_answers_200_with_the_first_id(services: Services) -> None:
+    await store_user(services)
+    token = await admin_key(services)
+    intent = {**SHIPPED, "idempotency_key": "order-shipped-A-1001"}
+    async with client(services, token) as http:
+        first = await http.post("/v1/intents", json=intent)
+        again = await http.post("/v1/intents", json={**intent, "data": {"order_id": "changed"}})
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["notification_id"] == first.json()["notification_id"]
+    assert await count(services, NOTIFICATIONS) == 1
+
+
+async def test_racing_requests_with_one_key_make_one_notification(services: Services) -> None:
+    await store_user(services)
+    token = await admin_key(services)
+    intent = {**SHIPPED, "idempotency_key": "racing-key"}
+    async with client(services, token) as http:
+        responses = await asyncio.gather(*(http.post("/v1/intents", json=intent) for _ in range(25)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(202) == 1 and codes.count(200) == 24
+    assert len({r.json()["notification_id"] for r in responses}) == 1
+    assert await count(services, NOTIFICATIONS) == 1
+    assert await count(services, DELIVERIES) == 4
+
+
+async def test_idempotency_keys_are_scoped_to_the_producer(services: Services) -> None:
+    await store_user(services)
+    orders = await admin_key(services, "orders")
+    billing = await admin_key(services, "billing")
+    intent = {**SHIPPED, "idempotency_key": "shared-key"}
+    async with client(services, orders) as http:
+        first = (await http.post("/v1/intents", json=intent)).json()["notification_id"]
+    async with client(services, billing) as http:
+        second = await http.post("/v1/intents", json=intent)
+    assert second.status_code == 202 and second.json()["notification_id"] != first
+
+
+async def test_an_expired_key_may_be_used_again(services: Services) -> None:
+    await store_user(services)
+    token = await admin_key(services)
+    intent = {**SHIPPED, "idempotency_key": "daily-report", "data": {"order_id": "A-1"}}
+    clock = services.clock
+    clock.now = dt.datetime(2026, 11, 21, 12, tzinfo=dt.UTC)  # type: ignore[attr-defined]
+    async with client(services, token) as http:
+        first = (await http.post("/v1/intents", json=intent)).json()["notification_id"]
+        clock.now += dt.timedelta(hours=25)  # type: ignore[attr-defined]
+        second = await http.post("/v1/intents", json={**intent, "data": {"order_id": "A-2"}})
+    assert second.status_code == 202 and second.json()["notification_id"] != first
+
+
+async def test_concurrent_intents_never_exceed_a_cap(services: Services) -> None:
+    """Fifteen intents for one user at once: the 10-per-hour push ceiling holds exactly."""
+    await store_user(services)
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        responses = await asyncio.gather(
+            *(http.post("/v1/intents", json={**SHIPPED, "data": {"order_id": f"A-{i}"}}) for i in range(15))
+        )
+    assert all(r.status_code == 202 for r in responses)
+    pushes = []
+    for response in responses:
+        pushes.append((await delivery_statuses(services, response.json()["notification_id"]))["push"])
+    assert pushes.count("pending") == 10
+    assert pushes.count("suppressed") == 5
+
+
+async def test_bulk_intake_gives_one_id_per_recipient(services: Services, tmp_path: Path) -> None:
+    token = await admin_key(services)
+    users = [f"u_{i:04d}" for i in range(1200)]
+    async with client(services, token) as http:
+        response = await http.post(
+            "/v1/intents/bulk",
+            json={
+                "event": "marketing.weekly_digest",
+                "user_ids": users,
+                "priority": "low",
+                "data": {"week": "W47"},
+                "idempotency_key": "digest-W47",
+            },
+        )
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert (body["accepted"], body["replayed"]) == (1200, 0)
+        assert [item["user_id"] for item in body["notifications"]] == users
+        assert len({item["notification_id"] for item in body["notifications"]}) == 1200
+        again = (
+            await http.post(
+                "/v1/intents/bulk",
+                json={
+                    "event": "marketing.weekly_digest",
+                    "user_ids": users[:10],
+                    "priority": "low",
+                    "data": {"week": "W47"},
+                    "idempotency_key": "digest-W47",
+                },
+            )
+        ).json()
+    assert again["replayed"] == 10
+    assert [i["notification_id"] for i in again["notifications"]] == [
+        i["notification_id"] for i in body["notifications"][:10]
+    ]
+    assert await count(services, NOTIFICATIONS) == 1200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ({**SHIPPED, "priority": "asap"}, 422, "invalid_value", "priority"),
+        ({"event": "order.shipped"}, 422, "missing_field", "user_id"),
+        ({**SHIPPED, "colour": "red"}, 422, "unknown_field", "colour"),
+        ({**SHIPPED, "channels": ["fax"]}, 422, "unknown_channel", "intent.channels[0]"),
+        ({**SHIPPED, "event": "unknown.thing"}, 422, "no_matching_rule", "intent.event"),
+        ({**SHIPPED, "data": {"blob": "x" * 70_000}}, 422, "data_too_large", "data"),
+    ],
+)
+async def test_bad_intents_are_refused_in_the_contract_shape(
+    services: Services,
+    body: dict,
+    status: int,
+    code: str,
+    field: str,  # type: ignore[type-arg]
+) -> None:
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        response = await http.post("/v1/intents", json=body)
+    assert response.status_code == status, response.text
+    assert (response.json()["error"]["code"], response.json()["error"]["field"]) == (code, field)
+    assert await count(services, NOTIFICATIONS) == 0
+
+
+async def test_oversized_and_malformed_bodies_store_nothing(services: Services) -> None:
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        big = await http.post(
+            "/v1/intents",
+            content=b'{"event": "order.shipped", "user_id": "u", "data": {"x": "' + b"a" * 1_100_000 + b'"}}',
+            headers={"content-type": "application/json"},
+        )
+        broken = await http.post(
+            "/v1/intents", content=b'{"event": ', headers={"content-type": "application/json"}
+        )
+    assert (big.status_code, big.json()["error"]["code"]) == (413, "payload_too_large")
+    assert (broken.status_code, broken.json()["error"]["code"]) == (400, "malformed_json")
+    assert await count(services, NOTIFICATIONS) == 0
+
+
+async def test_status_of_another_producers_notification_is_not_found(services: Services) -> None:
+    await store_user(services)
+    orders = await admin_key(services, "orders", admin=False, events=["order.*"])
+    other = await admin_key(services, "other", admin=False, events=["order.*"])
+    async with client(services, orders) as http:
+        notification_id = (await http.post("/v1/intents", json=SHIPPED)).json()["notification_id"]
+        assert (await http.get(f"/v1/notifications/{notification_id}")).status_code == 200
+    async with client(services, other) as http:
+        response = await http.get(f"/v1/notifications/{notification_id}")
+    assert response.status_code == 404
+
+
+async def test_a_scheduled_delivery_is_queued_for_its_time_not_polled(services: Services) -> None:
+    await store_user(services)
+    token = await admin_key(services)
+    later = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=3)
+    async with client(services, token) as http:
+        response = await http.post("/v1/intents", json={**SHIPPED, "send_at": later.isoformat()})
+    statuses = await delivery_statuses(services, response.json()["notification_id"])
+    assert statuses["email"] == "scheduled"
+    await eventually(lambda: _queued(services, "standard"))
+    scores = await services.redis.zrange(services.keys.queue("standard"), 0, -1, withscores=True)
+    assert {int(score) for _, score in scores} == {int(later.timestamp() * 1000)}
+
+
+async def _queued(services: Services, queue: str) -> bool:
+    return bool(await services.redis.zcard(services.keys.queue(queue)))
+
+
+async def test_a_batch_decides_exactly_as_the_same_intents_one_after_another(services: Services) -> None:
+    """Concurrent intents for one user share micro-batches; each must still see the deliveries
+    reserved for the ones before it, so caps and dedup decide as if they came one by one
+    (the engine's own reasons, not the reservation's "concurrent" refusals)."""
+    services.clock.now = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)  # type: ignore[attr-defined]
+    orders = [f"B-{i}" for i in range(12)] + ["B-0", "B-1", "B-0"]  # 12 distinct, then repeats
+    outcomes = {}
+    for user_id, together in (("u_together", True), ("u_one_by_one", False)):
+        await store_user(services, {**ADA, "user_id": user_id})
+        intents = [
+            Intent(event="order.shipped", user_id=user_id, data={"order_id": order, "carrier": "UPS"})
+            for order in orders
+        ]
+        batches_before = services.intake.batcher.batches
+        if together:
+            results = await asyncio.gather(*(services.intake.accept(i, producer="shop") for i in intents))
+            assert services.intake.batcher.batches - batches_before < len(intents) / 2  # really batched
+        else:
+            results = [await services.intake.accept(i, producer="shop") for i in intents]
+        outcomes[user_id] = [await decided(services, r.notification_id) for r in results]
+    assert outcomes["u_together"] == outcomes["u_one_by_one"]
+    pushes = [by_channel["push"] for by_channel in outcomes["u_together"]]
+    assert [p[0] for p in pushes].count("pending") == 10  # the 10-per-hour push cap
+    assert {p[1] for p in pushes if p[0] == "suppressed"} == {"frequency_capped", "duplicate"}
+    assert not any("concurrent" in p[2] for p in pushes if p[2])
+
+
+async def decided(services: Services, notification_id: str) -> dict[str, tuple[str, str | None, str | None]]:
+    async with services.database.connect() as connection:
+        rows = await connection.execute(
+            sa.select(
+                DELIVERIES.c.channel, DELIVERIES.c.status, DELIVERIES.c.reason, DELIVERIES.c.detail
+            ).where(DELIVERIES.c.notification_id == notification_id)
+        )
+        return {r.channel: (r.status, r.reason, r.detail) for r in rows}

@@ -1,0 +1,50 @@
+"""Settings come from the environment, with laptop defaults and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+
+
+def test_defaults_work_on_a_laptop() -> None:
+    settings = Settings.from_env({})
+    assert settings.policies_dir == Path("policies")
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.cel_runtime == "auto"
+
+
+def test_variables_override_defaults() -> None:
+    settings = Settings.from_env(
+        {
+            "NOTIGATE_POLICIES": "/srv/policies",
+            "NOTIGATE_PORT": "9000",
+            "DATABASE_URL": "postgresql+asyncpg://db/notigate",
+            "NOTIGATE_LOG_LEVEL": "debug",
+        }
+    )
+    assert (settings.policies_dir, settings.port, settings.log_level) == (
+        Path("/srv/policies"),
+        9000,
+        "DEBUG",
+    )
+    assert settings.database_url == "postgresql+asyncpg://db/notigate"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "hint"),
+    [
+        ("NOTIGATE_PORT", "eighty", "NOTIGATE_PORT='eighty'"),
+        ("NOTIGATE_PORT", "70000", "between 1 and 65535"),
+        ("NOTIGATE_LOG_LEVEL", "loud", "choose DEBUG"),
+        ("NOTIGATE_CEL_RUNTIME", "fast", "choose auto"),
+    ],
+)
+def test_an_invalid_value_names_the_variable_and_the_value(variable: str, value: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=hint) as raised:
+        Settings.from_env({variable: value})
+    assert variable in str(raised.value)
