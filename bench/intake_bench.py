@@ -50,7 +50,7 @@ URGENT_GOAL_MS = 1000.0  # accept→delivered p99 under the bulk load
 class IntakeOptions:
     duration: float = 60.0
     connections: int = 64
-    api_processes: int = 2
+    api_processes: int = 1
     users: int = 20_000
     bare_seconds: float = 10.0
     bulk_rate: int = 1000
