@@ -51,7 +51,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the throughput run (60)")
     parser.add_argument("--connections", type=int, default=64, help="connections of the throughput run (64)")
     parser.add_argument(
-        "--api-processes", type=int, default=1, help="`notigate serve --processes N` (1, pinned to a core; 2 measured slower here)"
+        "--api-processes",
+        type=int,
+        default=1,
+        help="API processes (1, pinned to a core; N > 1: `notigate serve --processes N`, slower here)",
     )
     parser.add_argument("--users", type=int, default=20_000, help="users in the store (20,000)")
     parser.add_argument(
