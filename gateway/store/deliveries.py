@@ -61,6 +61,11 @@ def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def _orphaned(row: Any, now: dt.datetime) -> bool:
+    """Left `sending` by a worker whose lease is over: free to reclaim."""
+    return row.status == "sending" and row.lease_until is not None and row.lease_until < now
+
+
 @dataclass(frozen=True, slots=True)
 class Claimable:
     """What a job finds: deliveries to send now, and open ones it reached before their time."""
@@ -149,11 +154,7 @@ class DeliveryStore:
             r.id: r for r in await connection.execute(sa.select(deliveries).where(deliveries.c.id.in_(ids)))
         }
         fresh = [i for i, r in rows.items() if r.status in OPEN]
-        stale = [
-            i
-            for i, r in rows.items()
-            if r.status == "sending" and r.lease_until is not None and r.lease_until < now
-        ]
+        stale = [i for i, r in rows.items() if _orphaned(r, now)]
         taken: set[str] = set()
         values = {
             "status": "sending",
@@ -235,7 +236,7 @@ class DeliveryStore:
                     if due is not None and due > now + ON_TIME:
                         todo.early.append((r.id, r.queue or "standard", due))
                         continue
-                elif not (r.status == "sending" and r.lease_until is not None and r.lease_until < now):
+                elif not _orphaned(r, now):
                     continue
                 todo.now.append((r.id, r.notification_id, r.user_id))
             return todo
@@ -265,7 +266,7 @@ class DeliveryStore:
     ) -> list[Applied]:
         """Record outcomes with their follow-ups; runs inside a (group) transaction. One result each."""
         results = [Applied() for _ in outcomes]
-        superseded: list[Outcome] = []
+        rows: list[dict[str, Any]] = []
         for outcome, applied in zip(outcomes, results, strict=True):
             claimed = outcome.delivery
             values: dict[str, Any] = {
@@ -294,8 +295,9 @@ class DeliveryStore:
                 # stands. Our tries are kept for the audit, marked superseded, so a provider
                 # call is never hidden and never counted as a second delivery.
                 log.warning("delivery %s: lease lost before its outcome was stored", claimed.id)
-                superseded.append(outcome)
+                rows.extend(_attempt_row(claimed.id, t, now, superseded=True) for t in outcome.tries)
                 continue
+            rows.extend(_attempt_row(claimed.id, t, now, superseded=False) for t in outcome.tries)
             if outcome.status == "retrying" and outcome.retry_at is not None and claimed.queue:
                 applied.jobs.append(NewJob(new_id("j"), claimed.queue, [claimed.id], outcome.retry_at, 1))
             if outcome.status == "dead":
@@ -313,16 +315,7 @@ class DeliveryStore:
                 )
             if outcome.fall_back:
                 await self._activate_next(connection, claimed, now, applied)
-        late = {id(o) for o in superseded}
-        await insert_rows(
-            connection,
-            attempts,
-            [
-                _attempt_row(o.delivery.id, t, now, superseded=id(o) in late)
-                for o in outcomes
-                for t in o.tries
-            ],
-        )
+        await insert_rows(connection, attempts, rows)
         await insert_jobs(connection, [job for applied in results for job in applied.jobs], now)
         return results
 
