@@ -33,6 +33,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # answer late (to trip client timeouts)
     hang_up: bool = False  # close the connection without answering
+    raw: bytes | None = None  # send exactly these bytes (a malformed answer)
 
 
 Script = Callable[[Request], Reply]
@@ -81,7 +82,10 @@ class StubServer:
                     await asyncio.sleep(reply.delay)
                 if reply.hang_up:
                     return
-                writer.write(_encode(reply))
+                writer.write(reply.raw if reply.raw is not None else _encode(reply))
+                if reply.raw is not None:
+                    await writer.drain()
+                    return
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return

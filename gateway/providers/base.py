@@ -64,8 +64,23 @@ class Permanent:
 
 SendResult = Delivered | Retryable | Permanent
 
+# Every adapter maps these transport failures the same way, so the harness can hold them to it.
+TIMEOUT = "timeout"  # the provider did not answer within the adapter's timeout
+UNREACHABLE = "unreachable"  # connection refused, DNS, TLS: the request never arrived
+MALFORMED = "malformed_response"  # an answer we cannot read: retried, since we cannot tell
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterDeps:
+    """What an adapter may need besides its spec: our own store, for in-app messages."""
+
+    database: Any = None
+
 
 class Adapter(Protocol):
+    """Built by `from_spec(spec: ProviderSpec, deps: AdapterDeps)`; secrets it holds are
+    named in `secrets` so the conformance harness can check no log line shows them."""
+
     name: str
     channel: str
     # True when sending twice with the same idempotency key delivers once (so a worker that

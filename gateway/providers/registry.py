@@ -7,6 +7,7 @@ own adapter with credentials from the environment.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,24 +15,31 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.policy.source import load_yaml
-from gateway.providers.base import Adapter
+from gateway.providers.base import Adapter, AdapterDeps
 from gateway.providers.console import ConsoleAdapter
-from gateway.providers.webhook import WebhookAdapter
-from gateway.redact import Secret
-from gateway.timeutil import parse_duration
+from gateway.providers.spec import ProviderSpec, setting
 
-
-def setting(value: Any, environ: Mapping[str, str]) -> Any:
-    """A settings value: a literal, or {env: NAME, default: ...} read from the environment."""
-    if isinstance(value, dict) and "env" in value:
-        return environ.get(value["env"], value.get("default"))
-    return value
+# Adapter kind -> "module:class". Imported only when a provider uses it: firebase-admin
+# alone costs half a second at startup, and a deployment without push should not pay it.
+LIVE_ADAPTERS = {
+    "webhook": "gateway.providers.webhook:WebhookAdapter",
+    "twilio": "gateway.providers.twilio_sms:TwilioAdapter",
+    "sendgrid": "gateway.providers.sendgrid_email:SendGridAdapter",
+    "smtp": "gateway.providers.smtp_email:SmtpAdapter",
+    "fcm": "gateway.providers.fcm_push:FcmAdapter",
+    "inbox": "gateway.providers.inbox:InboxAdapter",
+}
+# Adapters that write to our own systems rather than to an outside provider.
+INTERNAL_ADAPTERS = frozenset({"inbox"})
 
 
 class ProviderRegistry:
-    def __init__(self, adapters: Mapping[str, Adapter], profile: str) -> None:
+    def __init__(
+        self, adapters: Mapping[str, Adapter], profile: str, specs: Mapping[str, ProviderSpec] | None = None
+    ) -> None:
         self.adapters = dict(adapters)
         self.profile = profile
+        self.specs = dict(specs or {})
 
     def get(self, name: str) -> Adapter | None:
         return self.adapters.get(name)
@@ -50,60 +58,51 @@ class ProviderRegistry:
         profile: str,
         environ: Mapping[str, str] | None = None,
         base: Path | None = None,
+        deps: AdapterDeps | None = None,
     ) -> ProviderRegistry:
+        """The adapters `profile` asks for; `live` builds every provider's own adapter.
+
+        In-app messages go to our own store whatever the profile: there is no outside
+        transport to stand in for, and the inbox a newcomer reads must hold them.
+        """
         env = os.environ if environ is None else environ
         data = load_yaml(providers_file).data
         profiles = data.get("profiles", {})
-        adapters: dict[str, Adapter] = {}
-        if profile in profiles:
-            spec = profiles[profile]
-            settings = {k: setting(v, env) for k, v in spec.get("settings", {}).items()}
-            directory = Path(settings.get("directory", "var/outbox"))
-            if not directory.is_absolute() and base is not None:
-                directory = base / directory
-            for name, provider in data["providers"].items():
-                adapters[name] = _profile_adapter(spec["adapter"], name, provider["channel"], directory)
-            return cls(adapters, profile)
-        if profile != "live":
+        if profile != "live" and profile not in profiles:
             choices = ", ".join(["live", *profiles])
             raise ConfigError(f"NOTIGATE_PROVIDER_PROFILE={profile!r} is not valid: choose {choices}")
-        for name, provider in data["providers"].items():
-            adapters[name] = _live_adapter(name, provider, env)
-        return cls(adapters, profile)
+        deps = deps or AdapterDeps()
+        specs = {name: ProviderSpec.parse(name, raw, env) for name, raw in data["providers"].items()}
+        adapters: dict[str, Adapter] = {}
+        for name, spec in specs.items():
+            if profile == "live" or (spec.adapter in INTERNAL_ADAPTERS and deps.database is not None):
+                adapters[name] = _live_adapter(spec, deps)
+            else:
+                adapters[name] = _profile_adapter(profiles[profile], spec, env, base)
+        return cls(adapters, profile, specs)
 
 
-def _profile_adapter(kind: str, name: str, channel: str, directory: Path) -> Adapter:
+def _profile_adapter(
+    profile: Mapping[str, Any], spec: ProviderSpec, environ: Mapping[str, str], base: Path | None
+) -> Adapter:
+    kind = profile["adapter"]
+    settings = {k: setting(v, environ) for k, v in profile.get("settings", {}).items()}
+    directory = Path(settings.get("directory", "var/outbox"))
+    if not directory.is_absolute() and base is not None:
+        directory = base / directory
     if kind in ("console", "devfile"):
-        return ConsoleAdapter(name, channel, directory)
+        return ConsoleAdapter(spec.name, spec.channel, directory)
     raise ConfigError(f"profile adapter {kind!r} is not available")
 
 
-def credential(provider: str, spec: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> Secret:
-    """A credential from the environment variable providers.yaml names; its value never appears in errors."""
-    variable = spec.get("credentials", {}).get(name)
-    if variable is None:
-        raise ConfigError(f"provider {provider!r} needs credentials.{name} in providers.yaml")
-    value = environ.get(variable)
-    if not value:
+def _live_adapter(spec: ProviderSpec, deps: AdapterDeps) -> Adapter:
+    target = LIVE_ADAPTERS.get(spec.adapter)
+    if target is None:
         raise ConfigError(
-            f"provider {provider!r} needs the environment variable {variable} ({name}); it is not set"
+            f"provider {spec.name!r} uses adapter {spec.adapter!r}, which has no live implementation; "
+            f"choose one of {', '.join(sorted(LIVE_ADAPTERS))}"
         )
-    return Secret(value)
-
-
-def _live_adapter(name: str, provider: Mapping[str, Any], environ: Mapping[str, str]) -> Adapter:
-    settings = {k: setting(v, environ) for k, v in provider.get("settings", {}).items()}
-    timeout = parse_duration(provider.get("timeout", "10s")).total_seconds()
-    kind = provider["adapter"]
-    if kind == "webhook":
-        return WebhookAdapter(
-            name,
-            provider["channel"],
-            signing_secret=credential(name, provider, "signing_secret", environ),
-            url=settings.get("url"),
-            timeout=timeout,
-        )
-    raise ConfigError(
-        f"provider {name!r} ({kind}) has no live adapter in this version; "
-        "run with NOTIGATE_PROVIDER_PROFILE=dev"
-    )
+    module, _, cls = target.partition(":")
+    factory = getattr(importlib.import_module(module), cls)
+    adapter: Adapter = factory.from_spec(spec, deps)
+    return adapter

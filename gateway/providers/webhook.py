@@ -14,7 +14,8 @@ Outcomes (HTTP semantics, since webhooks have no provider error codes):
 | 408, 425, 429, 5xx               | retryable, with Retry-After when given             |
 | 410 Gone                         | permanent `gone`, address invalid (stop sending)    |
 | other 4xx                        | permanent `rejected`                               |
-| timeout, connection refused      | retryable                                          |
+| timeout, connection refused      | retryable (`timeout`, `unreachable`)               |
+| an answer that is not HTTP       | retryable `malformed_response`                     |
 """
 
 from __future__ import annotations
@@ -27,7 +28,19 @@ from email.utils import parsedate_to_datetime
 import httpx
 import msgspec
 
-from gateway.providers.base import Address, Delivered, Message, Permanent, Retryable, SendResult
+from gateway.providers.base import (
+    MALFORMED,
+    TIMEOUT,
+    UNREACHABLE,
+    AdapterDeps,
+    Address,
+    Delivered,
+    Message,
+    Permanent,
+    Retryable,
+    SendResult,
+)
+from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -71,6 +84,16 @@ class WebhookAdapter:
         self.signing_secret = signing_secret
         self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
+    @classmethod
+    def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> WebhookAdapter:
+        return cls(
+            spec.name,
+            spec.channel,
+            signing_secret=spec.credential("signing_secret"),
+            url=spec.setting("url"),
+            timeout=spec.timeout,
+        )
+
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         target = self.url or address.value
         body = msgspec.json.encode(
@@ -95,9 +118,11 @@ class WebhookAdapter:
         try:
             response = await self.client.post(target, content=body, headers=headers)
         except httpx.TimeoutException:
-            return Retryable(f"{self.name}: no answer in time", code="timeout")
+            return Retryable(f"{self.name}: no answer in time", code=TIMEOUT)
+        except httpx.RemoteProtocolError:
+            return Retryable(f"{self.name}: the receiver's answer is not valid HTTP", code=MALFORMED)
         except httpx.TransportError as exc:
-            return Retryable(f"{self.name}: cannot connect ({type(exc).__name__})", code="unreachable")
+            return Retryable(f"{self.name}: cannot connect ({type(exc).__name__})", code=UNREACHABLE)
         status = response.status_code
         if 200 <= status < 300:
             return Delivered(provider_message_id=response.headers.get("x-request-id"))
