@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     _bundle_args(check)
     check.add_argument("--no-tests", action="store_true", help="skip the policy test suites")
     check.add_argument("--json", action="store_true", help="print diagnostics as JSON")
+    check.add_argument("-v", "--verbose", action="store_true", help="also list every SMS template's segments")
     check.set_defaults(command=cmd_check)
 
     test = sub.add_parser("test", help="run the policy test suites, optionally with coverage")
@@ -193,16 +194,22 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         _paths(args, settings), runtime=args.runtime or settings.cel_runtime, run_tests=not args.no_tests
     )
     if args.json:
-        print(msgspec.json.encode({"ok": result.ok, "diagnostics": result.diagnostics}).decode())
+        report = {"ok": result.ok, "diagnostics": result.diagnostics, "notes": result.notes}
+        print(msgspec.json.encode(report).decode())
         return 0 if result.ok else 1
     for diagnostic in result.diagnostics:
         print(diagnostic.format())
+    # An SMS of more than one segment, or in UCS-2, costs more than it seems: always shown.
+    for note in result.notes:
+        if args.verbose or not note.message.startswith("1 segment (GSM-7"):
+            print(note.format().replace(f": {note.code}: ", f": note: {note.code}: ", 1))
     elapsed = time.perf_counter() - started
     if result.ok and result.policy is not None:
         cases = len(result.suites.results) if result.suites else 0
         print(
             f"ok: {len(result.policy.rules)} rules in {len(result.policy.files)} files, "
-            f"{cases} test cases passed, policy {result.policy.version} "
+            f"{cases} test cases passed, {len(result.policy.messages.all())} templates rendered, "
+            f"policy {result.policy.version} "
             f"({elapsed:.2f}s, {result.policy.runtime})"
         )
         return 0

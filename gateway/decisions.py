@@ -59,6 +59,18 @@ async def dry_run(
     clock: Clock = utcnow,
 ) -> Decision:
     """Decide without storing, sending or counting anything."""
+    decision, _ = await decide_for(request, policy, users, history, clock)
+    return decision
+
+
+async def decide_for(
+    request: DryRunRequest,
+    policy: CompiledPolicy,
+    users: UserDirectory,
+    history: HistorySource,
+    clock: Clock = utcnow,
+) -> tuple[Decision, UserState]:
+    """The dry run's decision and the user it was made for (given, or the stored one)."""
     intent = request.intent
     validate_intent(intent, policy)
     user = request.user
@@ -78,4 +90,4 @@ async def dry_run(
         )
     now = request.at or clock()
     entries = request.history if request.history is not None else await history.recent(intent.user_id, now)
-    return decide_or_reject(intent, user, now, list(entries), policy)
+    return decide_or_reject(intent, user, now, list(entries), policy), user

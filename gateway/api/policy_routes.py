@@ -12,9 +12,10 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 
 from gateway.api.context import Gateway
-from gateway.decisions import dry_run
+from gateway.decisions import decide_for, dry_run
 from gateway.model import Decision, DryRunRequest, to_json
 from gateway.policy.compiled import CompiledPolicy
+from gateway.templating.preview import Preview, preview
 
 
 class RuleSummary(msgspec.Struct, frozen=True):
@@ -62,11 +63,29 @@ def policy_router(gateway: Gateway) -> Router:
         # serialisation path costs several times that on the hot path.
         return Response(content=to_json(decision), media_type=MediaType.JSON)
 
+    @post(
+        "/templates/preview",
+        status_code=200,
+        summary="Render an intent's messages per channel, without sending",
+        responses={200: ResponseSpec(data_container=Preview, description="The rendered messages")},
+    )
+    async def preview_handler(data: JSONBody[DryRunRequest]) -> Response[bytes]:
+        """The messages each channel the policy picks would carry (standby channels too).
+
+        Takes the dry run's request; where `user` is absent the stored user is used. A
+        message that cannot render answers 422 `template_error` naming template and variable.
+        """
+        decision, user = await decide_for(data, gateway.policy, gateway.users, gateway.history, gateway.clock)
+        rendered = preview(decision, data.intent, user, gateway.policy)
+        return Response(content=msgspec.json.encode(rendered), media_type=MediaType.JSON)
+
     @get("/policy", summary="The policy version and rules in force")
     async def policy_handler() -> PolicySummary:
         return summarize(gateway.policy)
 
-    return Router(path="/v1", route_handlers=[dry_run_handler, policy_handler], tags=["policy"])
+    return Router(
+        path="/v1", route_handlers=[dry_run_handler, preview_handler, policy_handler], tags=["policy"]
+    )
 
 
 def summarize(policy: CompiledPolicy) -> PolicySummary:

@@ -30,33 +30,15 @@ from gateway.redact import redact
 from gateway.store.deliveries import Applied, Claimed, DeliveryStore, Outcome, Try
 from gateway.store.group_commit import GroupCommit
 from gateway.store.recipients import SqlRecipients
+from gateway.templating.catalog import RenderError
 
 log = logging.getLogger("gateway.delivery")
 
 _NO_RETRY = RetryPolicy(schedule=(dt.timedelta(seconds=30),), max_attempts=1, jitter=0.0, max_delay=None)
 
 
-class RenderError(Exception):
-    """A template could not be rendered for this delivery (a permanent failure)."""
-
-
 class Renderer(Protocol):
     def render(self, claimed: Claimed, notification: Any, user: UserState | None) -> Message: ...
-
-
-class RawRenderer:
-    """Until templates are wired in: the message carries the intent's data as it came."""
-
-    def render(self, claimed: Claimed, notification: Any, user: UserState | None) -> Message:
-        return Message(
-            channel=claimed.channel,
-            event=claimed.event,
-            notification_id=claimed.notification_id,
-            delivery_id=claimed.id,
-            user_id=claimed.user_id,
-            fields={"data": notification.data},
-            locale=notification.locale,
-        )
 
 
 class DeliveryPipeline:

@@ -17,6 +17,8 @@ from gateway.policy.diagnostics import Diagnostic, PolicyError, display_path
 from gateway.policy.schema import SchemaSet
 from gateway.policy.suites import SuiteReport, failure_diagnostics, run_suites
 from gateway.policy.version import policy_version
+from gateway.templating.catalog import compile_catalog
+from gateway.templating.check import check_catalog
 
 # Later stages (template rendering checks) register here so `check` stays the single path.
 ExtraCheck = Callable[[BundlePaths, CompiledPolicy], list[Diagnostic]]
@@ -29,6 +31,7 @@ class CheckResult:
     diagnostics: list[Diagnostic]
     suites: SuiteReport | None = None
     bundle: LoadedBundle = field(default_factory=LoadedBundle)
+    notes: list[Diagnostic] = field(default_factory=list)  # worth knowing, not wrong (SMS segments)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +54,7 @@ def check(paths: BundlePaths, *, runtime: str = "auto", run_tests: bool = True) 
     diagnostics = list(bundle.diagnostics)
     policy: CompiledPolicy | None = None
     suites = None
+    notes: list[Diagnostic] = []
     if bundle.defaults:
         version = policy_version(paths.all_files(), paths.policies)
         policy, problems = compile_policy(bundle, cel_runtime(runtime), version)
@@ -67,6 +71,12 @@ def check(paths: BundlePaths, *, runtime: str = "auto", run_tests: bool = True) 
             )
         )
     if policy is not None:
+        # Templates are compiled here, once per policy version, and travel with the policy.
+        catalog, problems = compile_catalog(paths.templates, schemas)
+        diagnostics += problems
+        problems, notes = check_catalog(catalog)
+        diagnostics += problems
+        policy.messages = catalog
         for extra in EXTRA_CHECKS:
             diagnostics += extra(paths, policy)
         # Suites judge a whole bundle: on a partly loaded one they would only report
@@ -76,7 +86,7 @@ def check(paths: BundlePaths, *, runtime: str = "auto", run_tests: bool = True) 
             diagnostics += failure_diagnostics(suites)
     # One mistake inherited by many rules (a file default, a tier name) is reported once.
     diagnostics = sorted(set(diagnostics))
-    return CheckResult(policy if not diagnostics else None, diagnostics, suites, bundle)
+    return CheckResult(policy if not diagnostics else None, diagnostics, suites, bundle, sorted(notes))
 
 
 def load_policy(paths: BundlePaths, *, runtime: str = "auto") -> CompiledPolicy:

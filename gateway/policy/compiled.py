@@ -13,6 +13,7 @@ from typing import Literal
 from gateway.model import Priority, TraceStep
 from gateway.policy.cel import CelProgram
 from gateway.policy.cel_functions import glob_event
+from gateway.templating.catalog import TemplateCatalog
 from gateway.timeutil import DailyWindow, WeeklyWindow
 
 Bypass = Literal["opt_out", "quiet_hours", "caps", "delivery_window", "batching"]
@@ -251,6 +252,7 @@ class CompiledPolicy:
     templates: frozenset[tuple[str, str]]  # (template name, channel)
     files: tuple[PolicyFile, ...]
     cel_variables: frozenset[str]  # what any compiled expression reads; only these are built
+    messages: TemplateCatalog = field(default_factory=TemplateCatalog)  # set by check()
     _candidates: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
     _routes: dict[tuple[str, str, str], ProviderRoute] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, str], Plan] = field(default_factory=dict, repr=False)

@@ -23,7 +23,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from gateway.delivery.pipeline import DeliveryPipeline, RawRenderer, Renderer
+from gateway.delivery.pipeline import DeliveryPipeline, Renderer
 from gateway.errors import ConfigError, Unavailable
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.enqueue import DELIVER, deserialize, serialize
@@ -33,6 +33,7 @@ from gateway.settings import Settings
 from gateway.store import migrate
 from gateway.store.deliveries import Applied, Outcome
 from gateway.store.group_commit import GroupCommit
+from gateway.templating.render import TemplateRenderer
 
 log = logging.getLogger("gateway.worker")
 
@@ -65,7 +66,7 @@ class WorkerProcess:
                 f"{', '.join(sorted({t.queue for t in policy.tiers.values()}))}"
             )
         self.with_relay = relay
-        self.renderer = renderer or RawRenderer()
+        self.renderer = renderer or TemplateRenderer(self.services.current_policy)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop = asyncio.Event()
         self.workers: list[Worker] = []

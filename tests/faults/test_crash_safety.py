@@ -90,7 +90,7 @@ async def accept_many(services: Services, count_: int, *, users: int = 5) -> lis
                     json={
                         "event": "order.shipped",
                         "user_id": f"u_{i % users}",
-                        "data": {"order_id": f"A-{i}"},
+                        "data": {"order_id": f"A-{i}", "carrier": "UPS"},
                     },
                 )
                 for i in range(count_)
@@ -244,7 +244,12 @@ async def test_with_the_database_unreachable_intake_answers_503_and_keeps_nothin
         # Keys are looked up in the database too: a valid token is refused with 503, not 401.
         async with client(broken, token) as http:
             response = await http.post(
-                "/v1/intents", json={"event": "order.shipped", "user_id": "u_1", "data": {"order_id": "A"}}
+                "/v1/intents",
+                json={
+                    "event": "order.shipped",
+                    "user_id": "u_1",
+                    "data": {"order_id": "A", "carrier": "UPS"},
+                },
             )
             dry = await http.post(
                 "/v1/dry-run",

@@ -1,0 +1,48 @@
+"""Turn a claimed delivery into the message its channel sends, from the policy's templates.
+
+The catalog travels with the compiled policy, so a worker renders with the templates of the
+policy version it runs, compiled once when that version was loaded; rendering itself is pure
+CPU (no file or network I/O on the send path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.model import UserState
+from gateway.policy.compiled import CompiledPolicy
+from gateway.providers.base import Message
+from gateway.templating.catalog import RenderError, context
+
+
+class TemplateRenderer:
+    def __init__(self, policy: Callable[[], CompiledPolicy]) -> None:
+        self.policy = policy
+
+    def render(self, claimed: Any, notification: Any, user: UserState | None) -> Message:
+        """The delivery's message; RenderError when its template is missing or cannot render."""
+        name, _, channel = (claimed.template or f"{claimed.event}/{claimed.channel}").rpartition("/")
+        locale = notification.locale or (user.locale if user is not None else None)
+        template = self.policy().messages.resolve(name, channel, locale)
+        if template is None:
+            raise RenderError(f"templates/{name}", 1, channel, f"no {channel} template for {name!r}")
+        fields = template.render(
+            context(
+                claimed.event,
+                notification.data or {},
+                locale=locale,
+                user_id=claimed.user_id,
+                timezone=user.timezone if user is not None else None,
+                notification_id=claimed.notification_id,
+            )
+        )
+        return Message(
+            channel=claimed.channel,
+            event=claimed.event,
+            notification_id=claimed.notification_id,
+            delivery_id=claimed.id,
+            user_id=claimed.user_id,
+            fields=fields,
+            locale=template.locale,
+        )
