@@ -1,9 +1,11 @@
 """Per-key intake quotas: a token bucket shared by every API process through Redis.
 
-One script refills and takes tokens atomically. A request needs a whole token; a bulk
-request takes one per recipient and may drive the bucket below zero: it is admitted whole, and the key then
-waits until the bucket has refilled, so its average rate holds. If Redis is unreachable
-each process falls back to its own bucket rather than refusing intents.
+One script refills and takes tokens atomically (`gateway.token_bucket`, shared with the
+provider rate limits; it reads the time from the caller, see there for the clock-skew
+assumption). A request needs a whole token; a bulk request takes one per recipient and may
+drive the bucket below zero: it is admitted whole, and the key then waits until the bucket
+has refilled, so its average rate holds. If Redis is unreachable each process falls back to
+its own bucket rather than refusing intents.
 """
 
 from __future__ import annotations
@@ -18,24 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import RateLimited
 from gateway.redis_keys import Keys
-
-_TAKE = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + (now - at) * rate)
-if tokens < 1 then
-  return tostring((1 - tokens) / rate)
-end
-tokens = tokens - want
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
-return '0'
-"""
+from gateway.token_bucket import TAKE
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +49,7 @@ class Quota:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._take = redis.register_script(_TAKE)
+        self._take = redis.register_script(TAKE)
         self._local: dict[str, _Bucket] = {}
 
     async def take(self, key_id: str, rate: float, burst: int, count: int = 1) -> float:

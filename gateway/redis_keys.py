@@ -23,6 +23,18 @@ class Keys:
         """Hash: a producer key's token bucket."""
         return f"{self.prefix}:quota:{key_id}"
 
+    def provider_bucket(self, name: str) -> str:
+        """Hash: a provider's rate-limit token bucket, shared by every worker.
+
+        The provider name is a hash tag, so the guard's script (bucket and breaker) stays
+        on one shard."""
+        return f"{self.prefix}:provider:{{{name}}}:bucket"
+
+    def breaker(self, name: str) -> str:
+        """Hash: a provider's circuit breaker: open-until, the half-open trial's deadline and
+        the rolling window's per-bucket call and failure counts."""
+        return f"{self.prefix}:provider:{{{name}}}:breaker"
+
     def queue(self, name: str) -> str:
         """arq queue (sorted set of job ids) of a tier."""
         return f"{self.prefix}:queue:{name}"
