@@ -24,6 +24,7 @@ from gateway.failpoints import failpoint
 from gateway.model import UserState
 from gateway.policy.compiled import CompiledPolicy, RetryPolicy
 from gateway.providers.base import Address, Delivered, Message, Permanent, Retryable, SendResult
+from gateway.providers.guard import ADMITTED, Admission, ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.dispatch import Dispatcher
 from gateway.redact import redact
@@ -57,6 +58,8 @@ class DeliveryPipeline:
         lease: dt.timedelta,
         concurrency: int = 32,
         send_timeout: float = 10.0,
+        guard: ProviderGuard | None = None,
+        rate_wait: float = 1.0,
     ) -> None:
         self.store = store
         self.recipients = recipients
@@ -70,6 +73,8 @@ class DeliveryPipeline:
         self.lease = lease
         self.send_timeout = send_timeout
         self.concurrency = concurrency
+        self.guard = guard
+        self.rate_wait = rate_wait
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.claims: GroupCommit[str, Claimed | None] = GroupCommit(
             store.database, self._claim, clock=clock, name="claims"
@@ -220,12 +225,23 @@ class DeliveryPipeline:
     async def _through_chain(
         self, claimed: Claimed, message: Message, address: Address, tries: list[Try]
     ) -> tuple[str, SendResult]:
-        """Try each provider of the chain in order until one delivers or refuses for good."""
+        """Try each provider of the chain in order until one delivers or refuses for good.
+
+        A provider whose breaker is open, or whose rate limit would make this send wait
+        longer than `rate_wait`, is skipped like one that failed; a short wait for a token
+        is cheaper than failing over or retrying later.
+        """
         result: SendResult = Retryable("no provider could be tried", code="no_provider")
+        waits: list[float] = []
         for name in claimed.providers:
             adapter = self.registry.get(name)
             if adapter is None:
                 tries.append(Try(name, "skipped", "provider not configured"))
+                continue
+            admission = await self._admit(name)
+            if not admission.allowed:
+                waits.append(admission.wait)
+                tries.append(Try(name, "skipped", f"{admission.reason}: free again in {admission.wait:.2f}s"))
                 continue
             started = time.perf_counter()
             try:
@@ -238,6 +254,8 @@ class DeliveryPipeline:
                 log.exception("provider %s failed unexpectedly", name)
                 result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
             elapsed = (time.perf_counter() - started) * 1000
+            if self.guard is not None:
+                await self.guard.record(name, isinstance(result, Retryable), trial=admission.trial)
             error = None if isinstance(result, Delivered) else result.error
             tries.append(
                 Try(
@@ -250,7 +268,27 @@ class DeliveryPipeline:
             )
             if not isinstance(result, Retryable):
                 return name, result
+        if waits and len(waits) == len(claimed.providers):
+            # Nothing was tried: every provider is open or saturated. Come back when one frees up.
+            return claimed.providers[-1], Retryable(
+                "every provider is unavailable (circuit open or rate limited)",
+                retry_after=min(waits),
+                code="providers_unavailable",
+            )
         return claimed.providers[-1] if claimed.providers else "", result
+
+    async def _admit(self, name: str) -> Admission:
+        if self.guard is None:
+            return ADMITTED
+        waited = 0.0
+        while True:
+            admission = await self.guard.admit(name)
+            if admission.allowed or admission.reason != "rate_limited":
+                return admission
+            if waited + admission.wait > self.rate_wait:
+                return admission
+            await asyncio.sleep(admission.wait)
+            waited += admission.wait
 
     async def _invalidate(self, claimed: Claimed, address: Address, result: Permanent) -> None:
         now = self.clock()

@@ -25,6 +25,7 @@ from arq.worker import Worker, func
 
 from gateway.delivery.pipeline import DeliveryPipeline, Renderer
 from gateway.errors import ConfigError, Unavailable
+from gateway.providers.guard import ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.enqueue import DELIVER, deserialize, serialize
 from gateway.queue.relay import Relay
@@ -98,6 +99,7 @@ class WorkerProcess:
             owner=self.owner,
             lease=dt.timedelta(seconds=self.settings.job_timeout),
             concurrency=self.settings.worker_concurrency,
+            guard=ProviderGuard(services.redis, services.keys, self.registry.specs),
         )
         await pipeline.start()
         self.pipeline = pipeline
