@@ -1,0 +1,115 @@
+"""Twilio's documented error codes beyond the shared table, against the same stub."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+
+from gateway.providers.base import MALFORMED, AdapterDeps, Delivered, Permanent, Retryable
+from gateway.providers.spec import ProviderSpec
+from gateway.providers.twilio_sms import TwilioAdapter
+from tests.providers.conformance import message
+from tests.providers.wire_twilio import ACCOUNT_SID, AUTH_TOKEN, WIRE, error, form, message_resource
+from tests.stub_http import Reply, stub_server
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "address_invalid"),
+    [
+        (error(400, 21614, "'To' number +14155550123 is not a valid mobile number"), "not_mobile", True),
+        (error(400, 21635, "'To' number cannot be a landline"), "not_mobile", True),
+        (error(400, 21610, "Attempt to send to unsubscribed recipient"), "unsubscribed", True),
+        (error(400, 21612, "The 'To' phone number is not currently reachable via SMS"), "unroutable", False),
+        (
+            error(400, 21408, "Permission to send an SMS has not been enabled for the region"),
+            "region_disabled",
+            False,
+        ),
+        (
+            error(400, 21606, "The From phone number is not a valid, SMS-capable inbound phone number"),
+            "invalid_sender",
+            False,
+        ),
+        (error(401, 20003, "Authenticate"), "auth_failed", False),
+        (error(404, 20404, "The requested resource was not found"), "rejected", False),
+        (Reply(400, "<html>bad</html>"), "rejected", False),
+    ],
+)
+async def test_permanent_codes(
+    reply: Reply, code: str, address_invalid: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with stub_server(lambda r: reply) as server:
+        adapter = WIRE.build(server.url, 2.0)
+        try:
+            result = await adapter.send(message("sms"), WIRE.address(), idempotency_key="k")
+        finally:
+            await adapter.close()
+    assert isinstance(result, Permanent), result
+    assert result.code == code and result.address_invalid is address_invalid
+    assert "+1415" not in result.error
+    assert (
+        ACCOUNT_SID not in caplog.text and AUTH_TOKEN not in caplog.text and "+14155550123" not in caplog.text
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "retry_after"),
+    [
+        (error(429, 20429, "Too Many Requests"), "rate_limited", None),
+        (error(429, 20429, "Too Many Requests", {"Retry-After": "3"}), "rate_limited", 3.0),
+        (error(500, 20500, "Internal Server Error"), "http_500", None),
+        (Reply(502, "bad gateway"), "http_502", None),
+        (Reply(201, {"status": "queued"}), MALFORMED, None),
+        (Reply(201, [1, 2]), MALFORMED, None),
+        (Reply(raw=b"HTTP/1.1 OK-ish\r\n\r\nnot http"), MALFORMED, None),
+        (Reply(hang_up=True), MALFORMED, None),
+    ],
+)
+async def test_retryable(reply: Reply, code: str, retry_after: float | None) -> None:
+    async with stub_server(lambda r: reply) as server:
+        adapter = WIRE.build(server.url, 2.0)
+        try:
+            result = await adapter.send(message("sms"), WIRE.address(), idempotency_key="k")
+        finally:
+            await adapter.close()
+    assert isinstance(result, Retryable), result
+    assert result.code == code
+    assert result.retry_after == retry_after
+
+
+async def test_status_callback_and_text_fallback_and_reuse() -> None:
+    async with stub_server(lambda r: Reply(201, message_resource(r))) as server:
+        spec = ProviderSpec.parse(
+            "twilio",
+            {
+                "channel": "sms",
+                "adapter": "twilio",
+                "cost": 0,
+                "timeout": "2s",
+                "credentials": {"account_sid": "S", "auth_token": "T"},
+                "settings": {
+                    "from": "+15005550006",
+                    "base_url": server.url + "/",
+                    "status_callback": "https://gw.example.com/twilio/status",
+                },
+            },
+            {"S": ACCOUNT_SID, "T": AUTH_TOKEN},
+        )
+        adapter = TwilioAdapter.from_spec(spec, AdapterDeps())
+        msg = message("sms")
+        text_only = replace(msg, fields={k: v for k, v in msg.fields.items() if k != "body"})
+        try:
+            first = await adapter.send(text_only, WIRE.address(), idempotency_key="k")
+            second = await adapter.send(msg, WIRE.address(), idempotency_key="k")  # same session, reused
+        finally:
+            await adapter.close()
+    assert isinstance(first, Delivered) and isinstance(second, Delivered)
+    assert first.provider_message_id and first.provider_message_id.startswith("SM")
+    assert len(first.provider_message_id) == 34
+    sent = [form(r) for r in server.requests]
+    assert sent[0]["Body"] == msg.fields["text"]
+    assert sent[0]["StatusCallback"] == "https://gw.example.com/twilio/status"
+    assert sent[1]["Body"] == msg.fields["body"]
