@@ -230,4 +230,39 @@ class ApiKeyRow(SQLModel, table=True):
     revoked_at: dt.datetime | None = _time(nullable=True)
 
 
+class InboxItemRow(SQLModel, table=True):
+    """One in-app message in a user's inbox, keyed by the delivery that wrote it.
+
+    No foreign keys: the inbox is the user's to read, archive and keep, on its own lifecycle;
+    pruning old notifications and deliveries must not empty it.
+    """
+
+    __tablename__ = "inbox_items"
+
+    id: str = Field(primary_key=True, max_length=40)  # the delivery id: a repeat send adds nothing
+    notification_id: str = Field(max_length=40)
+    user_id: str = Field(max_length=128)
+    event: str = Field(max_length=128)
+    category: str | None = Field(default=None, max_length=64)
+    title: str
+    body: str
+    action_url: str | None = Field(default=None, max_length=2048)
+    icon: str | None = Field(default=None, max_length=2048)
+    data: dict[str, Any] = _json()
+    created_at: dt.datetime = _time()
+    read_at: dt.datetime | None = _time(nullable=True)
+    archived_at: dt.datetime | None = _time(nullable=True)
+
+
+_inbox = InboxItemRow.__table__  # type: ignore[attr-defined]
+# The feed, newest first, paged by the cursor (created_at, id).
+sa.Index("ix_inbox_items_feed", _inbox.c.user_id, _inbox.c.created_at.desc(), _inbox.c.id)
+# Unread counts: only the items still unread and not archived are indexed.
+sa.Index(
+    "ix_inbox_items_unread",
+    _inbox.c.user_id,
+    sqlite_where=sa.and_(_inbox.c.read_at.is_(None), _inbox.c.archived_at.is_(None)),
+    postgresql_where=sa.and_(_inbox.c.read_at.is_(None), _inbox.c.archived_at.is_(None)),
+)
+
 METADATA = SQLModel.metadata

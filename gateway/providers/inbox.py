@@ -1,0 +1,124 @@
+"""In-app messages, written to the user's inbox in our own store (`gateway.store.inbox`).
+
+`idempotent`: the item is keyed on the delivery id and written with ON CONFLICT DO NOTHING,
+so sending a delivery again (a worker that died after the write) stores nothing new and is
+still delivered. The message id is the delivery id, which is also the inbox item's id.
+
+From the rendered message's fields: `title` (else `subject`), `body` (else `text`),
+`action_url`, `icon`, `data` (an object) and `category`.
+
+Outcomes (our store has no provider codes):
+
+| what happened                                       | result                               |
+|-----------------------------------------------------|--------------------------------------|
+| written, or already there from an earlier send      | delivered (message id: delivery id)  |
+| neither title nor body, or `data` not an object     | permanent `invalid_message`          |
+| the store refused a value (SQLSTATE class 22)       | permanent `rejected`                 |
+| the database cannot be reached (Unavailable)        | retryable `unreachable`              |
+| any other database error                            | retryable `store_error`              |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import DataError, DBAPIError
+
+from gateway.errors import ConfigError, Unavailable
+from gateway.providers.base import (
+    UNREACHABLE,
+    AdapterDeps,
+    Address,
+    Delivered,
+    Message,
+    Permanent,
+    Retryable,
+    SendResult,
+)
+from gateway.providers.spec import ProviderSpec
+from gateway.store import inbox
+from gateway.store.database import Database
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class InboxAdapter:
+    idempotent = True
+    secrets: tuple[str, ...] = ()
+
+    def __init__(
+        self, name: str, channel: str, database: Database, *, clock: Callable[[], dt.datetime] = _utc_now
+    ) -> None:
+        self.name = name
+        self.channel = channel
+        self.database = database
+        self.clock = clock
+
+    @classmethod
+    def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> InboxAdapter:
+        if deps.database is None:
+            raise ConfigError(
+                f"provider {spec.name!r} (adapter inbox) writes to the store, but no database was given: "
+                "build the registry with AdapterDeps(database=...)"
+            )
+        return cls(spec.name, spec.channel, deps.database)
+
+    async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
+        fields = message.fields
+        title = _text(fields.get("title") or fields.get("subject"))
+        body = _text(fields.get("body") or fields.get("text"))
+        data = fields.get("data")
+        if not title and not body:
+            return Permanent("invalid_message", f"{self.name}: the rendered message has no title and no body")
+        if data is not None and not isinstance(data, dict):
+            return Permanent(
+                "invalid_message", f"{self.name}: fields.data must be an object, not {type(data).__name__}"
+            )
+        item = inbox.InboxItem(
+            id=message.delivery_id,
+            notification_id=message.notification_id,
+            user_id=address.value if address.kind == "user" else message.user_id,
+            event=message.event,
+            category=message.category,
+            title=title,
+            body=body,
+            action_url=_text(fields.get("action_url")) or None,
+            icon=_text(fields.get("icon")) or None,
+            data=data or {},
+            created_at=self.clock(),
+        )
+        try:
+            await inbox.add(self.database, item)
+        except Unavailable:
+            return Retryable(f"{self.name}: the database is unavailable", code=UNREACHABLE)
+        except DBAPIError as exc:
+            state = _sqlstate(exc)
+            if isinstance(exc, DataError) or state.startswith("22"):
+                return Permanent(
+                    "rejected",
+                    f"{self.name}: the store refused the item's values (SQLSTATE {state or 'unknown'}: "
+                    "a value too long for its column, or a character it cannot hold)",
+                )
+            return Retryable(
+                f"{self.name}: the store failed ({type(exc).__name__}, SQLSTATE {state or 'unknown'})",
+                code="store_error",
+            )
+        return Delivered(provider_message_id=message.delivery_id)
+
+    async def close(self) -> None:
+        """The database belongs to whoever gave it; nothing of ours to close."""
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    """PostgreSQL's error class, which asyncpg's errors carry but SQLAlchemy does not map:
+    class 22 (data exception) fails the same way every time, so it is not worth a retry."""
+    state = getattr(exc.orig, "sqlstate", None)
+    return state if isinstance(state, str) else ""
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
