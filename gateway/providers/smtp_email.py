@@ -1,0 +1,207 @@
+"""Email through any SMTP relay (aiosmtplib): the message `gateway.providers.mime` builds.
+
+One connection per send: EHLO, STARTTLS when `starttls` is on, AUTH when both
+credentials are set, MAIL FROM, RCPT TO, DATA, QUIT. SMTP has no idempotency key: a
+repeat is a second email, so this adapter is not `idempotent`. The stable `Message-ID`
+still lets a person (or a relay's logs) recognise a repeat.
+
+Outcomes, from the reply code (RFC 5321 section 4.2) and its enhanced status (RFC 3463):
+
+| reply                                             | result                                      |
+|---------------------------------------------------|---------------------------------------------|
+| 250 to DATA                                       | delivered (message id: the relay's queue id |
+|                                                   | from "queued as ...", else our Message-ID)  |
+| 550/551/553 to RCPT, enhanced 5.1.x naming the    | permanent `invalid_address`, address        |
+| recipient (5.1.0-5.1.4, 5.1.6, 5.1.10) or none    | invalid (no such user, bad mailbox syntax)  |
+| 552 to RCPT (too many recipients)                 | retryable: RFC 5321 4.5.3.1.10 reads it as  |
+|                                                   | 452                                         |
+| 535 to AUTH, 530 (authentication required)        | permanent `auth_failed` (not the address)   |
+| other 5xx (5.7.1 policy, 554 transaction failed)  | permanent `smtp_<code>`                     |
+| 4xx (421 closing, 450/451/452 try later)          | retryable `smtp_<code>`; SMTP sends no retry|
+|                                                   | time, the worker's schedule decides         |
+| no answer within the timeout (greeting or any     | retryable `timeout`                         |
+| command)                                          |                                             |
+| connection refused, DNS, TLS handshake            | retryable `unreachable`                     |
+| a reply that is not SMTP (garbage greeting, no    | retryable `malformed_response`              |
+| 3-digit code), a hang-up mid-session              |                                             |
+| server lacks STARTTLS or AUTH that we need        | permanent `not_supported` (configuration)   |
+
+Server replies often quote the recipient (`<ada@example.com>: Recipient address
+rejected`): error strings mask it before they leave this module.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiosmtplib
+
+from gateway.errors import ConfigError
+from gateway.providers import mime
+from gateway.providers.base import (
+    MALFORMED,
+    TIMEOUT,
+    UNREACHABLE,
+    AdapterDeps,
+    Address,
+    Delivered,
+    Message,
+    Permanent,
+    Retryable,
+    SendResult,
+)
+from gateway.providers.spec import ProviderSpec
+from gateway.redact import Secret, redact
+
+ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+QUEUED = re.compile(r"queued as\s+([A-Za-z0-9._-]+)", re.IGNORECASE)
+BAD_MAILBOX_CODES = frozenset({550, 551, 553})
+# X.1.y of RFC 3463 that say the *destination* address is bad (X.1.5 is "valid"; X.1.7
+# and X.1.8 are about our sender); X.1.10 is RFC 7505's null MX.
+BAD_DESTINATION_DETAILS = frozenset({0, 1, 2, 3, 4, 6, 10})
+AUTH_CODES = frozenset({530, 534, 535})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def _flag(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS
+
+
+def optional_credentials(spec: ProviderSpec) -> tuple[Secret, Secret] | None:
+    """Username and password when both variables are set, None when neither is.
+
+    One without the other is a configuration error: the relay would refuse us on every
+    send, and the message says which variable is missing.
+    """
+    names = {key: spec.credential_vars.get(key) for key in ("username", "password")}
+    values = {key: spec.environ.get(name) if name else None for key, name in names.items()}
+    if not any(values.values()):
+        return None
+    missing = [names[key] or f"credentials.{key}" for key, value in values.items() if not value]
+    if missing:
+        raise ConfigError(
+            f"provider {spec.name!r}: {', '.join(missing)} is not set; "
+            "set both SMTP credentials to log in, or neither to send without AUTH"
+        )
+    return spec.credential("username"), spec.credential("password")
+
+
+class SmtpAdapter:
+    idempotent = False
+    secrets = ("username", "password")
+
+    def __init__(
+        self,
+        name: str,
+        channel: str,
+        *,
+        host: str,
+        port: int,
+        starttls: bool,
+        sender: str,
+        timeout: float,
+        credentials: tuple[Secret, Secret] | None = None,
+    ) -> None:
+        self.name = name
+        self.channel = channel
+        self.host = host
+        self.port = port
+        self.starttls = starttls
+        self.sender = sender
+        self.timeout = timeout
+        self.credentials = credentials
+
+    @classmethod
+    def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> SmtpAdapter:
+        port = spec.setting("port", 587)
+        try:
+            number = int(port)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"provider {spec.name!r}: settings.port={port!r} is not a port number"
+            ) from None
+        return cls(
+            spec.name,
+            spec.channel,
+            host=str(spec.setting("host", "localhost")),
+            port=number,
+            starttls=_flag(spec.setting("starttls", True)),
+            sender=str(spec.setting("from", "Notigate <no-reply@notigate.example>")),
+            timeout=spec.timeout,
+            credentials=optional_credentials(spec),
+        )
+
+    async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
+        try:
+            email = mime.build(message, address, self.sender)
+        except mime.InvalidRecipient as exc:
+            return Permanent("invalid_address", f"{self.name}: {exc}", address_invalid=True)
+        except ValueError as exc:
+            return Permanent("unsendable", f"{self.name}: the message cannot be written as email: {exc}")
+        username, password = (c.reveal() for c in self.credentials) if self.credentials else (None, None)
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            start_tls=self.starttls,
+            username=username,
+            password=password,
+        )
+        try:
+            async with client:
+                _, reply = await client.send_message(
+                    email, sender=mime.envelope_sender(self.sender), recipients=[address.value]
+                )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0]
+            return self._reply(refused.code, refused.message, address, at_rcpt=True)
+        except aiosmtplib.SMTPTimeoutError:
+            return Retryable(f"{self.name}: no answer from {self.host}:{self.port} in time", code=TIMEOUT)
+        except aiosmtplib.SMTPResponseException as exc:
+            return self._reply(exc.code, exc.message, address, at_rcpt=False)
+        except aiosmtplib.SMTPConnectError:
+            return Retryable(f"{self.name}: cannot connect to {self.host}:{self.port}", code=UNREACHABLE)
+        except aiosmtplib.SMTPServerDisconnected:
+            return Retryable(f"{self.name}: {self.host}:{self.port} hung up mid-session", code=MALFORMED)
+        except aiosmtplib.SMTPException as exc:  # no STARTTLS, no AUTH method we can use, SMTPUTF8
+            return Permanent(
+                "not_supported", f"{self.name}: {self.host}:{self.port}: {_masked(exc.message, address)}"
+            )
+        except OSError as exc:  # TLS handshake, a reset connection
+            return Retryable(f"{self.name}: connection failed ({type(exc).__name__})", code=UNREACHABLE)
+        except ValueError as exc:  # an address aiosmtplib will not put on a command line
+            return Permanent(
+                "invalid_address", f"{self.name}: {_masked(str(exc), address)}", address_invalid=True
+            )
+        queued = QUEUED.search(reply)
+        return Delivered(provider_message_id=queued.group(1) if queued else str(email["Message-ID"]))
+
+    def _reply(self, code: int, text: str, address: Address, *, at_rcpt: bool) -> SendResult:
+        said = f"{self.name}: {code} {_masked(text, address)}"
+        if not 200 <= code < 600:  # aiosmtplib's -1: the line had no 3-digit code
+            return Retryable(f"{self.name}: the answer is not SMTP", code=MALFORMED)
+        if 400 <= code < 500:
+            return Retryable(said, code=f"smtp_{code}")
+        if code >= 500:
+            if at_rcpt and code in BAD_MAILBOX_CODES and _names_bad_destination(text):
+                return Permanent("invalid_address", said, address_invalid=True)
+            if at_rcpt and code == 552:
+                return Retryable(said, code="smtp_552")
+            if code in AUTH_CODES:
+                return Permanent("auth_failed", f"{said} (check SMTP_USERNAME and SMTP_PASSWORD)")
+            return Permanent(f"smtp_{code}", said)
+        return Retryable(f"{self.name}: unexpected reply {code}", code=MALFORMED)
+
+    async def close(self) -> None:
+        return None
+
+
+def _names_bad_destination(text: str) -> bool:
+    """No enhanced status (an old relay: the reply code alone), or 5.1.x about the recipient."""
+    enhanced = ENHANCED.match(text)
+    return enhanced is None or (enhanced[2] == "1" and int(enhanced[3]) in BAD_DESTINATION_DETAILS)
+
+
+def _masked(text: str, address: Address) -> str:
+    return text.replace(address.value, redact(address.kind, address.value))[:500]

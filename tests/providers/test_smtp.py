@@ -1,0 +1,325 @@
+"""The SMTP adapter against real servers on 127.0.0.1, through the harness's scenario table.
+
+SMTP is not HTTP, so it has no wire for the stub HTTP server: here an aiosmtpd server,
+scripted per scenario, answers as Postfix does; a raw TCP server says garbage (malformed)
+or nothing at all (timeout). The expected results and the judge are the harness's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import email
+import email.policy
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP as SmtpServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from gateway.errors import ConfigError
+from gateway.providers.base import MALFORMED, TIMEOUT, AdapterDeps, Address, Delivered, Message, Permanent
+from gateway.providers.smtp_email import SmtpAdapter
+from gateway.providers.spec import ProviderSpec
+from tests.providers.conformance import (
+    ADAPTER_TIMEOUT,
+    INVALID_ADDRESS,
+    MALFORMED_ANSWER,
+    RATE_LIMITED,
+    REFUSED,
+    SCENARIOS,
+    SERVER_ERROR,
+    TIMED_OUT,
+    expected,
+    judge,
+    message,
+)
+
+USERNAME = "relay-user-4b1f"
+PASSWORD = "relay-pass-9c2e77"
+SENDER = "Notigate <no-reply@notigate.example>"
+QUEUE_ID = "4ZbQ7k1xYz"
+VALID = Address("email", "ada@example.com")
+UNKNOWN = Address("email", "no-such-user@example.com")
+
+
+class SmtpWire:
+    """The fields of the harness's `Wire` that `expected()` reads."""
+
+    adapter = "smtp"
+    channel = "email"
+    secrets = (USERNAME, PASSWORD)
+
+    def invalid_address_code(self) -> str:
+        return "invalid_address"
+
+
+WIRE = SmtpWire()
+
+
+class Scripted:
+    """An aiosmtpd handler answering as a Postfix relay would in `scenario`."""
+
+    def __init__(self, scenario: str = "success", data_delay: float = 0.0) -> None:
+        self.scenario = scenario
+        self.data_delay = data_delay
+        self.received: list[Envelope] = []
+
+    async def handle_RCPT(
+        self, server: SmtpServer, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.scenario == INVALID_ADDRESS:
+            # Postfix quotes the address: the adapter must mask it in its error.
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown in local recipient table"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SmtpServer, session: Session, envelope: Envelope) -> str:
+        self.received.append(envelope)
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        if self.scenario == RATE_LIMITED:
+            return "421 4.7.0 Too many messages from your address, try again later"
+        if self.scenario == SERVER_ERROR:
+            return "451 4.3.0 Error: queue file write error"
+        return f"250 2.0.0 Ok: queued as {QUEUE_ID}"
+
+
+def _authenticator(
+    server: SmtpServer, session: Session, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+        USERNAME.encode(),
+        PASSWORD.encode(),
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    serve: Callable[[], asyncio.Protocol] | None = None,
+    raw: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] | None = None,
+) -> AsyncIterator[int]:
+    """A server on 127.0.0.1: an SMTP protocol factory, or a raw stream handler whose
+    connections are closed on the way out (Server.close leaves them open)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        assert raw is not None
+        await raw(reader, writer)
+
+    if raw is not None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    else:
+        assert serve is not None
+        server = await asyncio.get_running_loop().create_server(serve, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
+def smtp_server(handler: Scripted, *, auth: bool = False) -> Callable[[], asyncio.Protocol]:
+    loop = asyncio.get_running_loop()
+    options: dict[str, Any] = {"authenticator": _authenticator, "auth_require_tls": False} if auth else {}
+    return lambda: SmtpServer(handler, hostname="relay.test", loop=loop, **options)
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HELLO THERE, I AM NOT AN SMTP SERVER\r\n")
+    await writer.drain()
+    with contextlib.suppress(Exception):
+        await reader.read(1024)
+    writer.close()
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.sleep(ADAPTER_TIMEOUT * 4)
+    writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def adapter(port: int, *, starttls: bool = False, credentials: dict[str, str] | None = None) -> SmtpAdapter:
+    spec = ProviderSpec.parse(
+        "smtp",
+        {
+            "channel": "email",
+            "adapter": "smtp",
+            "cost": 0.0005,
+            "timeout": f"{int(ADAPTER_TIMEOUT * 1000)}ms",
+            "credentials": {"username": "SMTP_USERNAME", "password": "SMTP_PASSWORD"},
+            "settings": {
+                "host": "127.0.0.1",
+                "port": {"env": "SMTP_PORT", "default": 587},
+                "starttls": {"env": "SMTP_STARTTLS", "default": True},
+                "from": SENDER,
+            },
+        },
+        {"SMTP_PORT": str(port), "SMTP_STARTTLS": "true" if starttls else "false", **(credentials or {})},
+    )
+    return SmtpAdapter.from_spec(spec, AdapterDeps())
+
+
+def with_headers(msg: Message) -> Message:
+    return dataclasses.replace(msg, headers={"List-Unsubscribe": "<https://notigate.example/u/abc>"})
+
+
+def _no_leaks(caplog: pytest.LogCaptureFixture, address: Address) -> None:
+    ours = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("mail.")
+    )  # not aiosmtpd's
+    for secret in WIRE.secrets:
+        assert secret not in ours
+    assert address.value not in ours
+
+
+async def _send(port: int, address: Address, msg: Message, **options: Any) -> Any:
+    smtp = adapter(port, **options)
+    try:
+        return await smtp.send(msg, address, idempotency_key=msg.delivery_id)
+    finally:
+        await smtp.close()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_smtp_conformance(scenario: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    address = UNKNOWN if scenario == INVALID_ADDRESS else VALID
+    msg = with_headers(message("email"))
+    want = expected(WIRE, scenario)
+    if scenario == RATE_LIMITED:  # SMTP has no Retry-After: the worker's schedule decides when
+        want = dataclasses.replace(want, retry_after=None)
+    handler = Scripted(scenario)
+    if scenario == REFUSED:
+        result = await _send(_free_port(), address, msg, credentials={})
+    elif scenario == TIMED_OUT:
+        async with listening(raw=_silent) as port:
+            result = await _send(port, address, msg)
+    elif scenario == MALFORMED_ANSWER:
+        async with listening(raw=_garbage) as port:
+            result = await _send(port, address, msg)
+    else:
+        async with listening(smtp_server(handler)) as port:
+            result = await _send(port, address, msg)
+    judge(result, want)
+    if scenario == INVALID_ADDRESS:
+        assert isinstance(result, Permanent) and "n***@example.com" in result.error
+        assert address.value not in result.error
+    if scenario in (SERVER_ERROR, RATE_LIMITED) or scenario == "success":
+        assert len(handler.received) == 1
+        _check_received(handler.received[0], msg, address)
+    _no_leaks(caplog, address)
+
+
+def _check_received(envelope: Envelope, msg: Message, address: Address) -> None:
+    assert envelope.mail_from == "no-reply@notigate.example"
+    assert envelope.rcpt_tos == [address.value]
+    assert isinstance(envelope.original_content, bytes)
+    raw = envelope.original_content.replace(b"\r\n", b"\n")  # SMTP's CRLF, as a mail file has LF
+    mail = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(mail, EmailMessage)
+    assert mail["Subject"] == msg.fields["subject"]
+    assert mail["From"] == SENDER
+    assert mail["To"] == address.value
+    assert mail["Date"]
+    assert mail["Message-ID"] == f"<{msg.delivery_id}@notigate.example>"
+    assert mail["X-Notigate-Delivery"] == msg.delivery_id
+    assert mail["List-Unsubscribe"] == msg.headers["List-Unsubscribe"]
+    assert mail.get_content_type() == "multipart/alternative"
+    text, html = mail.get_body(("plain",)), mail.get_body(("html",))
+    assert text is not None and html is not None
+    assert text.get_content().rstrip("\n") == msg.fields["text"]
+    assert html.get_content().rstrip("\n") == msg.fields["html"]  # as the renderer escaped it
+
+
+async def test_delivered_carries_the_relays_queue_id() -> None:
+    handler = Scripted()
+    async with listening(smtp_server(handler)) as port:
+        result = await _send(port, VALID, message("email"))
+    assert result == Delivered(provider_message_id=QUEUE_ID)
+
+
+async def test_a_reply_slower_than_the_timeout_is_a_timeout() -> None:
+    handler = Scripted(data_delay=ADAPTER_TIMEOUT * 3)
+    async with listening(smtp_server(handler)) as port:
+        result = await _send(port, VALID, message("email"))
+    judge(result, expected(WIRE, TIMED_OUT))
+    assert result.code == TIMEOUT
+
+
+async def test_a_garbage_greeting_is_malformed_not_a_config_error() -> None:
+    async with listening(raw=_garbage) as port:
+        result = await _send(port, VALID, message("email"))
+    assert result.code == MALFORMED
+
+
+async def test_policy_rejection_is_permanent_but_not_an_address_problem() -> None:
+    class Relay(Scripted):
+        async def handle_RCPT(
+            self, server: SmtpServer, session: Session, envelope: Envelope, address: str, options: list[str]
+        ) -> str:
+            return "554 5.7.1 <ada@example.com>: Relay access denied"
+
+    async with listening(smtp_server(Relay())) as port:
+        result = await _send(port, VALID, message("email"))
+    assert isinstance(result, Permanent) and (result.code, result.address_invalid) == ("smtp_554", False)
+    assert VALID.value not in result.error
+
+
+async def test_starttls_required_but_not_offered_is_a_configuration_error() -> None:
+    async with listening(smtp_server(Scripted())) as port:
+        result = await _send(port, VALID, message("email"), starttls=True)
+    assert isinstance(result, Permanent) and result.code == "not_supported"
+
+
+async def test_auth_logs_in_when_both_credentials_are_set(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    handler = Scripted()
+    credentials = {"SMTP_USERNAME": USERNAME, "SMTP_PASSWORD": PASSWORD}
+    async with listening(smtp_server(handler, auth=True)) as port:
+        result = await _send(port, VALID, message("email"), credentials=credentials)
+    assert isinstance(result, Delivered)
+    assert len(handler.received) == 1
+    _no_leaks(caplog, VALID)
+
+
+async def test_auth_refused_is_permanent_and_names_the_variables(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    credentials = {"SMTP_USERNAME": USERNAME, "SMTP_PASSWORD": "wrong-" + PASSWORD}
+    async with listening(smtp_server(Scripted(), auth=True)) as port:
+        result = await _send(port, VALID, message("email"), credentials=credentials)
+    assert isinstance(result, Permanent) and result.code == "auth_failed" and not result.address_invalid
+    assert "SMTP_PASSWORD" in result.error and PASSWORD not in result.error
+    _no_leaks(caplog, VALID)
+
+
+def test_one_credential_without_the_other_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="SMTP_PASSWORD is not set") as error:
+        adapter(25, credentials={"SMTP_USERNAME": USERNAME})
+    assert USERNAME not in str(error.value)
+
+
+async def test_an_address_no_header_can_carry_is_refused_before_connecting() -> None:
+    result = await _send(_free_port(), Address("email", "ada@example..com"), message("email"))
+    assert isinstance(result, Permanent) and (result.code, result.address_invalid) == (
+        "invalid_address",
+        True,
+    )
