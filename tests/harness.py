@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -100,7 +99,3 @@ async def count(services: Services, table: Any, *where: Any) -> int:
 NOTIFICATIONS = NotificationRow.__table__  # type: ignore[attr-defined]
 DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
 JOBS = JobRow.__table__  # type: ignore[attr-defined]
-
-
-def outbox_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*.json") if not p.name.startswith("."))

@@ -7,7 +7,6 @@ every child, Redis included.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ import httpx
 
 from gateway.redis_server import free_port
 from tests.conftest import REPO
+from tests.providers.outbox import sent
 
 T = TypeVar("T")
 
@@ -91,8 +91,9 @@ def test_dev_runs_redis_api_and_worker_and_delivers_to_the_outbox(tmp_path: Path
 
         channels = _until(delivered, 60, "delivery", process, log)
         assert "email" in channels
-        (email,) = (var / "outbox" / "email").iterdir()
-        assert json.loads(email.read_text())["to"]["value"] == "ada@example.com"
+        emails = [s for s in sent(var / "outbox") if s.channel == "email"]
+        assert [s.to for s in emails] == ["ada@example.com"]
+        assert emails[0].path.suffix == ".eml"
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)

@@ -38,6 +38,8 @@ class Message:
     fields: dict[str, Any] = field(default_factory=dict)  # subject, text, html, title, body, data, ...
     locale: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe for email
+    priority: str = "normal"  # the intent's: urgent push asks the platform for immediate delivery
+    category: str | None = None  # the policy's category (an inbox filters by it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,45 +1,176 @@
-"""The dev console provider: prints what would be sent and keeps a copy, sending nothing.
+"""The dev profile's provider: writes what would be sent under a local folder, sends nothing.
 
-Each (delivery, recipient) is written once to `<directory>/<channel>/<delivery>-<n>.json`
-through a hard link from a temporary file, which fails if the file exists: sending the
-same delivery again (a worker that died after sending, before recording) finds the copy
-and reports success without writing a second one. That makes the dev pipeline exactly
-once per address, which the fault tests check file by file.
+- email: `<directory>/email/<delivery>-<tag>.eml`, the message SMTP would send (built by
+  `gateway.providers.mime`), which any mail client opens;
+- every other channel: one JSON line per (delivery, recipient) in `<directory>/<channel>.jsonl`.
+
+`<tag>` is a short hash of the recipient, so the file names show no address.
+
+Each (delivery, recipient) is written exactly once, across processes and crashes, because
+a worker that died after sending, before recording, sends the same delivery again; that
+is what makes this adapter `idempotent`, and the fault tests count what was written:
+- an `.eml` file is hard-linked into place from a temporary file; the link fails if the
+  file exists, so a resend finds the copy and writes nothing;
+- a `.jsonl` line is appended under an exclusive `flock` on the file, only if no line of
+  the file already has its key. The file is the only record: each adapter keeps the keys
+  it has read and how far it read, and under the lock reads only what others appended
+  since. A line a crashed writer left half-written is cut off before the next append.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.policy
+import fcntl
 import hashlib
 import logging
 import os
+import re
+import threading
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from gateway.providers.base import Address, Delivered, Message, SendResult
+from gateway.providers import mime
+from gateway.providers.base import Address, Delivered, Message, Permanent, SendResult
 from gateway.redact import redact
 
 log = logging.getLogger("gateway.providers.console")
+
+DEFAULT_SENDER = "Notigate <no-reply@notigate.example>"
+_UTF8 = email.policy.default.clone(utf8=True)
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def recipient_tag(address: Address) -> str:
+    return hashlib.sha256(f"{address.kind}:{address.value}".encode()).hexdigest()[:10]
+
+
+class Journal:
+    """A `.jsonl` file where each key appears at most once, whoever appends to it.
+
+    One per file per adapter; several (in one process or many) may share a file: the
+    `flock` orders them, and each catches up on the others' lines before deciding.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._keys: set[str] = set()
+        self._read_to = 0  # bytes of the file already read into _keys
+        self._lock = threading.Lock()  # flock is per open file, not per thread
+
+    def append_once(self, key: str, record: dict[str, Any]) -> bool:
+        """Append `record` (with its `key`) unless the file has the key; True when written."""
+        line = msgspec.json.encode({"key": key, **record}) + b"\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._catch_up(fd)
+                if key in self._keys:
+                    return False
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+                self._keys.add(key)
+                self._read_to += len(line)
+                return True
+            finally:
+                os.close(fd)  # releases the flock
+
+    def _catch_up(self, fd: int) -> None:
+        """Read the lines appended since we last looked; cut a torn last line (its writer
+        died mid-write, under the lock we now hold, so nothing was sent)."""
+        size = os.fstat(fd).st_size
+        if size < self._read_to:  # the file was replaced or truncated: read it again
+            self._keys.clear()
+            self._read_to = 0
+        new = os.pread(fd, size - self._read_to, self._read_to) if size > self._read_to else b""
+        complete = new.rfind(b"\n") + 1
+        for raw in new[:complete].splitlines():
+            try:
+                key = msgspec.json.decode(raw).get("key")
+            except (msgspec.DecodeError, AttributeError):
+                log.warning("%s: skipping a line that is not a JSON object", self.path.name)
+                continue
+            if isinstance(key, str):
+                self._keys.add(key)
+        self._read_to += complete
+        if complete < len(new):
+            log.warning("%s: cutting a line a crashed writer left unfinished", self.path.name)
+            os.ftruncate(fd, self._read_to)
 
 
 class ConsoleAdapter:
     idempotent = True
 
-    def __init__(self, name: str, channel: str, directory: Path) -> None:
+    def __init__(self, name: str, channel: str, directory: Path, *, sender: str = DEFAULT_SENDER) -> None:
         self.name = name
         self.channel = channel
         self.directory = directory
+        self.sender = sender
+        self._journals: dict[str, Journal] = {}
+        self._journals_lock = threading.Lock()
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         return await asyncio.to_thread(self._write, message, address, idempotency_key)
 
     def _write(self, message: Message, address: Address, idempotency_key: str) -> SendResult:
-        folder = self.directory / message.channel
+        key = f"{_UNSAFE_NAME.sub('_', idempotency_key)}-{recipient_tag(address)}"
+        if message.channel == "email":
+            try:
+                written = self._write_eml(message, address, key)
+            except mime.InvalidRecipient as exc:  # what SMTP would answer, without a server
+                return Permanent("invalid_address", f"{self.name}: {exc}", address_invalid=True)
+            except ValueError as exc:  # as the SMTP adapter says it
+                return Permanent("unsendable", f"{self.name}: the message cannot be written as email: {exc}")
+        else:
+            written = self._journal(message.channel).append_once(key, self._record(message, address))
+        if not written:
+            log.info("%s: %s already written; not sending it twice", self.name, key)
+        log.info(
+            "%s %s -> %s: %s",
+            message.channel,
+            message.event,
+            redact(address.kind, address.value),
+            message.fields.get("subject") or message.fields.get("title") or message.fields.get("body") or "",
+        )
+        return Delivered(provider_message_id=key)
+
+    def _write_eml(self, message: Message, address: Address, key: str) -> bool:
+        folder = self.directory / "email"
         folder.mkdir(parents=True, exist_ok=True)
-        tag = hashlib.sha256(f"{address.kind}:{address.value}".encode()).hexdigest()[:10]
-        target = folder / f"{idempotency_key}-{tag}.json"
-        record = {
+        target = folder / f"{key}.eml"
+        if target.exists():
+            return False
+        temporary = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with temporary.open("wb") as file:
+            mail = mime.build(message, address, self.sender)
+            # An internationalized address (RFC 6532) is written as UTF-8, as SMTPUTF8 sends it.
+            file.write(mail.as_bytes(policy=mail.policy if address.value.isascii() else _UTF8))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            return False
+        finally:
+            temporary.unlink(missing_ok=True)
+        return True
+
+    def _journal(self, channel: str) -> Journal:
+        name = _UNSAFE_NAME.sub("_", channel)
+        with self._journals_lock:
+            journal = self._journals.get(name)
+            if journal is None:
+                journal = self._journals[name] = Journal(self.directory / f"{name}.jsonl")
+            return journal
+
+    def _record(self, message: Message, address: Address) -> dict[str, Any]:
+        return {
             "delivery_id": message.delivery_id,
             "notification_id": message.notification_id,
             "event": message.event,
@@ -51,22 +182,6 @@ class ConsoleAdapter:
             "fields": message.fields,
             "headers": message.headers,
         }
-        temporary = folder / f".{target.name}.{os.getpid()}.tmp"
-        temporary.write_bytes(msgspec.json.format(msgspec.json.encode(record), indent=2))
-        try:
-            os.link(temporary, target)
-        except FileExistsError:
-            log.info("%s: %s already written; not sending it twice", self.name, target.name)
-        finally:
-            temporary.unlink(missing_ok=True)
-        log.info(
-            "%s %s -> %s: %s",
-            message.channel,
-            message.event,
-            redact(address.kind, address.value),
-            message.fields.get("subject") or message.fields.get("title") or message.fields.get("body") or "",
-        )
-        return Delivered(provider_message_id=target.stem)
 
     async def close(self) -> None:
         return None

@@ -16,7 +16,7 @@ from typing import Any
 from gateway.errors import ConfigError
 from gateway.policy.source import load_yaml
 from gateway.providers.base import Adapter, AdapterDeps
-from gateway.providers.console import ConsoleAdapter
+from gateway.providers.console import DEFAULT_SENDER, ConsoleAdapter
 from gateway.providers.spec import ProviderSpec, setting
 
 # Adapter kind -> "module:class". Imported only when a provider uses it: firebase-admin
@@ -91,7 +91,7 @@ def _profile_adapter(
     if not directory.is_absolute() and base is not None:
         directory = base / directory
     if kind in ("console", "devfile"):
-        return ConsoleAdapter(spec.name, spec.channel, directory)
+        return ConsoleAdapter(spec.name, spec.channel, directory, sender=spec.setting("from", DEFAULT_SENDER))
     raise ConfigError(f"profile adapter {kind!r} is not available")
 
 

@@ -25,6 +25,7 @@ from arq.worker import Worker, func
 
 from gateway.delivery.pipeline import DeliveryPipeline, Renderer
 from gateway.errors import ConfigError, Unavailable
+from gateway.providers.base import AdapterDeps
 from gateway.providers.guard import ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.enqueue import DELIVER, deserialize, serialize
@@ -80,7 +81,9 @@ class WorkerProcess:
         await _require_current_schema(services)
         if self.registry is None:
             self.registry = ProviderRegistry.load(
-                self.settings.bundle_paths().providers, self.settings.provider_profile
+                self.settings.bundle_paths().providers,
+                self.settings.provider_profile,
+                deps=AdapterDeps(database=services.database),
             )
         self.outcomes = GroupCommit(
             services.database, services.deliveries.apply, clock=services.clock, name="outcomes"

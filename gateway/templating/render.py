@@ -45,4 +45,6 @@ class TemplateRenderer:
             user_id=claimed.user_id,
             fields=fields,
             locale=template.locale,
+            priority=notification.priority,
+            category=notification.category,
         )

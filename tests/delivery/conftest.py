@@ -63,7 +63,6 @@ def registry(outbox: Path, **webhooks: StubServer) -> ProviderRegistry:
         "sendgrid": "email",
         "smtp": "email",
         "fcm": "push",
-        "apns": "push",
         "inbox": "in_app",
         "webhook": "webhook",
     }

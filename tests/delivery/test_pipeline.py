@@ -23,6 +23,7 @@ from tests.harness import (
     running_worker,
     store_user,
 )
+from tests.providers.outbox import sent as written
 from tests.stub_http import Reply, stub_server
 
 SHIPPED = {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1001", "carrier": "UPS"}}
@@ -160,13 +161,12 @@ async def test_a_gone_device_is_deactivated_and_the_urgent_chain_moves_on(
             },
         },
     )
-    async with stub_server() as fcm, stub_server() as apns:
+    async with stub_server() as fcm:
         fcm.reply(Reply(410))
-        apns.reply(Reply(410))
         notification_id = await _accept(quick_services, {**SHIPPED, "priority": "urgent"})
         before = await delivery_statuses(quick_services, notification_id)
         assert (before["push"], before["sms"], before["email"]) == ("pending", "standby", "standby")
-        async with running_worker(quick_services, registry=registry(tmp_path / "outbox", fcm=fcm, apns=apns)):
+        async with running_worker(quick_services, registry=registry(tmp_path / "outbox", fcm=fcm)):
             await eventually(lambda: _settled(quick_services, notification_id, "sms", "delivered"))
     after = await _status(quick_services, notification_id)
     assert (after["push"].status, after["push"].reason) == ("failed", "gone")
@@ -190,14 +190,19 @@ async def test_a_delivery_past_its_expiry_is_recorded_expired_not_sent(
     await store_user(quick_services, {**ADA, "contacts": {"phone": "+33612345678"}})
     notification_id = await _accept(
         quick_services,
-        {"event": "security.otp", "user_id": "u_ada", "priority": "urgent", "data": {"code": "123456"}},
+        {
+            "event": "security.otp",
+            "user_id": "u_ada",
+            "priority": "urgent",
+            "data": {"code": "123456", "minutes": 10},
+        },
     )
     clock.now = accepted + dt.timedelta(minutes=11)  # type: ignore[attr-defined]
     async with running_worker(quick_services, registry=registry(tmp_path / "outbox")):
         await eventually(lambda: _settled(quick_services, notification_id, "sms", "expired"))
     sms = (await _status(quick_services, notification_id))["sms"]
     assert [a.outcome for a in sms.attempts] == ["expired"]
-    assert not (tmp_path / "outbox" / "sms").exists()
+    assert [s for s in written(tmp_path / "outbox") if s.channel == "sms"] == []
 
 
 async def test_a_delivery_left_sending_by_a_dead_worker_is_not_resent_without_idempotency(

@@ -3,14 +3,14 @@
 Workers are real `notigate worker` processes. They are killed (exit 137, no cleanup) at
 each point of the delivery path through failpoints; Redis is stopped mid-intake and comes
 back empty; a second worker races the first. Every test then checks, address by address,
-that each accepted intent was delivered exactly once (the dev provider writes one file per
-delivery and address, and would refuse to write a second), and nothing is left pending.
+that each accepted intent was delivered exactly once (the dev provider writes each delivery
+once per address, as an .eml file or a JSON line, and would refuse to write a second), and
+nothing is left pending.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -36,6 +36,7 @@ from tests.harness import (
     eventually,
     store_user,
 )
+from tests.providers.outbox import per_delivery
 
 FINAL = ("delivered", "suppressed", "failed", "dead", "expired")
 
@@ -142,7 +143,7 @@ def _logs(folder: Path) -> str:
 
 
 def _written(outbox: Path) -> dict[str, int]:
-    return dict(Counter(json.loads(p.read_text())["delivery_id"] for p in outbox.rglob("*.json")))
+    return per_delivery(outbox)
 
 
 @pytest.mark.parametrize("point", ["delivery.claimed", "delivery.sent", "delivery.recorded", "job.finished"])
