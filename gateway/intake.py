@@ -49,6 +49,7 @@ from gateway.store.database import Database
 from gateway.store.intake import IntakeWriter, JobSpec, NewJob, Pending, form_jobs, insert_jobs
 from gateway.store.recipients import SqlRecipients
 from gateway.store.tables import DeliveryRow, JobRow, NotificationRow
+from gateway.templating.preview import render_messages
 
 log = logging.getLogger("gateway.intake")
 notifications = NotificationRow.__table__  # type: ignore[attr-defined]
@@ -309,6 +310,7 @@ class Intake:
             user = users.get(user_id) or UserState(user_id=user_id)
             try:
                 decision = decide_or_reject(r.intent, user, now, histories[user_id], policy)
+                render_messages(decision, r.intent, user, policy)  # 422 now, not a failed send later
                 rule = policy.rule(decision.rule)
                 plan = policy.plan(rule, r.intent.priority) if rule is not None else None
             except Exception as exc:  # one intent's error is that intent's answer

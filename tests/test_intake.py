@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 
 from gateway.model import Intent
 from gateway.services import Services
+from gateway.store import inbox
 from tests.harness import (
     ADA,
     DELIVERIES,
@@ -22,10 +22,10 @@ from tests.harness import (
     count,
     delivery_statuses,
     eventually,
-    outbox_files,
     running_worker,
     store_user,
 )
+from tests.providers.outbox import sent
 
 SHIPPED = {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1001", "carrier": "UPS"}}
 
@@ -55,9 +55,11 @@ async def test_an_accepted_intent_is_delivered_once_to_each_address(
     assert by_channel["email"]["provider"] == "sendgrid"
     assert [a["outcome"] for a in by_channel["email"]["attempts"]] == ["delivered"]
     assert status["policy_version"] == services.policy.version
-    written = outbox_files(tmp_path / "outbox")
-    assert len(written) == 4  # two devices, one email, one in-app entry
-    push = [json.loads(p.read_text()) for p in written if p.parent.name == "push"]
+    written = sent(tmp_path / "outbox")
+    assert len(written) == 3  # two devices, one email
+    [item] = await inbox.feed(services.database, "u_ada")  # in-app goes to the user's inbox
+    assert item.id == by_channel["in_app"]["delivery_id"] and item.title
+    push = [s.record for s in written if s.channel == "push"]
     assert sorted(p["to"]["platform"] for p in push) == ["android", "ios"]
     assert await count(services, JOBS) == 0  # every job finished and left the outbox
 
@@ -84,7 +86,9 @@ async def test_the_same_idempotency_key_answers_200_with_the_first_id(services: 
     intent = {**SHIPPED, "idempotency_key": "order-shipped-A-1001"}
     async with client(services, token) as http:
         first = await http.post("/v1/intents", json=intent)
-        again = await http.post("/v1/intents", json={**intent, "data": {"order_id": "changed"}})
+        again = await http.post(
+            "/v1/intents", json={**intent, "data": {"order_id": "changed", "carrier": "UPS"}}
+        )
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["notification_id"] == first.json()["notification_id"]
     assert await count(services, NOTIFICATIONS) == 1
@@ -118,13 +122,15 @@ async def test_idempotency_keys_are_scoped_to_the_producer(services: Services) -
 async def test_an_expired_key_may_be_used_again(services: Services) -> None:
     await store_user(services)
     token = await admin_key(services)
-    intent = {**SHIPPED, "idempotency_key": "daily-report", "data": {"order_id": "A-1"}}
+    intent = {**SHIPPED, "idempotency_key": "daily-report", "data": {"order_id": "A-1", "carrier": "UPS"}}
     clock = services.clock
     clock.now = dt.datetime(2026, 11, 21, 12, tzinfo=dt.UTC)  # type: ignore[attr-defined]
     async with client(services, token) as http:
         first = (await http.post("/v1/intents", json=intent)).json()["notification_id"]
         clock.now += dt.timedelta(hours=25)  # type: ignore[attr-defined]
-        second = await http.post("/v1/intents", json={**intent, "data": {"order_id": "A-2"}})
+        second = await http.post(
+            "/v1/intents", json={**intent, "data": {"order_id": "A-2", "carrier": "UPS"}}
+        )
     assert second.status_code == 202 and second.json()["notification_id"] != first
 
 
@@ -134,7 +140,10 @@ async def test_concurrent_intents_never_exceed_a_cap(services: Services) -> None
     token = await admin_key(services)
     async with client(services, token) as http:
         responses = await asyncio.gather(
-            *(http.post("/v1/intents", json={**SHIPPED, "data": {"order_id": f"A-{i}"}}) for i in range(15))
+            *(
+                http.post("/v1/intents", json={**SHIPPED, "data": {"order_id": f"A-{i}", "carrier": "UPS"}})
+                for i in range(15)
+            )
         )
     assert all(r.status_code == 202 for r in responses)
     pushes = []

@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 
 from gateway.errors import ClientError
-from gateway.model import Decision, Intent, UserState
+from gateway.model import Decision, Delivery, Intent, UserState
 from gateway.policy.compiled import CompiledPolicy
-from gateway.templating.catalog import RenderError, context
+from gateway.templating.catalog import CompiledTemplate, RenderError, context
 from gateway.templating.limits import push_payload_bytes, sms_length
 
 
@@ -50,10 +50,17 @@ class Preview(msgspec.Struct, frozen=True, kw_only=True):
     suppressed: list[PreviewSuppression]
 
 
-def preview(decision: Decision, intent: Intent, user: UserState, policy: CompiledPolicy) -> Preview:
+def render_messages(
+    decision: Decision, intent: Intent, user: UserState, policy: CompiledPolicy
+) -> list[tuple[Delivery, bool, CompiledTemplate, dict[str, Any]]]:
+    """Render every message the decision may send (standby channels too), or raise a 422.
+
+    Intake calls this before accepting an intent, so a producer whose data lacks a variable
+    a template needs hears so at once rather than through a failed delivery later.
+    """
     locale = intent.locale or user.locale
     ctx = context(intent.event, intent.data, locale=locale, user_id=user.user_id, timezone=user.timezone)
-    messages: list[PreviewMessage] = []
+    rendered: list[tuple[Delivery, bool, CompiledTemplate, dict[str, Any]]] = []
     failures: list[str] = []
     planned = [(d, False) for d in decision.deliveries] + [(d, True) for d in decision.standby]
     for delivery, standby in planned:
@@ -63,10 +70,22 @@ def preview(decision: Decision, intent: Intent, user: UserState, policy: Compile
             failures.append(f"{delivery.channel}: no template {delivery.template}")
             continue
         try:
-            fields = template.render(ctx)
+            rendered.append((delivery, standby, template, template.render(ctx)))
         except RenderError as exc:
             failures.append(f"{delivery.channel}: {exc}")
-            continue
+    if failures:
+        raise ClientError(
+            "the intent's data cannot render its messages: " + "; ".join(failures),
+            field="intent.data",
+            code="template_error",
+        )
+    return rendered
+
+
+def preview(decision: Decision, intent: Intent, user: UserState, policy: CompiledPolicy) -> Preview:
+    messages = []
+    for delivery, standby, template, fields in render_messages(decision, intent, user, policy):
+        channel = template.channel
         sms = sms_length(fields.get("body", "")) if channel == "sms" else None
         messages.append(
             PreviewMessage(
@@ -80,16 +99,10 @@ def preview(decision: Decision, intent: Intent, user: UserState, policy: Compile
                 payload_bytes=push_payload_bytes(fields) if channel == "push" else None,
             )
         )
-    if failures:
-        raise ClientError(
-            "the intent's data cannot render its messages: " + "; ".join(failures),
-            field="intent.data",
-            code="template_error",
-        )
     return Preview(
         policy_version=decision.policy_version,
         event=decision.event,
-        locale=locale,
+        locale=intent.locale or user.locale,
         messages=messages,
         suppressed=[
             PreviewSuppression(channel=s.channel, reason=s.reason, detail=s.detail)

@@ -39,7 +39,11 @@ def shipped(order: int) -> dict[str, Any]:
 
 
 def bulk(*user_ids: str) -> dict[str, Any]:
-    return {"event": "order.shipped", "user_ids": list(user_ids), "data": {"order_id": "A-1"}}
+    return {
+        "event": "order.shipped",
+        "user_ids": list(user_ids),
+        "data": {"order_id": "A-1", "carrier": "UPS"},
+    }
 
 
 def retry_after(response: httpx.Response) -> int:

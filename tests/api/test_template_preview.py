@@ -35,7 +35,11 @@ def client(policy: CompiledPolicy) -> Iterator[TestClient]:  # type: ignore[type
 
 
 def post(client: TestClient, intent: dict[str, Any], **extra: Any) -> Any:  # type: ignore[type-arg]
-    body = {"intent": {"event": "order.shipped", "user_id": "u_ada", "data": DATA, **intent}, "at": AT, **extra}
+    body = {
+        "intent": {"event": "order.shipped", "user_id": "u_ada", "data": DATA, **intent},
+        "at": AT,
+        **extra,
+    }
     return client.post("/v1/templates/preview", json=body)
 
 
@@ -47,7 +51,9 @@ def test_renders_each_channel_the_policy_picks(client: TestClient) -> None:  # t
         "/v1/dry-run",
         json={"intent": {"event": "order.shipped", "user_id": "u_ada", "data": DATA}, "at": AT},
     ).json()
-    assert [m["channel"] for m in body["messages"] if not m["standby"]] == [d["channel"] for d in dry["deliveries"]]
+    assert [m["channel"] for m in body["messages"] if not m["standby"]] == [
+        d["channel"] for d in dry["deliveries"]
+    ]
     by_channel = {m["channel"]: m for m in body["messages"]}
     email = by_channel["email"]
     assert email["fields"]["subject"] == "Your order A-1001 has shipped"
@@ -78,7 +84,10 @@ def test_sms_reports_its_segments(client: TestClient) -> None:  # type: ignore[t
 def test_missing_data_is_a_422_naming_template_and_variable(client: TestClient) -> None:  # type: ignore[type-arg]
     response = client.post(
         "/v1/templates/preview",
-        json={"intent": {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1"}}, "at": AT},
+        json={
+            "intent": {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1"}},
+            "at": AT,
+        },
     )
     assert response.status_code == 422
     error = response.json()["error"]
