@@ -11,7 +11,9 @@ the provider's documented codes, to one of three results:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 AddressKind = Literal["email", "phone", "device", "webhook", "user"]
@@ -92,3 +94,17 @@ class Adapter(Protocol):
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

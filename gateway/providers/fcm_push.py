@@ -87,9 +87,9 @@ from gateway.providers.base import (
     Permanent,
     Retryable,
     SendResult,
+    retry_after_seconds,
 )
 from gateway.providers.spec import ProviderSpec
-from gateway.providers.webhook import retry_after_seconds
 from gateway.redact import Secret, redact
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"

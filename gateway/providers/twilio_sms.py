@@ -68,9 +68,9 @@ from gateway.providers.base import (
     Permanent,
     Retryable,
     SendResult,
+    retry_after_seconds,
 )
 from gateway.providers.spec import ProviderSpec
-from gateway.providers.webhook import retry_after_seconds
 from gateway.redact import Secret
 
 DEFAULT_BASE_URL = "https://api.twilio.com"

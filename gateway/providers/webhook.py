@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from email.utils import parsedate_to_datetime
 
 import httpx
 import msgspec
@@ -39,6 +38,7 @@ from gateway.providers.base import (
     Permanent,
     Retryable,
     SendResult,
+    retry_after_seconds,
 )
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret
@@ -48,20 +48,6 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as seconds or as an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 class WebhookAdapter:
