@@ -74,11 +74,17 @@ class ProviderRegistry:
         deps = deps or AdapterDeps()
         specs = {name: ProviderSpec.parse(name, raw, env) for name, raw in data["providers"].items()}
         adapters: dict[str, Adapter] = {}
+        problems: list[str] = []  # every missing credential at once, not one per restart
         for name, spec in specs.items():
-            if profile == "live" or (spec.adapter in INTERNAL_ADAPTERS and deps.database is not None):
-                adapters[name] = _live_adapter(spec, deps)
-            else:
-                adapters[name] = _profile_adapter(profiles[profile], spec, env, base)
+            try:
+                if profile == "live" or (spec.adapter in INTERNAL_ADAPTERS and deps.database is not None):
+                    adapters[name] = _live_adapter(spec, deps)
+                else:
+                    adapters[name] = _profile_adapter(profiles[profile], spec, env, base)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("; ".join(problems))
         return cls(adapters, profile, specs)
 
 
@@ -106,3 +112,4 @@ def _live_adapter(spec: ProviderSpec, deps: AdapterDeps) -> Adapter:
     factory = getattr(importlib.import_module(module), cls)
     adapter: Adapter = factory.from_spec(spec, deps)
     return adapter
+

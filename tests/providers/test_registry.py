@@ -1,0 +1,76 @@
+"""Building adapters from providers.yaml: profiles, credentials from the environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.providers.base import AdapterDeps
+from gateway.providers.console import ConsoleAdapter
+from gateway.providers.registry import ProviderRegistry
+from gateway.providers.smtp_email import SmtpAdapter
+from gateway.store.database import Database
+from tests.conftest import REPO
+from tests.providers import wire_fcm, wire_sendgrid, wire_twilio
+
+PROVIDERS = REPO / "providers.yaml"
+
+
+def test_live_names_every_missing_credential_at_once_and_no_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ProviderRegistry.load(PROVIDERS, "live", {"SMTP_PASSWORD": "hunter2-secret"})
+    message = str(caught.value)
+    for variable in (
+        "TWILIO_ACCOUNT_SID",
+        "SENDGRID_API_KEY",
+        "FIREBASE_SERVICE_ACCOUNT_JSON",
+        "WEBHOOK_SIGNING_SECRET",
+    ):
+        assert variable in message
+    assert "hunter2-secret" not in message
+
+
+def test_dev_writes_files_for_every_outside_provider(tmp_path: Path) -> None:
+    registry = ProviderRegistry.load(PROVIDERS, "dev", {"NOTIGATE_OUTBOX": str(tmp_path)})
+    assert {name: type(a) for name, a in registry.adapters.items()} == dict.fromkeys(
+        ["twilio", "sendgrid", "smtp", "fcm", "inbox", "webhook"], ConsoleAdapter
+    )
+    assert all(a.directory == tmp_path for a in registry.adapters.values())  # type: ignore[attr-defined]
+    assert registry.specs["twilio"].cost == 0.0075 and registry.specs["twilio"].rate_limit is not None
+
+
+async def test_live_builds_each_providers_own_adapter_from_the_environment(sqlite_url: str) -> None:
+    environ = {
+        "TWILIO_ACCOUNT_SID": wire_twilio.ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": wire_twilio.AUTH_TOKEN,
+        "SENDGRID_API_KEY": wire_sendgrid.API_KEY,
+        "FIREBASE_SERVICE_ACCOUNT_JSON": json.dumps(wire_fcm.service_account("http://127.0.0.1:9/token")),
+        "WEBHOOK_SIGNING_SECRET": "whsec-1",
+        "SMTP_HOST": "relay.internal",
+        "SMTP_PORT": "2525",
+    }
+    database = Database(sqlite_url)
+    registry = ProviderRegistry.load(PROVIDERS, "live", environ, deps=AdapterDeps(database=database))
+    try:
+        kinds = {name: type(a).__name__ for name, a in registry.adapters.items()}
+        assert kinds == {
+            "twilio": "TwilioAdapter",
+            "sendgrid": "SendGridAdapter",
+            "smtp": "SmtpAdapter",
+            "fcm": "FcmAdapter",
+            "inbox": "InboxAdapter",
+            "webhook": "WebhookAdapter",
+        }
+        smtp = registry.adapters["smtp"]
+        assert isinstance(smtp, SmtpAdapter) and (smtp.host, smtp.port) == ("relay.internal", 2525)
+    finally:
+        await registry.close()
+        await database.dispose()
+
+
+def test_an_unknown_profile_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="choose live, dev"):
+        ProviderRegistry.load(PROVIDERS, "staging", {})
