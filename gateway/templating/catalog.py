@@ -75,7 +75,7 @@ _HTML = ImmutableSandboxedEnvironment(
 class CompiledField:
     path: tuple[str, ...]  # ("subject",) or ("data", "url")
     line: int
-    template: jinja2.Template
+    template: jinja2.Template | str  # a str: the field has no Jinja syntax, nothing to render
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class CompiledTemplate:
         for f in self.fields:
             where = (self.file, f.line, ".".join(f.path))
             try:
-                value = f.template.render(context)
+                value = f.template if isinstance(f.template, str) else f.template.render(context)
             except jinja2.UndefinedError as exc:
                 raise RenderError(*where, f"undefined variable: {exc.message}") from exc
             except SecurityError as exc:
@@ -257,7 +257,14 @@ def _compile(
         environment = _HTML if path == ("html",) else _TEXT
         line = doc.loc(path).line
         try:
-            fields.append(CompiledField(path, line, environment.from_string(source)))
+            if not any(mark in source for mark in ("{{", "{%", "{#")):
+                fields.append(CompiledField(path, line, source))
+                continue
+            template = environment.from_string(source)
+            # Jinja chains the template's globals over the environment's (a ChainMap) and walks
+            # that chain twice per render; a plain dict of the same names makes a render ~2x faster.
+            template.globals = dict(template.globals)
+            fields.append(CompiledField(path, line, template))
         except jinja2.TemplateSyntaxError as exc:
             problems.append(
                 doc.diagnostic(
