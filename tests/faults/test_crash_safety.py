@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from gateway.redis_server import RedisServer
 from gateway.services import Services
+from gateway.store.tables import InboxItemRow
 from tests.conftest import REPO, make_settings, open_services
 from tests.harness import (
     ADA,
@@ -38,6 +39,7 @@ from tests.harness import (
 )
 from tests.providers.outbox import per_delivery
 
+INBOX = InboxItemRow.__table__  # type: ignore[attr-defined]
 FINAL = ("delivered", "suppressed", "failed", "dead", "expired")
 
 
@@ -133,9 +135,19 @@ async def assert_exactly_once(
     sent = [r for r in rows if r.status not in ("suppressed", "standby")]
     assert all(r.status == "delivered" for r in sent), Counter(r.status for r in sent)
     files = await asyncio.to_thread(_written, outbox)
-    expected = {r.id: 2 if r.channel == "push" else 1 for r in sent}  # ADA has two devices
+    # In-app messages go to the inbox table (one row per delivery, by its primary key).
+    async with services.database.connect() as connection:
+        inbox_rows = Counter(
+            r.notification_id
+            for r in await connection.execute(
+                sa.select(INBOX.c.notification_id).where(INBOX.c.notification_id.in_(notification_ids))
+            )
+        )
+    expected = {r.id: 2 if r.channel == "push" else 1 for r in sent if r.channel != "in_app"}  # two devices
     assert files == expected  # exactly once per address: no loss, no duplicate
-    return expected
+    in_app = Counter(r.notification_id for r in sent if r.channel == "in_app")
+    assert inbox_rows == in_app
+    return {**expected, **{r.id: 1 for r in sent if r.channel == "in_app"}}
 
 
 def _logs(folder: Path) -> str:
