@@ -179,8 +179,18 @@ class DeliveryPipeline:
         delivered: list[tuple[str, Delivered]] = []
         retryable: list[Retryable] = []
         permanent: list[Permanent] = []
-        for address in addresses:
-            provider, result = await self._through_chain(claimed, message, address, tries)
+        # Push fans out to every device at once: sent one after another, a user with many
+        # devices and a slow provider could outlast the delivery's lease.
+        per_address: list[list[Try]] = [[] for _ in addresses]
+        results = await asyncio.gather(
+            *(
+                self._through_chain(claimed, message, address, own)
+                for address, own in zip(addresses, per_address, strict=True)
+            )
+        )
+        for own in per_address:
+            tries += own
+        for address, (provider, result) in zip(addresses, results, strict=True):
             if isinstance(result, Delivered):
                 delivered.append((provider, result))
             elif isinstance(result, Permanent):
@@ -233,10 +243,21 @@ class DeliveryPipeline:
         """
         result: SendResult = Retryable("no provider could be tried", code="no_provider")
         waits: list[float] = []
+        unfit = 0  # providers that do not serve this device's platform
         for name in claimed.providers:
             adapter = self.registry.get(name)
             if adapter is None:
                 tries.append(Try(name, "skipped", "provider not configured"))
+                continue
+            spec = self.registry.specs.get(name)
+            if (
+                address.kind == "device"
+                and spec is not None
+                and spec.platforms
+                and (address.platform not in spec.platforms)
+            ):
+                tries.append(Try(name, "skipped", f"does not deliver to {address.platform} devices"))
+                unfit += 1
                 continue
             admission = await self._admit(name)
             if not admission.allowed:
@@ -244,12 +265,17 @@ class DeliveryPipeline:
                 tries.append(Try(name, "skipped", f"{admission.reason}: free again in {admission.wait:.2f}s"))
                 continue
             started = time.perf_counter()
+            # Each adapter enforces its provider's own timeout; this is the backstop for one that
+            # does not, generous enough (twice, plus a second) for a token fetch before the send,
+            # and within the lease, so a slow provider never makes the send look orphaned.
+            limit = max(self.send_timeout, 2 * spec.timeout + 1) if spec is not None else self.send_timeout
+            limit = min(limit, 0.9 * self.lease.total_seconds())
             try:
                 result = await asyncio.wait_for(
-                    adapter.send(message, address, idempotency_key=claimed.id), self.send_timeout
+                    adapter.send(message, address, idempotency_key=claimed.id), limit
                 )
             except TimeoutError:
-                result = Retryable(f"{name} did not answer within {self.send_timeout:g}s", code="timeout")
+                result = Retryable(f"{name} did not answer within {limit:g}s", code="timeout")
             except Exception as exc:  # an adapter bug must not lose the delivery
                 log.exception("provider %s failed unexpectedly", name)
                 result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
@@ -268,6 +294,10 @@ class DeliveryPipeline:
             )
             if not isinstance(result, Retryable):
                 return name, result
+        if unfit and unfit == len(claimed.providers):
+            return claimed.providers[-1], Permanent(
+                "no_provider", f"no provider of the chain delivers to {address.platform} devices"
+            )
         if waits and len(waits) == len(claimed.providers):
             # Nothing was tried: every provider is open or saturated. Come back when one frees up.
             return claimed.providers[-1], Retryable(

@@ -89,3 +89,34 @@ async def guard_state(services: Services, reg: ProviderRegistry) -> str:
 
     state = await ProviderGuard(services.redis, services.keys, reg.specs).state("sendgrid")
     return str(state.state)
+
+
+async def test_a_provider_only_gets_devices_of_its_platforms(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    """`platforms` in providers.yaml: an Android-only provider is skipped for an iOS device,
+    and every device is sent to at once (fan-out)."""
+    devices = [
+        {"platform": "ios", "token": "ios-token-0001"},
+        {"platform": "android", "token": "and-token-0002"},
+    ]
+    await store_user(quick_services, {**EMAIL_ONLY, "contacts": {"devices": devices}})
+    async with stub_server() as fcm:
+        base = registry(tmp_path / "outbox", fcm=fcm)
+        specs = {
+            "fcm": ProviderSpec.parse(
+                "fcm", {"channel": "push", "adapter": "webhook", "cost": 0, "platforms": ["android"]}, {}
+            )
+        }
+        token = await admin_key(quick_services)
+        async with (
+            running_worker(quick_services, registry=ProviderRegistry(base.adapters, base.profile, specs)),
+            client(quick_services, token) as http,
+        ):
+            response = await http.post("/v1/intents", json=shipped(1))
+            notification_id = response.json()["notification_id"]
+            await eventually(lambda: _settled(quick_services, notification_id, "push", "delivered", "failed"))
+        push = (await _status(quick_services, notification_id))["push"]
+    assert [(a.provider, a.outcome) for a in push.attempts] == [("fcm", "skipped"), ("fcm", "delivered")]
+    assert push.status == "delivered"
+    assert [r.json()["to"]["value"] for r in fcm.requests] == ["and-token-0002"]
