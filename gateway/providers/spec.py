@@ -19,9 +19,11 @@ from gateway.timeutil import parse_duration
 
 
 def setting(value: Any, environ: Mapping[str, str]) -> Any:
-    """A settings value: a literal, or {env: NAME, default: ...} read from the environment."""
+    """A settings value: a literal, or {env: NAME, default: ...} read from the environment (an
+    empty variable counts as unset)."""
     if isinstance(value, dict) and "env" in value:
-        return environ.get(value["env"], value.get("default"))
+        # An empty variable is unset, as in gateway.settings: `FCM_BASE_URL=` means the default.
+        return environ.get(value["env"]) or value.get("default")
     return value
 
 
@@ -61,6 +63,7 @@ class ProviderSpec:
     breaker: BreakerPolicy | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     credential_vars: Mapping[str, str] = field(default_factory=dict)
+    setting_vars: Mapping[str, str] = field(default_factory=dict)  # setting -> the variable it reads
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -91,12 +94,20 @@ class ProviderSpec:
             else None,
             settings={k: setting(v, environ) for k, v in raw.get("settings", {}).items()},
             credential_vars=dict(raw.get("credentials", {})),
+            setting_vars={
+                k: v["env"] for k, v in raw.get("settings", {}).items() if isinstance(v, dict) and "env" in v
+            },
             environ=environ,
         )
 
     def setting(self, key: str, default: Any = None) -> Any:
         value = self.settings.get(key)
         return default if value is None else value
+
+    def describe_setting(self, key: str) -> str:
+        """`settings.from (TWILIO_FROM_NUMBER)`: where an operator sets it, for error messages."""
+        variable = self.setting_vars.get(key)
+        return f"settings.{key} ({variable})" if variable else f"settings.{key}"
 
     def credential(self, key: str) -> Secret:
         """The credential `key` from the environment variable providers.yaml names for it."""

@@ -183,7 +183,7 @@ class TwilioAdapter:
         sender = spec.setting("from")
         if not sender:
             raise ConfigError(
-                f"provider {spec.name!r} needs settings.from in providers.yaml: the Twilio number, "
+                f"provider {spec.name!r} needs {spec.describe_setting('from')}: the Twilio number, "
                 "short code or alphanumeric sender ID messages come from"
             )
         return cls(

@@ -89,6 +89,7 @@ async def providers(quick_services: Services) -> AsyncIterator[Providers]:
             "FCM_BASE_URL": google_server.url,
             "TWILIO_ACCOUNT_SID": wire_twilio.ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": wire_twilio.AUTH_TOKEN,
+            "TWILIO_FROM_NUMBER": wire_twilio.SENDER,
             "TWILIO_BASE_URL": twilio_server.url,
             "SENDGRID_API_KEY": wire_sendgrid.API_KEY,
             "SENDGRID_BASE_URL": sendgrid_server.url,

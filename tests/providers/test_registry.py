@@ -24,7 +24,7 @@ def test_live_names_every_missing_credential_at_once_and_no_value() -> None:
         ProviderRegistry.load(PROVIDERS, "live", {"SMTP_PASSWORD": "hunter2-secret"})
     message = str(caught.value)
     for variable in (
-        "TWILIO_ACCOUNT_SID",
+        "TWILIO_FROM_NUMBER",
         "SENDGRID_API_KEY",
         "FIREBASE_SERVICE_ACCOUNT_JSON",
         "WEBHOOK_SIGNING_SECRET",
@@ -46,6 +46,7 @@ async def test_live_builds_each_providers_own_adapter_from_the_environment(sqlit
     environ = {
         "TWILIO_ACCOUNT_SID": wire_twilio.ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": wire_twilio.AUTH_TOKEN,
+        "TWILIO_FROM_NUMBER": wire_twilio.SENDER,
         "SENDGRID_API_KEY": wire_sendgrid.API_KEY,
         "FIREBASE_SERVICE_ACCOUNT_JSON": json.dumps(wire_fcm.service_account("http://127.0.0.1:9/token")),
         "WEBHOOK_SIGNING_SECRET": "whsec-1",
