@@ -20,6 +20,20 @@ def check_catalog(catalog: TemplateCatalog) -> tuple[list[Diagnostic], list[Diag
     """(problems, notes) for every template rendered with its directory's example."""
     problems: list[Diagnostic] = []
     notes: list[Diagnostic] = []
+    for (name, channel), variants in sorted(catalog.templates.items()):
+        if None not in variants:
+            # Locales fall back to the default; without one, every other locale gets nothing.
+            first = min(variants.values(), key=lambda t: t.file)
+            problems.append(
+                _at(
+                    first,
+                    1,
+                    "template-default",
+                    f"templates/{name}/ has {channel} only for "
+                    f"{', '.join(sorted(str(v) for v in variants))}: add {channel}.yaml, the default "
+                    "every other locale falls back to",
+                )
+            )
     for template in catalog.all():
         example = catalog.examples.get(template.name)
         if example is None:

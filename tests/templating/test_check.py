@@ -95,3 +95,12 @@ def test_the_cli_always_notes_costly_sms(bundle: Path, capsys: pytest.CaptureFix
         f"{bundle}/templates/order.shipped/sms.yaml:4:1: note: sms-segments: 2 segments "
         "(GSM-7, 245 septets) with the example data"
     ]
+
+
+def test_a_channel_with_only_locale_variants_is_refused(bundle: Path) -> None:
+    """Without email.yaml, every user whose locale is not French would get no email."""
+    folder = bundle / "templates/order.shipped"
+    (folder / "email.yaml").unlink()
+    problems = run(bundle)
+    assert [(f, c) for f, _, c, _ in problems] == [("email.fr.yaml", "template-default")]
+    assert "add email.yaml" in problems[0][3]

@@ -47,7 +47,20 @@ def test_gsm_segments_hold_the_whole_text(text: str) -> None:
         assert least <= length.segments <= least + sum(c in GSM7_EXTENSION for c in text)
 
 
-def test_push_payload_counts_notification_and_data_in_utf8() -> None:
+def test_push_payload_counts_what_the_adapter_sends_in_utf8() -> None:
+    """Notification and data, plus the ids the FCM adapter adds to data and its urgent settings."""
+    import json
+
     small = push_payload_bytes({"title": "Hi", "body": "there", "data": {"k": "v"}})
-    assert small == len('{"notification":{"title":"Hi","body":"there"},"data":{"k":"v"}}')
+    sent = {
+        "notification": {"title": "Hi", "body": "there"},
+        "data": {
+            "k": "v",
+            "notigate_delivery_id": "d_" + "0" * 26,
+            "notigate_notification_id": "n_" + "0" * 26,
+        },
+        "android": {"priority": "high"},
+        "apns": {"headers": {"apns-priority": "10"}},
+    }
+    assert small == len(json.dumps(sent, separators=(",", ":")))
     assert push_payload_bytes({"title": "é"}) == push_payload_bytes({"title": "e"}) + 1
