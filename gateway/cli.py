@@ -22,6 +22,7 @@ from gateway.errors import ConfigError, NotigateError
 from gateway.policy.cel import RUNTIME_NAMES
 from gateway.policy.compiler import BundlePaths
 from gateway.policy.diagnostics import PolicyError
+from gateway.redact import redact_http_logs
 from gateway.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -518,6 +519,7 @@ def configure_logging(settings: Settings) -> None:
     import logging
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_http_logs()
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:

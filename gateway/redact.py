@@ -6,6 +6,7 @@ repr and str are masked, so an exception message or a debug log cannot leak them
 
 from __future__ import annotations
 
+import logging
 import re
 
 
@@ -40,3 +41,28 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+class RedactUrls(logging.Filter):
+    """Cut the path and query off URLs in httpx's request log (`HTTP Request: POST <url> ...`).
+
+    A user's webhook URL is an address and often a credential (a token in its path); httpx
+    logs every request's URL at INFO. The host is kept, so a log still says where it went.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(redact("webhook", str(a)) if _looks_like_url(a) else a for a in record.args)
+        return True
+
+
+def _looks_like_url(value: object) -> bool:
+    text = str(value) if type(value).__name__ == "URL" or isinstance(value, str) else ""
+    return text.startswith(("http://", "https://"))
+
+
+def redact_http_logs() -> None:
+    """Install `RedactUrls` on httpx's logger, once per process."""
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactUrls) for f in logger.filters):
+        logger.addFilter(RedactUrls())

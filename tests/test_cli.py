@@ -52,7 +52,11 @@ def test_check_passes_on_the_shipped_bundle(capsys: pytest.CaptureFixture[str]) 
 
 def test_check_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "policies", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "diagnostics": []}
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["diagnostics"]) == (True, [])
+    # every SMS template's segment count, as a note with its location
+    assert {n["code"] for n in report["notes"]} == {"sms-segments"}
+    assert all(n["file"].endswith("sms.yaml") and n["line"] > 0 for n in report["notes"])
 
 
 def test_test_reports_full_coverage_and_enforces_a_minimum(capsys: pytest.CaptureFixture[str]) -> None:

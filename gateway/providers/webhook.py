@@ -12,7 +12,8 @@ Outcomes (HTTP semantics, since webhooks have no provider error codes):
 |----------------------------------|----------------------------------------------------|
 | 2xx                              | delivered (message id: `X-Request-Id` if sent)      |
 | 408, 425, 429, 5xx               | retryable, with Retry-After when given             |
-| 410 Gone                         | permanent `gone`, address invalid (stop sending)    |
+| 410 Gone                         | permanent `gone`; the user's URL is marked invalid  |
+|                                  | (not when the provider posts to a fixed `url`)      |
 | other 4xx                        | permanent `rejected`                               |
 | timeout, connection refused      | retryable (`timeout`, `unreachable`)               |
 | an answer that is not HTTP       | retryable `malformed_response`                     |
@@ -41,9 +42,10 @@ from gateway.providers.base import (
     retry_after_seconds,
 )
 from gateway.providers.spec import ProviderSpec
-from gateway.redact import Secret
+from gateway.redact import Secret, redact_http_logs
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+redact_http_logs()  # a user's URL is an address, often with a token in its path
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -119,7 +121,11 @@ class WebhookAdapter:
                 code=f"http_{status}",
             )
         if status == 410:
-            return Permanent("gone", f"{self.name}: the receiver is gone (HTTP 410)", address_invalid=True)
+            # Gone: the user's own URL is retired; a fixed endpoint (settings.url) is ours to fix,
+            # not the user's address.
+            return Permanent(
+                "gone", f"{self.name}: the receiver is gone (HTTP 410)", address_invalid=not self.url
+            )
         return Permanent("rejected", f"{self.name}: refused with HTTP {status}")
 
     async def close(self) -> None:

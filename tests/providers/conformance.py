@@ -55,7 +55,8 @@ class Wire(Protocol):
     def build(self, base_url: str, timeout: float) -> Adapter:
         """The adapter, built by `from_spec` from a spec whose endpoint is `base_url`."""
 
-    def address(self, valid: bool = True) -> Address: ...
+    def address(self, valid: bool = True) -> Address:
+        """The recipient; called after `build`, so it may name the local server."""
 
     def is_send(self, request: Request) -> bool:
         """Whether this request is the message itself (not, say, an OAuth token fetch)."""

@@ -42,7 +42,6 @@ def _no_leaks(caplog: pytest.LogCaptureFixture, wire: Wire, address: Address) ->
 async def test_adapter_conformance(wire: Wire, scenario: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     valid = scenario != "invalid_address"
-    address = wire.address(valid=valid)
     msg = message(wire.channel)
 
     def script(request: Request) -> Reply:
@@ -54,6 +53,7 @@ async def test_adapter_conformance(wire: Wire, scenario: str, caplog: pytest.Log
     async with stub_server(script) as server:
         base = f"http://127.0.0.1:{_free_port()}" if scenario == REFUSED else server.url
         adapter = wire.build(base, ADAPTER_TIMEOUT)
+        address = wire.address(valid=valid)  # after build: a webhook's address is a URL on `base`
         try:
             result = await adapter.send(msg, address, idempotency_key=msg.delivery_id)
         finally:

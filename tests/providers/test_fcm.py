@@ -1,7 +1,7 @@
 """FCM beyond the shared table: its error codes, message shape, credentials and SDK behaviour.
 
-Proposed as tests/providers/test_fcm.py. Same wire as the conformance harness
-(tests/providers/wire_fcm.py): firebase-admin against the local stub, answering like Google.
+The same wire as the conformance harness (tests/providers/wire_fcm.py): firebase-admin
+against the local stub, answering like Google.
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ class WebhookWire:
     channel = "webhook"
     secrets = (SECRET,)
 
+    base = "http://127.0.0.1:9"
+
     def build(self, base_url: str, timeout: float) -> Adapter:
+        """Posting to each user's own URL (no fixed `url`), as the shipped `webhook` provider does."""
+        self.base = base_url
         spec = ProviderSpec.parse(
             "hook",
             {
@@ -36,17 +40,18 @@ class WebhookWire:
                 "cost": 0,
                 "timeout": f"{int(timeout * 1000)}ms",
                 "credentials": {"signing_secret": "HOOK_SECRET"},
-                "settings": {"url": f"{base_url}/hooks/notigate"},
             },
             {"HOOK_SECRET": SECRET},
         )
         return WebhookAdapter.from_spec(spec, AdapterDeps())
 
     def address(self, valid: bool = True) -> Address:
-        return Address("webhook", "https://hooks.example.com/u/42" if valid else "https://gone.example.com/x")
+        # A user's URL may carry a secret in its path: the harness checks it is never logged.
+        path = "/hooks/u42-tok-7Hq2vX" if valid else "/hooks/retired-tok-0Lp9"
+        return Address("webhook", self.base + path)
 
     def is_send(self, request: Request) -> bool:
-        return request.path == "/hooks/notigate"
+        return request.path.startswith("/hooks/")
 
     reply = staticmethod(
         by_scenario(
