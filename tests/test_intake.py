@@ -297,3 +297,23 @@ async def decided(services: Services, notification_id: str) -> dict[str, tuple[s
             ).where(DELIVERIES.c.notification_id == notification_id)
         )
         return {r.channel: (r.status, r.reason, r.detail) for r in rows}
+
+
+async def test_an_intent_whose_data_cannot_render_is_refused_and_nothing_is_stored(
+    services: Services,
+) -> None:
+    """The producer hears at once which template needs what, instead of a failed send later."""
+    await store_user(services)
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        response = await http.post("/v1/intents", json={**SHIPPED, "data": {"order_id": "A-1"}})
+        bulk = await http.post(
+            "/v1/intents/bulk",
+            json={"event": "order.shipped", "user_ids": ["u_ada"], "data": {"order_id": "A-1"}},
+        )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("template_error", "intent.data")
+    assert "templates/order.shipped/" in error["message"] and "carrier" in error["message"]
+    assert bulk.status_code == 422 and bulk.json()["error"]["code"] == "template_error"
+    assert await count(services, NOTIFICATIONS) == 0

@@ -6,15 +6,19 @@ injection for it on every request (about 7 us a request, 3% of a dry-run).
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import MediaType, Response, Router, get, post
+from litestar import MediaType, Request, Response, Router, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 
+from gateway.api.auth import require_event
 from gateway.api.context import Gateway
 from gateway.decisions import decide_for, dry_run
 from gateway.model import Decision, DryRunRequest, to_json
 from gateway.policy.compiled import CompiledPolicy
+from gateway.store.keys import ApiKey
 from gateway.templating.preview import Preview, preview
 
 
@@ -53,11 +57,14 @@ def policy_router(gateway: Gateway) -> Router:
         summary="Explain what the gateway would do with an intent",
         responses={200: ResponseSpec(data_container=Decision, description="The decision, with its trace")},
     )
-    async def dry_run_handler(data: JSONBody[DryRunRequest]) -> Response[bytes]:
+    async def dry_run_handler(
+        data: JSONBody[DryRunRequest], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
         """Decide without storing, sending or counting anything.
 
         Where `user` or `history` is absent the stored state is used; `at` replaces the clock.
         """
+        _in_scope(request, data)
         decision = await dry_run(data, gateway.policy, gateway.users, gateway.history, gateway.clock)
         # Encoded here with msgspec (~3 us for a 2 KB decision): Litestar's generic
         # serialisation path costs several times that on the hot path.
@@ -69,12 +76,15 @@ def policy_router(gateway: Gateway) -> Router:
         summary="Render an intent's messages per channel, without sending",
         responses={200: ResponseSpec(data_container=Preview, description="The rendered messages")},
     )
-    async def preview_handler(data: JSONBody[DryRunRequest]) -> Response[bytes]:
+    async def preview_handler(
+        data: JSONBody[DryRunRequest], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
         """The messages each channel the policy picks would carry (standby channels too).
 
         Takes the dry run's request; where `user` is absent the stored user is used. A
         message that cannot render answers 422 `template_error` naming template and variable.
         """
+        _in_scope(request, data)
         decision, user = await decide_for(data, gateway.policy, gateway.users, gateway.history, gateway.clock)
         rendered = preview(decision, data.intent, user, gateway.policy)
         return Response(content=msgspec.json.encode(rendered), media_type=MediaType.JSON)
@@ -86,6 +96,14 @@ def policy_router(gateway: Gateway) -> Router:
     return Router(
         path="/v1", route_handlers=[dry_run_handler, preview_handler, policy_handler], tags=["policy"]
     )
+
+
+def _in_scope(request: Request[Any, Any, Any], data: DryRunRequest) -> None:
+    """A key limited to some events may dry-run and preview only those (as it may only send
+    those); the engine-only app has no keys and no limit."""
+    key = request.scope.get("user")
+    if isinstance(key, ApiKey):
+        require_event(key, data.intent.event, "intent.event")
 
 
 def summarize(policy: CompiledPolicy) -> PolicySummary:

@@ -161,6 +161,21 @@ async def test_a_key_may_only_send_the_events_it_is_scoped_to(services: Services
         assert (error["code"], error["field"]) == ("event_not_allowed", "event")
 
 
+async def test_a_scoped_key_dry_runs_and_previews_only_its_events(services: Services) -> None:
+    await store_user(services)
+    token = await admin_key(services, "orders", admin=False, events=["order.*"])
+    async with client(services, token) as http:
+        for path in ("/v1/dry-run", "/v1/templates/preview"):
+            allowed = await http.post(path, json={"intent": SHIPPED})
+            refused = await http.post(path, json={"intent": PROMO})
+            assert allowed.status_code == 200, allowed.text
+            assert refused.status_code == 403
+            assert (error_of(refused)["code"], error_of(refused)["field"]) == (
+                "event_not_allowed",
+                "intent.event",
+            )
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
