@@ -112,4 +112,3 @@ def _live_adapter(spec: ProviderSpec, deps: AdapterDeps) -> Adapter:
     factory = getattr(importlib.import_module(module), cls)
     adapter: Adapter = factory.from_spec(spec, deps)
     return adapter
-
