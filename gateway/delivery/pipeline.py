@@ -28,7 +28,7 @@ from gateway.providers.guard import ADMITTED, Admission, ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.dispatch import Dispatcher
 from gateway.redact import redact
-from gateway.store.deliveries import Applied, Claimed, DeliveryStore, Outcome, Try
+from gateway.store.deliveries import ON_TIME, Applied, Claimed, DeliveryStore, Outcome, Try
 from gateway.store.group_commit import GroupCommit
 from gateway.store.recipients import SqlRecipients
 from gateway.templating.catalog import RenderError
@@ -210,6 +210,10 @@ class DeliveryPipeline:
             )
         if retryable:
             retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
+            if retry_after is not None:
+                # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
+                # let that bring the retry before the provider's Retry-After.
+                retry_after += ON_TIME.total_seconds()
             retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, now, retry_after)
             error = retryable[-1].error
             if retry_at is not None:

@@ -55,15 +55,6 @@ class Providers:
         return [r for r in self.google.requests if r.path == wire_fcm.SEND_PATH]
 
 
-def google(request: Request) -> Reply:
-    """The token endpoint, and FCM: the valid token is delivered, any other is unregistered."""
-    if request.path == wire_fcm.TOKEN_PATH:
-        return wire_fcm.token_reply(request)
-    if request.json()["message"].get("token") == wire_fcm.VALID_TOKEN:
-        return wire_fcm.delivered(request)
-    return wire_fcm.google_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
-
-
 def twilio(request: Request) -> Reply:
     """Twilio's Messages API: its magic invalid number is refused with 21211."""
     if wire_twilio.form(request).get("To") == wire_twilio.INVALID:
@@ -76,7 +67,7 @@ async def providers(quick_services: Services) -> AsyncIterator[Providers]:
     """Every live adapter of providers.yaml, pointed at the local endpoints."""
     scripted = Scripted()
     async with (
-        stub_server(google) as google_server,
+        stub_server(wire_fcm.google) as google_server,
         stub_server(twilio) as twilio_server,
         stub_server() as sendgrid_server,
         listening(smtp_server(scripted)) as smtp_port,

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from gateway.providers.base import AdapterDeps
+from gateway.providers.fcm_push import FcmAdapter
+from gateway.providers.registry import ProviderRegistry
 from gateway.services import Services
 from gateway.store.tables import DeliveryRow, DeviceRow
 from tests.delivery.conftest import registry
@@ -23,6 +26,7 @@ from tests.harness import (
     running_worker,
     store_user,
 )
+from tests.providers import wire_fcm
 from tests.providers.outbox import sent as written
 from tests.stub_http import Reply, stub_server
 
@@ -149,7 +153,7 @@ async def _delivery_status(services: Services, delivery_id: str, status: str) ->
 async def test_a_gone_device_is_deactivated_and_the_urgent_chain_moves_on(
     quick_services: Services, tmp_path: Path
 ) -> None:
-    """R13: push fails for good (410 Gone from every push provider), so SMS is tried next."""
+    """R13: push fails for good (FCM answers UNREGISTERED), so SMS is tried next."""
     await store_user(
         quick_services,
         {
@@ -157,25 +161,27 @@ async def test_a_gone_device_is_deactivated_and_the_urgent_chain_moves_on(
             "contacts": {
                 "phone": "+33612345678",
                 "email": "ada@example.com",
-                "devices": [{"platform": "ios", "token": "ios-tok-1234"}],
+                "devices": [{"platform": "ios", "token": wire_fcm.UNREGISTERED_TOKEN}],
             },
         },
     )
-    async with stub_server() as fcm:
-        fcm.reply(Reply(410))
+    async with stub_server(wire_fcm.google) as fcm_server:
+        base = registry(tmp_path / "outbox")
+        fcm = FcmAdapter.from_spec(wire_fcm.spec(fcm_server.url, 2.0), AdapterDeps())
         notification_id = await _accept(quick_services, {**SHIPPED, "priority": "urgent"})
         before = await delivery_statuses(quick_services, notification_id)
         assert (before["push"], before["sms"], before["email"]) == ("pending", "standby", "standby")
-        async with running_worker(quick_services, registry=registry(tmp_path / "outbox", fcm=fcm)):
+        reg = ProviderRegistry({**base.adapters, "fcm": fcm}, base.profile)
+        async with running_worker(quick_services, registry=reg):
             await eventually(lambda: _settled(quick_services, notification_id, "sms", "delivered"))
     after = await _status(quick_services, notification_id)
-    assert (after["push"].status, after["push"].reason) == ("failed", "gone")
+    assert (after["push"].status, after["push"].reason) == ("failed", "unregistered")
     assert after["sms"].status == "delivered"
     assert after["email"].status == "standby"  # the chain stopped where it succeeded
     table = DeviceRow.__table__  # type: ignore[attr-defined]
     async with quick_services.database.connect() as connection:
         device = (await connection.execute(sa.select(table.c.active, table.c.reason))).one()
-    assert (device.active, device.reason) == (False, "gone")
+    assert (device.active, device.reason) == (False, "unregistered")
     user = await quick_services.recipients.get_user("u_ada")
     assert user is not None and [d.active for d in user.contacts.devices] == [False]
 

@@ -128,6 +128,15 @@ def delivered(request: Request) -> Reply:
     return Reply(200, {"name": f"projects/{PROJECT}/messages/0:1718000000000000%31bd1c9631bd1c96"})
 
 
+def google(request: Request) -> Reply:
+    """The token endpoint, and FCM: the valid token is delivered, any other is unregistered."""
+    if request.path == TOKEN_PATH:
+        return token_reply(request)
+    if request.json()["message"].get("token") == VALID_TOKEN:
+        return delivered(request)
+    return google_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
+
+
 class FcmWire:
     adapter = "fcm"
     channel = "push"
