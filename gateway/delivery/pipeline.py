@@ -214,7 +214,8 @@ class DeliveryPipeline:
                 # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
                 # let that bring the retry before the provider's Retry-After.
                 retry_after += ON_TIME.total_seconds()
-            retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, now, retry_after)
+            # Counted from the providers' answers, not from when this attempt began.
+            retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, self.clock(), retry_after)
             error = retryable[-1].error
             if retry_at is not None:
                 return Outcome(
@@ -268,6 +269,7 @@ class DeliveryPipeline:
                 waits.append(admission.wait)
                 tries.append(Try(name, "skipped", f"{admission.reason}: free again in {admission.wait:.2f}s"))
                 continue
+            called_at = self.clock()
             started = time.perf_counter()
             # Each adapter enforces its provider's own timeout; this is the backstop for one that
             # does not, generous enough (twice, plus a second) for a token fetch before the send,
@@ -294,6 +296,7 @@ class DeliveryPipeline:
                     error,
                     result.provider_message_id if isinstance(result, Delivered) else None,
                     elapsed,
+                    called_at,
                 )
             )
             if not isinstance(result, Retryable):

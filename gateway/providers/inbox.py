@@ -5,7 +5,8 @@ so sending a delivery again (a worker that died after the write) stores nothing 
 still delivered. The message id is the delivery id, which is also the inbox item's id.
 
 From the rendered message's fields: `title` (else `subject`), `body` (else `text`),
-`action_url`, `icon`, `data` (an object) and `category`.
+`action_url`, `icon`, `data` (an object) and the message's `category`. Items are written in
+group commits (one transaction for whatever concurrent sends have queued).
 
 Outcomes (our store has no provider codes):
 
@@ -13,6 +14,7 @@ Outcomes (our store has no provider codes):
 |-----------------------------------------------------|--------------------------------------|
 | written, or already there from an earlier send      | delivered (message id: delivery id)  |
 | neither title nor body, or `data` not an object     | permanent `invalid_message`          |
+| a value longer than its column (checked before)     | permanent `rejected`                 |
 | the store refused a value (SQLSTATE class 22)       | permanent `rejected`                 |
 | the database cannot be reached (Unavailable)        | retryable `unreachable`              |
 | any other database error                            | retryable `store_error`              |
@@ -20,6 +22,7 @@ Outcomes (our store has no provider codes):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +43,7 @@ from gateway.providers.base import (
 from gateway.providers.spec import ProviderSpec
 from gateway.store import inbox
 from gateway.store.database import Database
+from gateway.store.group_commit import GroupCommit
 
 
 def _utc_now() -> dt.datetime:
@@ -57,6 +61,15 @@ class InboxAdapter:
         self.channel = channel
         self.database = database
         self.clock = clock
+        # Items are written in group commits: one transaction per batch, run by the batcher's
+        # own task. On SQLite a write transaction per in-app message competed with every other
+        # writer for the one write lock; and a caller cancelled mid-write (a job timeout) can
+        # never leave a transaction open, since the caller does not run it.
+        self.writes: GroupCommit[inbox.InboxItem, bool] = GroupCommit(
+            database, inbox.add_many, clock=clock, name="inbox", max_batch=200
+        )
+        self._started: asyncio.Lock | None = None
+        self._running = False
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> InboxAdapter:
@@ -91,8 +104,12 @@ class InboxAdapter:
             data=data or {},
             created_at=self.clock(),
         )
+        problem = inbox.too_long(item)
+        if problem is not None:
+            return Permanent("rejected", f"{self.name}: the store cannot hold this item: {problem}")
         try:
-            await inbox.add(self.database, item)
+            await self._start()
+            await self.writes.submit(item)
         except Unavailable:
             return Retryable(f"{self.name}: the database is unavailable", code=UNREACHABLE)
         except DBAPIError as exc:
@@ -109,8 +126,21 @@ class InboxAdapter:
             )
         return Delivered(provider_message_id=message.delivery_id)
 
+    async def _start(self) -> None:
+        if self._running:
+            return
+        if self._started is None:
+            self._started = asyncio.Lock()
+        async with self._started:
+            if not self._running:
+                await self.writes.start()
+                self._running = True
+
     async def close(self) -> None:
-        """The database belongs to whoever gave it; nothing of ours to close."""
+        """Stop the writer (after its last batch); the database belongs to whoever gave it."""
+        if self._running:
+            await self.writes.stop()
+            self._running = False
 
 
 def _sqlstate(exc: DBAPIError) -> str:

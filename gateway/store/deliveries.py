@@ -104,6 +104,7 @@ class Try:
     error: str | None = None
     provider_message_id: str | None = None
     duration_ms: float | None = None
+    at: dt.datetime | None = None  # when the call was made; None: when the outcome is recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,7 +496,7 @@ def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded
         )
     return {
         "delivery_id": delivery_id,
-        "at": now,
+        "at": attempt.at or now,
         "provider": attempt.provider,
         "outcome": outcome,
         "error": error,

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.store.database import Database
 from gateway.store.tables import InboxItemRow
@@ -45,15 +46,41 @@ _COLUMNS = tuple(c.name for c in inbox_items.columns)
 async def add(database: Database, item: InboxItem) -> bool:
     """Store `item` unless its delivery already did; True when this call wrote it."""
     async with database.begin() as connection:
-        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(
-            inbox_items
-        )
-        statement = (
-            insert.values({name: getattr(item, name) for name in _COLUMNS})
-            .on_conflict_do_nothing(index_elements=[inbox_items.c.id])
-            .returning(inbox_items.c.id)
-        )
-        return (await connection.execute(statement)).first() is not None
+        return (await add_many(connection, [item]))[0]
+
+
+async def add_many(connection: AsyncConnection, items: list[InboxItem], now: Any = None) -> list[bool]:
+    """Store the items no delivery stored yet, in one statement; per item, whether it was new.
+
+    `now` is unused: the signature of a group-commit write (`gateway.store.group_commit`).
+    """
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(inbox_items)
+    statement = (
+        insert.values([{name: getattr(item, name) for name in _COLUMNS} for item in items])
+        .on_conflict_do_nothing(index_elements=[inbox_items.c.id])
+        .returning(inbox_items.c.id)
+    )
+    written = {row.id for row in await connection.execute(statement)}
+    return [item.id in written and not _seen_before(item, items, i) for i, item in enumerate(items)]
+
+
+def _seen_before(item: InboxItem, items: list[InboxItem], index: int) -> bool:
+    """The same delivery twice in one batch is written once: only its first copy counts."""
+    return any(other.id == item.id for other in items[:index])
+
+
+def too_long(item: InboxItem) -> str | None:
+    """The first field longer than its column allows, so one bad item never fails a batch."""
+    for name, limit in _LIMITS.items():
+        value = getattr(item, name)
+        if value is not None and len(value) > limit:
+            return f"{name} is {len(value)} characters, the store holds {limit}"
+    return None
+
+
+_LIMITS: dict[str, int] = {
+    c.name: c.type.length for c in inbox_items.columns if isinstance(getattr(c.type, "length", None), int)
+}
 
 
 async def feed(database: Database, user_id: str, limit: int = 50) -> list[InboxItem]:

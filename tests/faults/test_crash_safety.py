@@ -150,6 +150,21 @@ async def assert_exactly_once(
     return {**expected, **{r.id: 1 for r in sent if r.channel == "in_app"}}
 
 
+async def open_deliveries(services: Services) -> str:
+    """What is still open, for a failing test to show."""
+    async with services.database.connect() as connection:
+        rows = list(
+            await connection.execute(
+                sa.select(
+                    DELIVERIES.c.channel, DELIVERIES.c.status, DELIVERIES.c.attempts, DELIVERIES.c.detail
+                )
+                .where(DELIVERIES.c.status.not_in(("standby", *FINAL)))
+                .limit(20)
+            )
+        )
+    return "still open: " + "; ".join(f"{r.channel} {r.status} after {r.attempts}: {r.detail}" for r in rows)
+
+
 def _logs(folder: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(folder.glob("worker-*.log")))
 
@@ -193,7 +208,10 @@ async def test_two_workers_racing_deliver_each_message_once(services: Services, 
         )
     first, second = worker(env_of(services, outbox)), worker(env_of(services, outbox))
     try:
-        await eventually(lambda: all_final(services), within=90, every=0.2)
+        try:
+            await eventually(lambda: all_final(services), within=90, every=0.2)
+        except AssertionError:
+            raise AssertionError(f"{await open_deliveries(services)}\n{_logs(outbox.parent)}") from None
     finally:
         stop(first)
         stop(second)
