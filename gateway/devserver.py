@@ -127,7 +127,7 @@ Notigate is running (Ctrl-C stops everything)
 Try it:
   KEY=$(cat {saved})
   curl -s -X PUT {base}/v1/users/u_1 -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
-       -d '{{"user_id": "u_1", "timezone": "Europe/Paris", "contacts": {{"email": "ada@example.com"}}}}'
+       -d '{{"user_id": "u_1", "timezone": "Europe/Paris", "quiet_hours": {{"start": "00:00", "end": "00:00"}}, "contacts": {{"email": "ada@example.com"}}}}'
   curl -s {base}/v1/intents -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
        -d '{{"event": "order.shipped", "user_id": "u_1", "data": {{"order_id": "A-1001", "carrier": "UPS"}}}}'
   curl -s {base}/v1/notifications/<notification_id> -H "authorization: Bearer $KEY"
