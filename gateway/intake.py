@@ -39,6 +39,7 @@ from gateway.decisions import decide_or_reject, validate_intent
 from gateway.errors import HistoryUnavailable
 from gateway.history import RedisHistory, Reservation
 from gateway.ids import new_id
+from gateway.metrics import INTENTS_ACCEPTED, POLICY_EVALUATION
 from gateway.model import Decision, Delivery, HistoryEntry, Intent, Suppression, UserState
 from gateway.policy.compiled import Cap, CompiledPolicy, Plan
 from gateway.policy.engine import preference_cap
@@ -217,7 +218,10 @@ class Intake:
         staged = await self.batcher.submit(IntakeRequest(intent, producer, quota), first=urgent)
         if isinstance(staged, IntakeResult):
             return staged
-        return await self._store(staged, first=urgent)
+        result = await self._store(staged, first=urgent)
+        if not result.replay:
+            INTENTS_ACCEPTED.labels(intent.priority).inc()
+        return result
 
     async def accept_many(self, intents: Sequence[Intent], producer: str) -> list[IntakeResult]:
         """Many intents (a bulk request, chunk by chunk), stored through the shared group commits.
@@ -237,7 +241,11 @@ class Intake:
                     await self._release(outcome.user_id, outcome.reservations)
             raise failed
         stored = iter(await asyncio.gather(*(self._store(o) for o in outcomes if isinstance(o, _Staged))))
-        return [o if isinstance(o, IntakeResult) else next(stored) for o in outcomes]
+        results = [o if isinstance(o, IntakeResult) else next(stored) for o in outcomes]
+        for intent, result in zip(intents, results, strict=True):
+            if not result.replay:
+                INTENTS_ACCEPTED.labels(intent.priority).inc()
+        return results
 
     async def _store(self, staged: _Staged, *, first: bool = False) -> IntakeResult:
         try:
@@ -309,7 +317,8 @@ class Intake:
             user_id = r.intent.user_id
             user = users.get(user_id) or UserState(user_id=user_id)
             try:
-                decision = decide_or_reject(r.intent, user, now, histories[user_id], policy)
+                with POLICY_EVALUATION.time():
+                    decision = decide_or_reject(r.intent, user, now, histories[user_id], policy)
                 render_messages(decision, r.intent, user, policy)  # 422 now, not a failed send later
                 rule = policy.rule(decision.rule)
                 plan = policy.plan(rule, r.intent.priority) if rule is not None else None

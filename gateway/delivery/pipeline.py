@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from gateway.delivery.retry import next_attempt
 from gateway.failpoints import failpoint
+from gateway.metrics import record_outcome
 from gateway.model import UserState
 from gateway.policy.compiled import CompiledPolicy, RetryPolicy
 from gateway.providers.base import Address, Delivered, Message, Permanent, Retryable, SendResult
@@ -124,6 +125,7 @@ class DeliveryPipeline:
         failpoint("delivery.sent")
         applied = await self.outcomes.submit(outcome)
         failpoint("delivery.recorded")
+        record_outcome(outcome, getattr(notification, "created_at", None), self.clock())
         self.dispatcher.dispatch(applied.jobs)
         return True
 

@@ -1,0 +1,127 @@
+"""Prometheus metrics: every metric the gateway exports, defined in one place.
+
+The metrics live on this module's own `REGISTRY` (not prometheus_client's global one), so
+tests read exact values and nothing a library registers leaks into `/metrics`. Each process
+counts what it did itself: the API process its intake, a worker process its deliveries; the
+API serves `GET /metrics`, a worker its own port (NOTIGATE_WORKER_METRICS_PORT).
+
+Queue depth is not counted but read from Redis when scraped (`Scrape`), so it is the same
+whichever process answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+
+from gateway.redis_keys import Keys
+from gateway.store.deliveries import Outcome
+
+log = logging.getLogger("gateway.metrics")
+
+REGISTRY = CollectorRegistry()
+
+INTENTS_ACCEPTED = Counter(
+    "notigate_intents_accepted",
+    "Intents accepted and stored (replays of an idempotency key not counted), by priority.",
+    ["priority"],
+    registry=REGISTRY,
+)
+POLICY_EVALUATION = Histogram(
+    "notigate_policy_evaluation_seconds",
+    "Time to decide one intent against the compiled policy (decide(), no I/O).",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+    registry=REGISTRY,
+)
+DELIVERIES = Counter(
+    "notigate_deliveries",
+    "Delivery attempts recorded, by channel, provider and outcome "
+    "(delivered, retrying, failed, dead, expired). provider is `none` when no provider was called.",
+    ["channel", "provider", "outcome"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "notigate_delivery_retries",
+    "Deliveries scheduled for another attempt, by channel.",
+    ["channel"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "notigate_dead_letters",
+    "Deliveries that ran out of retries and were dead-lettered.",
+    registry=REGISTRY,
+)
+ACCEPT_TO_DELIVERED = Histogram(
+    "notigate_accept_to_delivered_seconds",
+    "From the intent's acceptance (the notification's created_at) to its delivery, by tier.",
+    ["tier"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+    registry=REGISTRY,
+)
+
+
+def record_outcome(outcome: Outcome, accepted_at: dt.datetime | None, now: dt.datetime) -> None:
+    """Count a recorded delivery outcome; `accepted_at` is its notification's creation time."""
+    claimed = outcome.delivery
+    provider = outcome.provider or next((t.provider for t in reversed(outcome.tries) if t.provider), None)
+    DELIVERIES.labels(claimed.channel, provider or "none", outcome.status).inc()
+    if outcome.status == "retrying":
+        RETRIES.labels(claimed.channel).inc()
+    elif outcome.status == "dead":
+        DEAD_LETTERS.inc()
+    elif outcome.status == "delivered" and accepted_at is not None:
+        if accepted_at.tzinfo is None:
+            accepted_at = accepted_at.replace(tzinfo=dt.UTC)
+        seconds = (now - accepted_at).total_seconds()
+        ACCEPT_TO_DELIVERED.labels(claimed.tier or "none").observe(max(seconds, 0.0))
+
+
+class Scrape(Collector):
+    """What one scrape exports: this process's metrics plus the queue depths read from Redis now.
+
+    Reads Redis with its own blocking client and short timeouts: the worker's metrics
+    server calls it on its own thread, the API through `asyncio.to_thread`. A Redis that
+    does not answer gives `notigate_redis_up 0` and no depths, never a failed scrape.
+    """
+
+    def __init__(self, redis_url: str, keys: Keys, queues: Sequence[str]) -> None:
+        self.keys = keys
+        self.queues = list(queues)
+        self.redis: Redis = Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
+
+    def collect(self) -> Iterable[Metric]:
+        yield from REGISTRY.collect()
+        up = GaugeMetricFamily("notigate_redis_up", "1 if Redis answered this scrape's queue reads.")
+        try:
+            depths = self._depths()
+        except (RedisError, OSError) as exc:
+            log.warning("metrics: could not read queue depths from Redis: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        depth = GaugeMetricFamily(
+            "notigate_queue_depth", "Jobs waiting in each tier's queue (due or scheduled).", labels=["queue"]
+        )
+        for queue, value in depths.items():
+            depth.add_metric([queue], value)
+        yield depth
+
+    def _depths(self) -> dict[str, int]:
+        pipe: Any = self.redis.pipeline(transaction=False)
+        for queue in self.queues:
+            pipe.zcard(self.keys.queue(queue))
+        return {q: int(n) for q, n in zip(self.queues, pipe.execute(), strict=True)}
+
+    def close(self) -> None:
+        self.redis.close()
