@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def run(settings: Settings, var: Path = Path("var")) -> int:
     env.setdefault("NOTIGATE_PROVIDER_PROFILE", "dev")
     env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{var.resolve() / 'notigate.db'}")
     env.setdefault("NOTIGATE_OUTBOX", str(var.resolve() / "outbox"))
+    if not env.get("NOTIGATE_INBOX_SECRET"):
+        env["NOTIGATE_INBOX_SECRET"] = _inbox_secret(var)
     redis: RedisServer | None = None
     if "REDIS_URL" not in os.environ:
         raw = os.environ.get("NOTIGATE_DEV_REDIS_PORT") or str(DEV_REDIS_PORT)
@@ -127,7 +130,8 @@ Notigate is running (Ctrl-C stops everything)
 Try it:
   KEY=$(cat {saved})
   curl -s -X PUT {base}/v1/users/u_1 -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
-       -d '{{"user_id": "u_1", "timezone": "Europe/Paris", "quiet_hours": {{"start": "00:00", "end": "00:00"}}, "contacts": {{"email": "ada@example.com"}}}}'
+       -d '{{"user_id": "u_1", "timezone": "Europe/Paris", "contacts": {{"email": "ada@example.com"}},
+            "quiet_hours": {{"start": "00:00", "end": "00:00"}}}}'
   curl -s {base}/v1/intents -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
        -d '{{"event": "order.shipped", "user_id": "u_1", "data": {{"order_id": "A-1001", "carrier": "UPS"}}}}'
   curl -s {base}/v1/notifications/<notification_id> -H "authorization: Bearer $KEY"
@@ -156,3 +160,15 @@ def _wait(children: list[subprocess.Popen[bytes]]) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _inbox_secret(var: Path) -> str:
+    """The key inbox tokens are signed with, kept in var/ so tokens survive a dev restart and
+    every API process signs and checks with the same one."""
+    saved = var / "inbox-secret"
+    if saved.exists():
+        return saved.read_text().strip()
+    secret = secrets.token_hex(32)
+    saved.write_text(secret + "\n")
+    saved.chmod(0o600)
+    return secret

@@ -43,6 +43,11 @@ class Keys:
         """List the relay blocks on, so new outbox rows are enqueued without polling delay."""
         return f"{self.prefix}:relay:wakeup"
 
+    def inbox_channel(self, user_id: str) -> str:
+        """Pub/sub channel: `{"user_id", "item_id"}` after an in-app item is stored, for the
+        inbox's live streams (`GET /v1/inbox/stream`)."""
+        return f"{self.prefix}:inbox:{{{user_id}}}"
+
     def epoch(self) -> str:
         """A marker whose absence means Redis lost its data (restart without persistence)."""
         return f"{self.prefix}:epoch"

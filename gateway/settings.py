@@ -17,6 +17,7 @@ import msgspec
 from gateway.errors import ConfigError
 from gateway.policy.cel import RUNTIME_NAMES
 from gateway.policy.compiler import BundlePaths
+from gateway.redact import Secret
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +40,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_timeout: float = 30.0  # seconds a queue job may run; also the lease on its deliveries
     worker_concurrency: int = 50  # jobs a worker runs at once, per queue
     relay_reconcile: float = 5.0  # seconds between the relay's checks for lost jobs and orphaned deliveries
+    inbox_secret: Secret | None = None  # signs inbox tokens; unset, the inbox API answers 503
+    worker_metrics_port: int | None = None  # a worker's Prometheus port (on `host`); off when unset
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,7 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             try:
                 values[name] = parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{variable}={raw!r} is not valid: {exc}") from None
+                shown = "'***'" if parse is _inbox_secret else repr(raw)  # a secret never shows
+                raise ConfigError(f"{variable}={shown} is not valid: {exc}") from None
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.cel_runtime not in ("auto", *RUNTIME_NAMES):
             raise ConfigError(
@@ -90,6 +94,12 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _inbox_secret(raw: str) -> Secret:
+    if len(raw) < 32:
+        raise ValueError("an inbox secret is 32 characters or more (e.g. `openssl rand -hex 32`)")
+    return Secret(raw)
+
+
 def _level(raw: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -118,4 +128,6 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("job_timeout", "NOTIGATE_JOB_TIMEOUT", _seconds),
     ("worker_concurrency", "NOTIGATE_WORKER_CONCURRENCY", _positive),
     ("relay_reconcile", "NOTIGATE_RELAY_RECONCILE", _seconds),
+    ("inbox_secret", "NOTIGATE_INBOX_SECRET", _inbox_secret),
+    ("worker_metrics_port", "NOTIGATE_WORKER_METRICS_PORT", _port),
 )

@@ -22,6 +22,8 @@ from gateway import __version__
 from gateway.api.auth import ApiKeyAuthentication
 from gateway.api.context import Gateway
 from gateway.api.errors import EXCEPTION_HANDLERS
+from gateway.api.health_routes import HealthRoutes
+from gateway.api.inbox_routes import inbox_router
 from gateway.api.intake_routes import intake_router
 from gateway.api.ops_routes import ops_router
 from gateway.api.policy_routes import policy_router
@@ -60,10 +62,12 @@ def create_app(
     on_shutdown: list[Callable[[], Awaitable[None]]] = []
     if gateway.services is not None:
         full = gateway.services
-        handlers += [intake_router(full), users_router(full), ops_router(full)]
+        health = HealthRoutes(full)
+        handlers += [intake_router(full), users_router(full), ops_router(full), health.router]
+        handlers.append(inbox_router(full))
         middleware.append(DefineMiddleware(ApiKeyAuthentication, keys=full.api_keys))
         on_startup += [_schema_is_current(full), full.start]
-        on_shutdown.append(full.close)
+        on_shutdown += [full.close, health.close]
     return Litestar(
         route_handlers=handlers,
         middleware=middleware,

@@ -16,11 +16,14 @@ from gateway.errors import Forbidden, Unauthorized
 from gateway.store.keys import ApiKey, ApiKeyStore
 
 OPEN_PATHS = {"/schema", "/healthz", "/readyz", "/metrics"}
+# The inbox routes take a user-scoped inbox token, not an API key: each handler verifies it
+# (`gateway.api.inbox_routes`). Only `/v1/inbox` and what is under it: `/v1/inboxes` is not.
+INBOX_PATHS = r"^/v1/inbox(/|$)"
 
 
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
     def __init__(self, app: ASGIApp, keys: ApiKeyStore) -> None:
-        super().__init__(app, exclude=[f"^{p}" for p in OPEN_PATHS])
+        super().__init__(app, exclude=[*(f"^{p}" for p in OPEN_PATHS), INBOX_PATHS])
         self.keys = keys
 
     async def authenticate_request(

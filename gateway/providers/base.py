@@ -76,9 +76,12 @@ MALFORMED = "malformed_response"  # an answer we cannot read: retried, since we 
 
 @dataclass(frozen=True, slots=True)
 class AdapterDeps:
-    """What an adapter may need besides its spec: our own store, for in-app messages."""
+    """What an adapter may need besides its spec: our own store, for in-app messages, and
+    Redis with its key names, to tell the inbox's live streams an item arrived."""
 
     database: Any = None
+    redis: Any = None  # redis.asyncio.Redis
+    keys: Any = None  # gateway.redis_keys.Keys
 
 
 class Adapter(Protocol):

@@ -8,6 +8,11 @@ From the rendered message's fields: `title` (else `subject`), `body` (else `text
 `action_url`, `icon`, `data` (an object) and the message's `category`. Items are written in
 group commits (one transaction for whatever concurrent sends have queued).
 
+Once an item's commit is done, and when the registry was given Redis (`AdapterDeps.redis`),
+`{"user_id", "item_id"}` is published on `Keys.inbox_channel(user_id)` so the user's open
+inbox streams show it at once. Publishing is best effort: the item is stored and delivered
+either way, and a stream that missed it shows it on the next page read.
+
 Outcomes (our store has no provider codes):
 
 | what happened                                       | result                               |
@@ -24,9 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError
 
 from gateway.errors import ConfigError, Unavailable
@@ -41,9 +50,12 @@ from gateway.providers.base import (
     SendResult,
 )
 from gateway.providers.spec import ProviderSpec
+from gateway.redis_keys import Keys
 from gateway.store import inbox
 from gateway.store.database import Database
 from gateway.store.group_commit import GroupCommit
+
+log = logging.getLogger("gateway.providers.inbox")
 
 
 def _utc_now() -> dt.datetime:
@@ -55,12 +67,21 @@ class InboxAdapter:
     secrets: tuple[str, ...] = ()
 
     def __init__(
-        self, name: str, channel: str, database: Database, *, clock: Callable[[], dt.datetime] = _utc_now
+        self,
+        name: str,
+        channel: str,
+        database: Database,
+        *,
+        clock: Callable[[], dt.datetime] = _utc_now,
+        redis: Redis | None = None,
+        keys: Keys | None = None,
     ) -> None:
         self.name = name
         self.channel = channel
         self.database = database
         self.clock = clock
+        self.redis = redis
+        self.keys = keys
         # Items are written in group commits: one transaction per batch, run by the batcher's
         # own task. On SQLite a write transaction per in-app message competed with every other
         # writer for the one write lock; and a caller cancelled mid-write (a job timeout) can
@@ -78,7 +99,7 @@ class InboxAdapter:
                 f"provider {spec.name!r} (adapter inbox) writes to the store, but no database was given: "
                 "build the registry with AdapterDeps(database=...)"
             )
-        return cls(spec.name, spec.channel, deps.database)
+        return cls(spec.name, spec.channel, deps.database, redis=deps.redis, keys=deps.keys)
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         fields = message.fields
@@ -109,7 +130,7 @@ class InboxAdapter:
             return Permanent("rejected", f"{self.name}: the store cannot hold this item: {problem}")
         try:
             await self._start()
-            await self.writes.submit(item)
+            written = await self.writes.submit(item)
         except Unavailable:
             return Retryable(f"{self.name}: the database is unavailable", code=UNREACHABLE)
         except DBAPIError as exc:
@@ -124,7 +145,24 @@ class InboxAdapter:
                 f"{self.name}: the store failed ({type(exc).__name__}, SQLSTATE {state or 'unknown'})",
                 code="store_error",
             )
+        if written:
+            await self._announce(item)
         return Delivered(provider_message_id=message.delivery_id)
+
+    async def _announce(self, item: inbox.InboxItem) -> None:
+        """Tell the user's open streams; a Redis that fails costs them the live update only."""
+        if self.redis is None or self.keys is None:
+            return
+        payload = json.dumps({"user_id": item.user_id, "item_id": item.id})
+        try:
+            await self.redis.publish(self.keys.inbox_channel(item.user_id), payload)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "%s: item %s is stored, but its live update was not published (%s)",
+                self.name,
+                item.id,
+                type(exc).__name__,
+            )
 
     async def _start(self) -> None:
         if self._running:

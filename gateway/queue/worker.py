@@ -22,9 +22,11 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from prometheus_client import start_http_server
 
 from gateway.delivery.pipeline import DeliveryPipeline, Renderer
 from gateway.errors import ConfigError, Unavailable
+from gateway.metrics import Scrape
 from gateway.providers.base import AdapterDeps
 from gateway.providers.guard import ProviderGuard
 from gateway.providers.registry import ProviderRegistry
@@ -75,15 +77,18 @@ class WorkerProcess:
         self.outcomes: GroupCommit[Outcome, Applied] | None = None
         self.registry: ProviderRegistry | None = registry
         self.pipeline: DeliveryPipeline | None = None
+        self.metrics_server: tuple[Any, Any, Scrape] | None = None  # (server, thread, collector)
 
     async def run(self) -> None:
         services = self.services
         await _require_current_schema(services)
+        if self.settings.worker_metrics_port is not None:
+            self._serve_metrics(self.settings.worker_metrics_port)
         if self.registry is None:
             self.registry = ProviderRegistry.load(
                 self.settings.bundle_paths().providers,
                 self.settings.provider_profile,
-                deps=AdapterDeps(database=services.database),
+                deps=AdapterDeps(database=services.database, redis=services.redis, keys=services.keys),
             )
         self.outcomes = GroupCommit(
             services.database, services.deliveries.apply, clock=services.clock, name="outcomes"
@@ -149,6 +154,23 @@ class WorkerProcess:
         finally:
             await self._shutdown(tasks)
 
+    def _serve_metrics(self, port: int) -> None:
+        """Prometheus metrics on their own thread: a scrape never waits for the event loop."""
+        policy = self.services.policy
+        scrape = Scrape(
+            self.settings.redis_url, self.services.keys, sorted({t.queue for t in policy.tiers.values()})
+        )
+        try:
+            server, thread = start_http_server(port, addr=self.settings.host, registry=scrape)
+        except OSError as exc:
+            scrape.close()
+            raise ConfigError(
+                f"NOTIGATE_WORKER_METRICS_PORT={port} cannot be served on "
+                f"{self.settings.host}: {exc.strerror}"
+            ) from None
+        self.metrics_server = (server, thread, scrape)
+        log.info("worker metrics on http://%s:%d/metrics", self.settings.host, port)
+
     async def _decide_late(self) -> None:
         while not self.stop.is_set():
             try:
@@ -177,6 +199,12 @@ class WorkerProcess:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.metrics_server is not None:
+            server, thread, scrape = self.metrics_server
+            await asyncio.to_thread(server.shutdown)  # waits out serve_forever's poll
+            server.server_close()
+            thread.join(timeout=5)
+            scrape.close()
         if self.pipeline is not None:
             await self.pipeline.stop()
         if self.outcomes is not None:
