@@ -69,12 +69,13 @@ async def add_many(connection: AsyncConnection, items: list[InboxItem], now: Any
         .returning(inbox_items.c.id)
     )
     written = {row.id for row in await connection.execute(statement)}
-    return [item.id in written and not _seen_before(item, items, i) for i, item in enumerate(items)]
-
-
-def _seen_before(item: InboxItem, items: list[InboxItem], index: int) -> bool:
-    """The same delivery twice in one batch is written once: only its first copy counts."""
-    return any(other.id == item.id for other in items[:index])
+    # The same delivery twice in one batch is written once: only its first copy counts.
+    first: set[str] = set()
+    new = []
+    for item in items:
+        new.append(item.id in written and item.id not in first)
+        first.add(item.id)
+    return new
 
 
 def too_long(item: InboxItem) -> str | None:

@@ -138,6 +138,16 @@ class TemplateCatalog:
                 return found
         return None
 
+    def render(
+        self, ref: str, locale: str | None, context: Mapping[str, Any]
+    ) -> tuple[CompiledTemplate, dict[str, Any]]:
+        """Render `<name>/<channel>` (a decision's template) in the best variant for `locale`."""
+        name, _, channel = ref.rpartition("/")
+        template = self.resolve(name, channel, locale)
+        if template is None:
+            raise RenderError(f"templates/{name}", 1, channel, f"no {channel} template for {name!r}")
+        return template, template.render(context)
+
     def all(self) -> list[CompiledTemplate]:
         found = [t for variants in self.templates.values() for t in variants.values()]
         return sorted(found, key=lambda t: (t.name, t.channel, t.locale or ""))

@@ -64,13 +64,9 @@ def render_messages(
     failures: list[str] = []
     planned = [(d, False) for d in decision.deliveries] + [(d, True) for d in decision.standby]
     for delivery, standby in planned:
-        name, _, channel = delivery.template.rpartition("/")
-        template = policy.messages.resolve(name, channel, locale)
-        if template is None:
-            failures.append(f"{delivery.channel}: no template {delivery.template}")
-            continue
         try:
-            rendered.append((delivery, standby, template, template.render(ctx)))
+            template, fields = policy.messages.render(delivery.template, locale, ctx)
+            rendered.append((delivery, standby, template, fields))
         except RenderError as exc:
             failures.append(f"{delivery.channel}: {exc}")
     if failures:

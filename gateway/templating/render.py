@@ -13,7 +13,7 @@ from typing import Any
 from gateway.model import UserState
 from gateway.policy.compiled import CompiledPolicy
 from gateway.providers.base import Message
-from gateway.templating.catalog import RenderError, context
+from gateway.templating.catalog import context
 
 
 class TemplateRenderer:
@@ -22,12 +22,10 @@ class TemplateRenderer:
 
     def render(self, claimed: Any, notification: Any, user: UserState | None) -> Message:
         """The delivery's message; RenderError when its template is missing or cannot render."""
-        name, _, channel = (claimed.template or f"{claimed.event}/{claimed.channel}").rpartition("/")
         locale = notification.locale or (user.locale if user is not None else None)
-        template = self.policy().messages.resolve(name, channel, locale)
-        if template is None:
-            raise RenderError(f"templates/{name}", 1, channel, f"no {channel} template for {name!r}")
-        fields = template.render(
+        template, fields = self.policy().messages.render(
+            claimed.template or f"{claimed.event}/{claimed.channel}",
+            locale,
             context(
                 claimed.event,
                 notification.data or {},
@@ -35,7 +33,7 @@ class TemplateRenderer:
                 user_id=claimed.user_id,
                 timezone=user.timezone if user is not None else None,
                 notification_id=claimed.notification_id,
-            )
+            ),
         )
         return Message(
             channel=claimed.channel,
