@@ -33,7 +33,9 @@ def run(settings: Settings, var: Path = Path("var")) -> int:
     env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{var.resolve() / 'notigate.db'}")
     env.setdefault("NOTIGATE_OUTBOX", str(var.resolve() / "outbox"))
     if not env.get("NOTIGATE_INBOX_SECRET"):
-        env["NOTIGATE_INBOX_SECRET"] = _inbox_secret(var)
+        env["NOTIGATE_INBOX_SECRET"] = _saved_secret(var, "inbox-secret")
+    if not env.get("NOTIGATE_UNSUBSCRIBE_SECRET"):
+        env["NOTIGATE_UNSUBSCRIBE_SECRET"] = _saved_secret(var, "unsubscribe-secret")
     redis: RedisServer | None = None
     if "REDIS_URL" not in os.environ:
         raw = os.environ.get("NOTIGATE_DEV_REDIS_PORT") or str(DEV_REDIS_PORT)
@@ -162,10 +164,10 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _inbox_secret(var: Path) -> str:
-    """The key inbox tokens are signed with, kept in var/ so tokens survive a dev restart and
-    every API process signs and checks with the same one."""
-    saved = var / "inbox-secret"
+def _saved_secret(var: Path, name: str) -> str:
+    """A signing key (inbox tokens, unsubscribe links), kept in var/ so tokens and links survive
+    a dev restart and every API process and worker signs and checks with the same one."""
+    saved = var / name
     if saved.exists():
         return saved.read_text().strip()
     secret = secrets.token_hex(32)

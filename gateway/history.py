@@ -36,8 +36,9 @@ class _Stored(msgspec.Struct, omit_defaults=True, frozen=True):
     k: str = ""  # category
     p: str = "normal"  # priority
     f: str = ""  # content fingerprint
-    b: int = 0  # 1 while held in an open batch
+    b: int = 0  # 1 for a batched delivery
     n: str = ""  # notification id
+    w: int = 0  # a batched delivery's window close, in ms since the epoch
 
 
 _encode = msgspec.json.Encoder().encode
@@ -59,6 +60,7 @@ class Reservation:
     dedup: dt.timedelta | None
     caps: Sequence[Cap]
     batched: bool = False
+    batch_closes_at: dt.datetime | None = None
 
     def member(self) -> str:
         return _encode(
@@ -71,6 +73,7 @@ class Reservation:
                 f=self.fingerprint,
                 b=int(self.batched),
                 n=self.notification_id,
+                w=_ms(self.batch_closes_at) if self.batch_closes_at is not None else 0,
             )
         ).decode()
 
@@ -84,6 +87,7 @@ class Reservation:
             category=self.category or None,
             priority=self.priority,  # type: ignore[arg-type]
             batched=self.batched,
+            batch_closes_at=self.batch_closes_at,
             notification_id=self.notification_id,
         )
 
@@ -246,6 +250,7 @@ def _entry(member: bytes, score: float) -> HistoryEntry:
         category=stored.k or None,
         priority=stored.p,  # type: ignore[arg-type]
         batched=bool(stored.b),
+        batch_closes_at=dt.datetime.fromtimestamp(stored.w / 1000, dt.UTC) if stored.w else None,
         notification_id=stored.n or None,
     )
 

@@ -47,6 +47,7 @@ from gateway.queue.dispatch import Dispatcher
 from gateway.quota import Quota, QuotaSpec
 from gateway.store.bulk import insert_rows
 from gateway.store.database import Database
+from gateway.store.grouping import fold_key
 from gateway.store.intake import IntakeWriter, JobSpec, NewJob, Pending, form_jobs, insert_jobs
 from gateway.store.recipients import SqlRecipients
 from gateway.store.tables import DeliveryRow, JobRow, NotificationRow
@@ -460,10 +461,14 @@ def _reservation(
         category=decision.category,
         priority=intent.priority,
         fingerprint=delivery.fingerprint,
-        at=delivery.send_at or now,
+        # A batched item counts from its arrival: the engine finds its batch by the window's
+        # close, which travels with it (a full batch's last item goes now, yet still belongs
+        # to the window whose count it completed).
+        at=now if delivery.batch is not None else delivery.send_at or now,
         dedup=plan.rule.dedup,
         caps=caps,
-        batched=delivery.deferred == "batched",
+        batched=delivery.batch is not None,
+        batch_closes_at=delivery.batch.closes_at if delivery.batch is not None else None,
     )
 
 
@@ -505,6 +510,9 @@ def _rows(
                     "estimated_cost": delivery.estimated_cost,
                     "fingerprint": delivery.fingerprint,
                     "batch_key": delivery.batch.key if delivery.batch else None,
+                    "batch_max": delivery.batch.max_size if delivery.batch else None,
+                    "batch_closes_at": delivery.batch.closes_at if delivery.batch else None,
+                    "grouped_into": None,
                     "send_at": delivery.send_at,
                     "expires_at": delivery.expires_at,
                     "attempts": 0,
@@ -557,7 +565,12 @@ def _suppressed_row(
         "recipients": 0,
         "estimated_cost": 0.0,
         "fingerprint": None,
-        "batch_key": None,
+        # A capped message the policy folds into a digest waits under the digest's key,
+        # where the user's next digest of that channel picks it up (`DeliveryStore.claim_in`).
+        "batch_key": fold_key(intent.user_id, suppression.digest) if suppression.digest else None,
+        "batch_max": None,
+        "batch_closes_at": None,
+        "grouped_into": None,
         "send_at": None,
         "expires_at": None,
         "attempts": 0,

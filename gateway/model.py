@@ -152,6 +152,8 @@ class HistoryEntry(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     idempotency_key: IdempotencyKey | None = None
     notification_id: str | None = None
     batched: bool = False
+    # When the batch this entry waits in closes; for hand-written entries, `at` + the window.
+    batch_closes_at: AwareDatetime | None = None
     data: dict[str, Any] | None = None
 
 
@@ -171,7 +173,11 @@ SuppressionReason = Literal[
 
 
 class Batch(Struct, frozen=True, kw_only=True):
-    """Where a batched delivery waits: one grouped message goes out per key and window."""
+    """Where a batched delivery waits: one grouped message goes out per key and window.
+
+    `closes_at` is the window's end even when the batch is full: a full batch goes at
+    once, and the items after it start a new batch that still closes with the window.
+    """
 
     key: str
     window_seconds: int
@@ -283,6 +289,8 @@ class DeliveryStatus(Struct, frozen=True, kw_only=True):
     detail: str | None = None
     tier: str | None = None
     expires_at: dt.datetime | None = None
+    # The delivery whose message carried this one: its batch's, or the digest it was folded into.
+    grouped_into: str | None = None
 
 
 class NotificationStatus(Struct, frozen=True, kw_only=True):

@@ -42,6 +42,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     relay_reconcile: float = 5.0  # seconds between the relay's checks for lost jobs and orphaned deliveries
     inbox_secret: Secret | None = None  # signs inbox tokens; unset, the inbox API answers 503
     worker_metrics_port: int | None = None  # a worker's Prometheus port (on `host`); off when unset
+    scheduler_interval: float = 30.0  # seconds between a worker's scheduler passes; 0: no scheduler
+    # Delivery tracking (docs/tracking.md): where providers and mail clients reach us, and the
+    # keys that prove a webhook is theirs; unset, that webhook answers 503.
+    public_url: str | None = None  # the base URL providers call; default `http://{host}:{port}`
+    sendgrid_webhook_public_key: str | None = None  # SendGrid's ECDSA verification key (base64 DER)
+    twilio_auth_token: Secret | None = None  # the Twilio provider's own TWILIO_AUTH_TOKEN
+    unsubscribe_secret: Secret | None = None  # signs List-Unsubscribe links; unset, none are sent
+    unsubscribe_mailto: str | None = None  # an address for `List-Unsubscribe: <mailto:...>`
+    unsubscribe_exempt: tuple[str, ...] = ("transactional",)  # categories whose email has no link
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (the inbox)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,7 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             try:
                 values[name] = parse(raw)
             except ValueError as exc:
-                shown = "'***'" if parse is _inbox_secret else repr(raw)  # a secret never shows
+                shown = "'***'" if parse in _SECRET_PARSERS else repr(raw)  # a secret never shows
                 raise ConfigError(f"{variable}={shown} is not valid: {exc}") from None
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.cel_runtime not in ("auto", *RUNTIME_NAMES):
@@ -63,6 +73,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"choose auto, {', '.join(RUNTIME_NAMES)}"
             )
         return settings
+
+    def public_base(self) -> str:
+        """The base URL providers and mail clients call, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def bundle_paths(self) -> BundlePaths:
         return BundlePaths.for_policies(
@@ -94,10 +108,61 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _seconds_or_off(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must be a number of seconds, or 0 to turn it off")
+    return value
+
+
 def _inbox_secret(raw: str) -> Secret:
     if len(raw) < 32:
         raise ValueError("an inbox secret is 32 characters or more (e.g. `openssl rand -hex 32`)")
     return Secret(raw)
+
+
+def _secret(raw: str) -> Secret:
+    if len(raw) < 32:
+        raise ValueError("a signing secret is 32 characters or more (e.g. `openssl rand -hex 32`)")
+    return Secret(raw)
+
+
+def _token(raw: str) -> Secret:
+    return Secret(raw.strip())
+
+
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or "?" in raw or "#" in raw:
+        raise ValueError("give a base URL such as https://notify.example.com (http or https, no query)")
+    return raw.rstrip("/")
+
+
+def _ecdsa_public_key(raw: str) -> str:
+    from gateway.tracking.sendgrid import load_public_key  # the SDK's own loader
+
+    load_public_key(raw)
+    return raw.strip()
+
+
+def _mailto(raw: str) -> str:
+    if "@" not in raw or any(c in raw for c in "<>, \r\n"):
+        raise ValueError("give one email address, such as unsubscribe@notify.example.com")
+    return raw.removeprefix("mailto:")
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = _names(raw)
+    for origin in origins:
+        if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.count("/") != 2):
+            raise ValueError(f"{origin!r} is not an origin: give scheme and host, e.g. https://app.example.com")
+    return origins
+
+
+_SECRET_PARSERS: tuple[Callable[[str], object], ...] = (_inbox_secret, _secret, _token)
 
 
 def _level(raw: str) -> str:
@@ -130,4 +195,12 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("relay_reconcile", "NOTIGATE_RELAY_RECONCILE", _seconds),
     ("inbox_secret", "NOTIGATE_INBOX_SECRET", _inbox_secret),
     ("worker_metrics_port", "NOTIGATE_WORKER_METRICS_PORT", _port),
+    ("scheduler_interval", "NOTIGATE_SCHEDULER_INTERVAL", _seconds_or_off),
+    ("public_url", "NOTIGATE_PUBLIC_URL", _url),
+    ("sendgrid_webhook_public_key", "NOTIGATE_SENDGRID_WEBHOOK_PUBLIC_KEY", _ecdsa_public_key),
+    ("twilio_auth_token", "TWILIO_AUTH_TOKEN", _token),
+    ("unsubscribe_secret", "NOTIGATE_UNSUBSCRIBE_SECRET", _secret),
+    ("unsubscribe_mailto", "NOTIGATE_UNSUBSCRIBE_MAILTO", _mailto),
+    ("unsubscribe_exempt", "NOTIGATE_UNSUBSCRIBE_EXEMPT", _names),
+    ("cors_origins", "NOTIGATE_CORS_ORIGINS", _origins),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -99,3 +100,33 @@ async def count(services: Services, table: Any, *where: Any) -> int:
 NOTIFICATIONS = NotificationRow.__table__  # type: ignore[attr-defined]
 DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
 JOBS = JobRow.__table__  # type: ignore[attr-defined]
+
+
+def like(n: int) -> dict[str, Any]:
+    """The n-th like of Ada's post, from a different fan each time."""
+    return {
+        "event": "social.like",
+        "user_id": "u_ada",
+        "data": {
+            "actor_id": f"u_fan{n}",
+            "actor_name": f"Fan {n}",
+            "post_title": "My first marathon",
+            "post_url": "https://social.example.com/p/9",
+        },
+    }
+
+
+async def accept(services: Services, intents: list[dict[str, Any]], at: dt.datetime | None) -> list[str]:
+    """Accept intents one after another, as of `at` (None: now)."""
+    services.clock.now = at  # type: ignore[attr-defined]
+    try:
+        token = await admin_key(services, f"producer-{uuid.uuid4().hex[:8]}")
+        ids = []
+        async with client(services, token) as http:
+            for intent in intents:
+                response = await http.post("/v1/intents", json=intent)
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["notification_id"])
+        return ids
+    finally:
+        services.clock.now = None  # type: ignore[attr-defined]

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -27,6 +28,8 @@ from gateway.api.inbox_routes import inbox_router
 from gateway.api.intake_routes import intake_router
 from gateway.api.ops_routes import ops_router
 from gateway.api.policy_routes import policy_router
+from gateway.api.schedule_routes import schedule_router
+from gateway.api.tracking_routes import tracking_router
 from gateway.api.users_routes import users_router
 from gateway.errors import Unavailable
 from gateway.services import Services
@@ -56,20 +59,25 @@ def create_app(
             clock=services.clock,
             services=services,
         )
-    handlers: list[Any] = [policy_router(gateway)]
+    # Most routes take an API key; the inbox's take a user's inbox token, the tracking
+    # webhooks a provider's signature, health checks nothing: each says so in the OpenAPI.
+    keyed: list[Any] = [policy_router(gateway)]
+    handlers: list[Any] = []
     middleware: list[Any] = []
     on_startup: list[Callable[[], Awaitable[None]]] = []
     on_shutdown: list[Callable[[], Awaitable[None]]] = []
     if gateway.services is not None:
         full = gateway.services
         health = HealthRoutes(full)
-        handlers += [intake_router(full), users_router(full), ops_router(full), health.router]
-        handlers.append(inbox_router(full))
+        keyed += [intake_router(full), users_router(full), ops_router(full), schedule_router(full)]
+        handlers += [health.router, inbox_router(full), tracking_router(full)]
         middleware.append(DefineMiddleware(ApiKeyAuthentication, keys=full.api_keys))
         on_startup += [_schema_is_current(full), full.start]
         on_shutdown += [full.close, health.close]
+    handlers.append(Router(path="/", route_handlers=keyed, security=[{"apiKey": []}]))
     return Litestar(
         route_handlers=handlers,
+        cors_config=_cors(gateway.settings),
         middleware=middleware,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
@@ -82,10 +90,37 @@ def create_app(
             '`Authorization: Bearer <key>`; every error body is `{"error": {"code", "message", "field"}}`.',
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
-            components=Components(security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer")}),
-            security=[{"apiKey": []}],
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="`<key id>.<secret>` from `notigate keys create`",
+                    ),
+                    "inboxToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A user's inbox token (`it_...`, from `POST /v1/users/{id}/inbox-token`); "
+                        "also accepted as `?token=` where a header cannot be set (EventSource)",
+                    ),
+                }
+            ),
         ),
         debug=False,
+    )
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """Browsers on the listed origins may call the API: meant for the inbox, whose tokens are
+    made for browsers (API keys never belong in one). No origins listed, no CORS at all."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["authorization", "content-type", "last-event-id"],
+        allow_credentials=False,  # tokens travel in a header or the query, never in cookies
+        max_age=600,
     )
 
 

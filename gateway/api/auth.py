@@ -19,11 +19,14 @@ OPEN_PATHS = {"/schema", "/healthz", "/readyz", "/metrics"}
 # The inbox routes take a user-scoped inbox token, not an API key: each handler verifies it
 # (`gateway.api.inbox_routes`). Only `/v1/inbox` and what is under it: `/v1/inboxes` is not.
 INBOX_PATHS = r"^/v1/inbox(/|$)"
+# Provider webhooks (signed by the provider) and one-click unsubscribe links (signed by us):
+# each handler verifies its signature (`gateway.api.tracking_routes`). Exactly these routes.
+TRACKING_PATHS = r"^/v1/(webhooks/sendgrid|webhooks/twilio/status|unsubscribe/[^/]+)$"
 
 
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
     def __init__(self, app: ASGIApp, keys: ApiKeyStore) -> None:
-        super().__init__(app, exclude=[*(f"^{p}" for p in OPEN_PATHS), INBOX_PATHS])
+        super().__init__(app, exclude=[*(f"^{p}" for p in OPEN_PATHS), INBOX_PATHS, TRACKING_PATHS])
         self.keys = keys
 
     async def authenticate_request(

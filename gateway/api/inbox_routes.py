@@ -68,6 +68,10 @@ class InboxToken(msgspec.Struct, frozen=True):
     expires_at: dt.datetime
 
 
+# In the OpenAPI document: these routes take a user's inbox token, not an API key.
+TOKEN: list[dict[str, list[str]]] = [{"inboxToken": []}]
+
+
 def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
     database = services.database
 
@@ -91,7 +95,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
             raise NotFound(f"your inbox has no item {item_id!r}", field="item_id", code="unknown_item")
         return InboxMark(item=item, unread_count=await inbox.unread_count(database, user_id))
 
-    @get("/inbox", summary="The token's user's inbox, newest first, a page at a time")
+    @get("/inbox", summary="The token's user's inbox, newest first, a page at a time", security=TOKEN)
     async def feed(
         request: Request[Any, Any, Any],
         limit: FromQuery[int] = 50,
@@ -112,7 +116,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         count = await inbox.unread_count(database, owner)
         return InboxPage(items=items, next_cursor=next_cursor, unread_count=count)
 
-    @post("/inbox/{item_id:str}/read", summary="Mark one item read", status_code=200)
+    @post("/inbox/{item_id:str}/read", summary="Mark one item read", status_code=200, security=TOKEN)
     async def read(request: Request[Any, Any, Any], item_id: FromPath[str]) -> InboxMark:
         return await mark(reader(request), item_id, archived=False)
 
@@ -120,6 +124,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         "/inbox/{item_id:str}/archive",
         summary="Archive one item (out of the feed and the count)",
         status_code=200,
+        security=TOKEN,
     )
     async def archive(request: Request[Any, Any, Any], item_id: FromPath[str]) -> InboxMark:
         return await mark(reader(request), item_id, archived=True)
@@ -128,6 +133,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         "/inbox/read-all",
         summary="Mark every unread item read (`?up_to=` a time: only items created by then)",
         status_code=200,
+        security=TOKEN,
     )
     async def read_all(
         request: Request[Any, Any, Any], up_to: FromQuery[dt.datetime | None] = None
@@ -140,7 +146,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         marked = await inbox.mark_all_read(database, owner, services.clock(), up_to=up_to)
         return ReadAll(marked=marked, unread_count=await inbox.unread_count(database, owner))
 
-    @get("/inbox/stream", summary="New items and the unread count, live (Server-Sent Events)")
+    @get("/inbox/stream", summary="New items and the unread count, live (Server-Sent Events)", security=TOKEN)
     async def stream(
         request: Request[Any, Any, Any], user_id: FromQuery[str | None] = None
     ) -> ServerSentEvent:
@@ -160,6 +166,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         "/users/{user_id:str}/inbox-token",
         summary="Issue a user's inbox token (admin keys only)",
         status_code=201,
+        security=[{"apiKey": []}],
     )
     async def issue_token(
         user_id: FromPath[str], request: Request[ApiKey, ApiKey, Any], ttl: FromQuery[int | None] = None

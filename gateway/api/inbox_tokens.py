@@ -13,12 +13,9 @@ Rotating the secret invalidates every token at once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import hashlib
-import hmac
 
+from gateway import signing
 from gateway.errors import Unauthorized, Unavailable
 from gateway.redact import Secret
 
@@ -32,25 +29,19 @@ _DOMAIN = b"notigate.inbox-token.v1:"
 
 def issue(secret: Secret | None, user_id: str, expires_at: dt.datetime) -> str:
     payload = f"{user_id}.{int(expires_at.timestamp())}".encode()
-    return f"{PREFIX}{_b64(payload)}.{_b64(_sign(_key(secret), payload))}"
+    return signing.seal(_key(secret), _DOMAIN, PREFIX, payload)
 
 
 def verify(secret: Secret | None, token: str, now: dt.datetime) -> str:
     """The user the token was issued for; Unauthorized when it is malformed, forged or expired."""
-    key = _key(secret)
-    body = token[len(PREFIX) :] if token.startswith(PREFIX) else None
-    encoded_payload, dot, encoded_signature = (body or "").partition(".")
     try:
-        payload = _unb64(encoded_payload)
-        signature = _unb64(encoded_signature)
-    except (binascii.Error, ValueError):
-        payload = signature = b""
-    if not dot or not payload or not hmac.compare_digest(signature, _sign(key, payload)):
+        payload = signing.unseal(_key(secret), _DOMAIN, PREFIX, token)
+    except signing.BadToken:
         raise Unauthorized(
             "this inbox token is malformed or was not issued by this gateway: "
             "get a new one from `POST /v1/users/{user_id}/inbox-token`",
             code="invalid_inbox_token",
-        )
+        ) from None
     user_id, _, expiry = payload.decode().rpartition(".")
     if int(expiry) <= now.timestamp():
         raise Unauthorized(
@@ -60,23 +51,11 @@ def verify(secret: Secret | None, token: str, now: dt.datetime) -> str:
     return user_id
 
 
-def _key(secret: Secret | None) -> bytes:
+def _key(secret: Secret | None) -> Secret:
     if secret is None or not secret:
         raise Unavailable(
             "inbox tokens are disabled: set NOTIGATE_INBOX_SECRET (32 characters or more) "
             "on every API process",
             code="inbox_not_configured",
         )
-    return secret.reveal().encode()
-
-
-def _sign(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return secret

@@ -16,7 +16,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from gateway.delivery.retry import next_attempt
@@ -40,7 +40,13 @@ _NO_RETRY = RetryPolicy(schedule=(dt.timedelta(seconds=30),), max_attempts=1, ji
 
 
 class Renderer(Protocol):
-    def render(self, claimed: Claimed, notification: Any, user: UserState | None) -> Message: ...
+    def render(
+        self,
+        claimed: Claimed,
+        notification: Any,
+        user: UserState | None,
+        batch: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Message: ...
 
 
 class DeliveryPipeline:
@@ -130,7 +136,9 @@ class DeliveryPipeline:
         return True
 
     async def _claim(self, connection: Any, ids: list[str], now: dt.datetime) -> list[Claimed | None]:
-        return await self.store.claim_in(connection, ids, self.owner, now + self.lease, now)
+        return await self.store.claim_in(
+            connection, ids, self.owner, now + self.lease, now, digests=self.policy().digest_events
+        )
 
     async def attempt(self, claimed: Claimed, notification: Any, user: UserState | None) -> Outcome:
         now = self.clock()
@@ -167,7 +175,8 @@ class DeliveryPipeline:
                 fall_back=True,
             )
         try:
-            message = self.renderer.render(claimed, notification, user)
+            batch = await self._batch(claimed, notification) if claimed.members else None
+            message = self.renderer.render(claimed, notification, user, batch)
         except RenderError as exc:
             return Outcome(
                 claimed,
@@ -238,6 +247,14 @@ class DeliveryPipeline:
             )
         last = permanent[-1]
         return Outcome(claimed, "failed", tries=tries, reason=last.code, error=last.error, fall_back=True)
+
+    async def _batch(self, claimed: Claimed, notification: Any) -> list[Mapping[str, Any]]:
+        """The items a grouped message carries: its batch in arrival order, then what was folded in."""
+        notes = await self.store.notifications([m.notification_id for m in claimed.members])
+        batched = [notification] + [notes[m.notification_id] for m in claimed.members if not m.folded]
+        batched.sort(key=lambda n: (n.created_at, n.id))
+        folded = [notes[m.notification_id] for m in claimed.members if m.folded]
+        return [n.data or {} for n in batched + folded]
 
     async def _through_chain(
         self, claimed: Claimed, message: Message, address: Address, tries: list[Try]

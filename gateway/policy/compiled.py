@@ -6,6 +6,7 @@ the engine only reads it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -237,6 +238,26 @@ class Plan:
     order: Mapping[str, int]  # channel -> position, for ordering suppressions
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A recurring intent: at each `cron` occurrence in a user's own zone, `event` for the segment.
+
+    `data` values may hold `$week`, `$date`, `$occurrence` and `$schedule` placeholders
+    (`string.Template`), filled per occurrence by `gateway.scheduler.schedule_intent`.
+    """
+
+    name: str
+    category: str
+    description: str
+    cron: str  # five fields, checked by `gateway.cron.parse_cron`
+    event: str
+    segment: Condition  # over `user` (and `now`, the occurrence)
+    data: Mapping[str, object]
+    priority: Priority
+    misfire: dt.timedelta  # occurrences older than this when reached are recorded missed
+    origin: Origin
+
+
 @dataclass(eq=False)
 class CompiledPolicy:
     version: str
@@ -253,11 +274,17 @@ class CompiledPolicy:
     files: tuple[PolicyFile, ...]
     cel_variables: frozenset[str]  # what any compiled expression reads; only these are built
     messages: TemplateCatalog = field(default_factory=TemplateCatalog)  # set by check()
+    schedules: tuple[Schedule, ...] = ()  # recurring intents (`schedules:` of the category files)
     _candidates: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
     _routes: dict[tuple[str, str, str], ProviderRoute] = field(default_factory=dict, repr=False)
     _plans: dict[tuple[str, str], Plan] = field(default_factory=dict, repr=False)
     _categories: dict[str, str | None] = field(default_factory=dict, repr=False)
     _tier_ranks: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def digest_events(self) -> frozenset[str]:
+        """Events whose deliveries carry the messages folded into them (`overflow: digest`)."""
+        return frozenset(r.digest for r in self.rules if r.digest)
 
     def candidates(self, event: str) -> tuple[Rule, ...]:
         """Rules whose event patterns match, most specific first; cached per event name."""

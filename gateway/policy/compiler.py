@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from gateway.cron import CronError, parse_cron
 from gateway.model import PRIORITIES, Priority, check_zone
 from gateway.policy.cel import CelCompileError, CelRuntime, static_check
 from gateway.policy.cel_functions import glob_event
@@ -34,6 +36,7 @@ from gateway.policy.compiled import (
     ProviderInfo,
     RetryPolicy,
     Rule,
+    Schedule,
     Tier,
 )
 from gateway.policy.diagnostics import Diagnostic, display_path
@@ -706,6 +709,85 @@ class _Compiler:
             routes[channel] = tuple(chain)
         return ProviderCatalog(providers=providers, routes=routes, file=doc.name)
 
+    # -- schedules --
+
+    def compile_schedules(
+        self,
+        doc: SourceDoc,
+        written: list[dict[str, Any]],
+        templates: Mapping[tuple[str, str], list[Path]],
+    ) -> list[Schedule]:
+        """A category's `schedules:`; each error points at the offending value.
+
+        `written` is the `match` of every rule in the bundle, compiled or not, so a
+        rule with its own error does not also make a schedule's event "unknown".
+        """
+        found: list[Schedule] = []
+        for index, spec in enumerate(doc.data.get("schedules", [])):
+            key: PathKey = ("schedules", index)
+            name = spec["name"]
+            self.claim_name(doc, (*key, "name"), name, "schedule")
+            ok = True
+            try:
+                cron = parse_cron(spec["cron"])
+            except CronError as exc:
+                self.report(doc, (*key, "cron"), "cron", str(exc))
+                cron, ok = spec["cron"], False
+            event, priority = spec["event"], spec.get("priority", "normal")
+            if not any(
+                glob_event(p, event) and priority in m.get("priorities", PRIORITIES)
+                for m in written
+                for p in m["events"]
+            ):
+                self.report(
+                    doc,
+                    (*key, "event"),
+                    "unknown-event",
+                    f"schedule {name!r} fires {event!r} at priority {priority}, which no rule routes",
+                )
+                ok = False
+            elif not any(t == event for t, _ in templates):
+                self.report(
+                    doc,
+                    (*key, "event"),
+                    "unknown-template",
+                    f"schedule {name!r} fires {event!r}, but templates/{event}/ does not exist",
+                )
+                ok = False
+            segment = self.condition(doc, (*key, "segment"), spec["segment"], spec["on_error"])
+            if segment is None:
+                ok = False
+            elif extra := sorted(segment.program.variables - {"user", "now"}):
+                self.report(
+                    doc,
+                    (*key, "segment"),
+                    "cel-check",
+                    f"in CEL expression {segment.source!r}: a schedule's segment sees only `user` and "
+                    f"`now` (the occurrence), not {', '.join(f'`{v}`' for v in extra)}",
+                )
+                ok = False
+            data = spec.get("data", {})
+            for problem in _placeholder_problems(data):
+                self.report(doc, (*key, "data"), "schedule-data", problem)
+                ok = False
+            if not ok or segment is None:
+                continue
+            found.append(
+                Schedule(
+                    name=name,
+                    category=doc.data["category"],
+                    description=spec.get("description", ""),
+                    cron=cron,
+                    event=event,
+                    segment=segment,
+                    data=data,
+                    priority=priority,
+                    misfire=self.duration(doc, (*key, "misfire"), spec.get("misfire", "1h")),
+                    origin=self.origin(doc, key),
+                )
+            )
+        return found
+
     # -- whole-bundle checks --
 
     def check_ambiguity(self, rules: list[Rule], docs: dict[str, SourceDoc]) -> None:
@@ -769,6 +851,31 @@ def _weekly(spec: dict[str, Any]) -> WeeklyWindow:
     )
 
 
+SCHEDULE_PLACEHOLDERS = frozenset({"week", "date", "occurrence", "schedule"})
+
+
+def _placeholder_problems(value: Any) -> list[str]:
+    """`$name` placeholders in a schedule's data that the scheduler would not fill."""
+    if isinstance(value, str):
+        try:
+            names = string.Template(value).get_identifiers()
+        except ValueError as exc:
+            return [f"{value!r}: {exc}"]
+        unknown = sorted(set(names) - SCHEDULE_PLACEHOLDERS)
+        if not string.Template(value).is_valid():
+            return [f"{value!r} has a `$` that is not a placeholder; write `$$` for a dollar sign"]
+        return [
+            f"{value!r} uses ${n}; a schedule's data may use "
+            + ", ".join(f"${p}" for p in sorted(SCHEDULE_PLACEHOLDERS))
+            for n in unknown
+        ]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _placeholder_problems(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _placeholder_problems(v)]
+    return []
+
+
 def compile_policy(
     bundle: LoadedBundle, runtime: CelRuntime, version: str
 ) -> tuple[CompiledPolicy | None, list[Diagnostic]]:
@@ -805,6 +912,12 @@ def compile_policy(
         constraints += file_constraints
     compiler.check_ambiguity(rules, docs)
     compiler.check_digests(bundle.policies, rules)
+    written = [r["match"] for d in bundle.policies for r in d.data["rules"]]
+    schedules = [
+        schedule
+        for doc in bundle.policies
+        for schedule in compiler.compile_schedules(doc, written, bundle.templates)
+    ]
     diagnostics = compiler.diagnostics
     if diagnostics:
         return None, diagnostics
@@ -822,5 +935,6 @@ def compile_policy(
         templates=frozenset(bundle.templates),
         files=tuple(sorted(bundle.files, key=lambda f: f.path)),
         cel_variables=compiler.cel_variables,
+        schedules=tuple(schedules),
     )
     return policy, diagnostics

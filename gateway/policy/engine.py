@@ -667,26 +667,34 @@ class _Run:
         return self.policy.defaults.quiet_hours
 
     def batch(self, rule: Rule, spec: Batching, channel: str) -> Batch:
+        """The batch this delivery joins: the open one of its key, or a new one from now.
+
+        Items still waiting are the batched entries whose window has not closed. Every
+        `max` items the batch fills and goes at once; the count starts again from there,
+        and later items wait for the same window to close (a batch never exceeds `max`).
+        """
         group = self.intent.event if spec.by == "event" else rule.category
-        since = self.now - spec.window
-        pending = [
-            h.at
+        waiting = [
+            closes
             for h in self.history
             if h.batched
             and h.channel == channel
-            and h.at > since
+            and (closes := h.batch_closes_at or h.at + spec.window) > self.now
             and (h.event == group if spec.by == "event" else self.entry_category(h) == group)
         ]
-        opened = min(pending) if pending else self.now
-        size = len(pending) + 1
-        full = size >= spec.max_size
+        if waiting:
+            closes_at = min(waiting)
+        else:  # whole milliseconds, as the history keeps it, so every item names the same close
+            opened = self.now + spec.window
+            closes_at = opened.replace(microsecond=opened.microsecond // 1000 * 1000)
+        size = len(waiting) % spec.max_size + 1
         return Batch(
             key=f"{self.intent.user_id}:{group}:{channel}",
             window_seconds=int(spec.window.total_seconds()),
             max_size=spec.max_size,
             size=size,
-            closes_at=self.now if full else opened + spec.window,
-            full=full,
+            closes_at=closes_at,
+            full=size >= spec.max_size,
         )
 
 

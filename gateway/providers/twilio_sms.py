@@ -1,7 +1,8 @@
 """SMS through Twilio Programmable Messaging, with the `twilio` SDK's asynchronous client.
 
 One `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` per message: form-encoded `To`,
-`From`, `Body` (and `StatusCallback` when the `status_callback` setting is given), Basic
+`From`, `Body` (and `StatusCallback`: the `status_callback` setting, else our tracking route under
+`NOTIGATE_PUBLIC_URL` when that is set; see docs/tracking.md), Basic
 auth with the Account SID and Auth Token. The call runs on the event loop (aiohttp, through
 `AsyncTwilioHttpClient` and `messages.create_async`), so no thread is held per message.
 
@@ -146,6 +147,13 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK ships
         return response
 
 
+def status_callback_url(environ: Mapping[str, str]) -> str | None:
+    """Where Twilio reports each message's status (`gateway/tracking/twilio.py`): our public
+    URL's callback route, when `NOTIGATE_PUBLIC_URL` says where Twilio can reach us."""
+    base = (environ.get("NOTIGATE_PUBLIC_URL") or "").rstrip("/")
+    return f"{base}/v1/webhooks/twilio/status" if base else None
+
+
 def _basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
@@ -194,7 +202,7 @@ class TwilioAdapter:
             sender=str(sender),
             base_url=str(spec.setting("base_url", DEFAULT_BASE_URL)),
             timeout=spec.timeout,
-            status_callback=spec.setting("status_callback"),
+            status_callback=spec.setting("status_callback") or status_callback_url(spec.environ),
         )
 
     def _twilio(self) -> Any:

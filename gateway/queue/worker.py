@@ -32,12 +32,15 @@ from gateway.providers.guard import ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.enqueue import DELIVER, deserialize, serialize
 from gateway.queue.relay import Relay
+from gateway.scheduler import Scheduler
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store import migrate
 from gateway.store.deliveries import Applied, Outcome
 from gateway.store.group_commit import GroupCommit
+from gateway.store.schedules import ScheduleStore
 from gateway.templating.render import TemplateRenderer
+from gateway.tracking.unsubscribe import UnsubscribeLinks
 
 log = logging.getLogger("gateway.worker")
 
@@ -70,7 +73,9 @@ class WorkerProcess:
                 f"{', '.join(sorted({t.queue for t in policy.tiers.values()}))}"
             )
         self.with_relay = relay
-        self.renderer = renderer or TemplateRenderer(self.services.current_policy)
+        self.renderer = renderer or TemplateRenderer(
+            self.services.current_policy, UnsubscribeLinks.from_settings(settings)
+        )
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop = asyncio.Event()
         self.workers: list[Worker] = []
@@ -148,6 +153,17 @@ class WorkerProcess:
             )
             tasks.append(asyncio.create_task(relay.run(self.stop), name="relay"))
             tasks.append(asyncio.create_task(self._decide_late(), name="late-decisions"))
+            if self.settings.scheduler_interval > 0:
+                scheduler = Scheduler(
+                    policy=services.current_policy,
+                    store=ScheduleStore(services.database),
+                    recipients=services.recipients,
+                    intake=services.intake,
+                    clock=services.clock,
+                    owner=self.owner,
+                    interval=self.settings.scheduler_interval,
+                )
+                tasks.append(asyncio.create_task(scheduler.run(self.stop), name="scheduler"))
         log.info("worker %s serving queues %s", self.owner, ", ".join(self.queues))
         try:
             await self.stop.wait()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from gateway.ids import new_id
 from gateway.model import AttemptRecord, DeadLetter, DeadLetterPage, DeliveryStatus, NotificationStatus
 from gateway.store.bulk import insert_rows
 from gateway.store.database import Database
+from gateway.store.grouping import Member, claimable_alone, gather, group_of, leads
 from gateway.store.intake import NewJob, insert_jobs
 from gateway.store.tables import AttemptRow, DeadLetterRow, DeliveryRow, JobRow, NotificationRow
 
@@ -93,6 +94,7 @@ class Claimed:
     fingerprint: str | None
     owner: str
     reclaimed: bool  # a previous worker died while sending it
+    members: tuple[Member, ...] = ()  # deliveries this one's message carries too (a batch, a digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +135,17 @@ class DeliveryStore:
         self.database = database
 
     async def claim(
-        self, ids: Sequence[str], owner: str, lease: dt.timedelta, now: dt.datetime
+        self,
+        ids: Sequence[str],
+        owner: str,
+        lease: dt.timedelta,
+        now: dt.datetime,
+        *,
+        digests: Collection[str] = (),
     ) -> list[Claimed]:
         """Take the deliveries that are free to send (or whose sender died); skip the rest."""
         async with self.database.begin() as connection:
-            taken = await self.claim_in(connection, ids, owner, now + lease, now)
+            taken = await self.claim_in(connection, ids, owner, now + lease, now, digests=digests)
         return [c for c in taken if c is not None]
 
     async def claim_in(
@@ -147,14 +155,21 @@ class DeliveryStore:
         owner: str,
         until: dt.datetime,
         now: dt.datetime,
+        *,
+        digests: Collection[str] = (),
     ) -> list[Claimed | None]:
-        """Claim inside a (group) transaction; one result per id, None where the claim lost."""
+        """Claim inside a (group) transaction; one result per id, None where the claim lost.
+
+        `digests` are the events whose deliveries carry the messages folded into them
+        (`overflow: digest`); a batched delivery claimed first gathers its batch
+        (`gateway.store.grouping`), and an item another one gathered is left out.
+        """
         if not ids:
             return []
         rows = {
             r.id: r for r in await connection.execute(sa.select(deliveries).where(deliveries.c.id.in_(ids)))
         }
-        fresh = [i for i, r in rows.items() if r.status in OPEN]
+        fresh = [i for i, r in rows.items() if r.status in OPEN and claimable_alone(r)]
         stale = [i for i, r in rows.items() if _orphaned(r, now)]
         taken: set[str] = set()
         values = {
@@ -164,10 +179,11 @@ class DeliveryStore:
             "attempts": deliveries.c.attempts + 1,
             "updated_at": now,
         }
+        alone = sa.or_(deliveries.c.grouped_into.is_(None), deliveries.c.grouped_into == deliveries.c.id)
         if fresh:
             result = await connection.execute(
                 sa.update(deliveries)
-                .where(deliveries.c.id.in_(fresh), deliveries.c.status.in_(OPEN), _due(now + ON_TIME))
+                .where(deliveries.c.id.in_(fresh), deliveries.c.status.in_(OPEN), alone, _due(now + ON_TIME))
                 .values(**values)
                 .returning(deliveries.c.id)
             )
@@ -184,6 +200,7 @@ class DeliveryStore:
                 .returning(deliveries.c.id)
             )
             taken |= {r.id for r in result}
+        groups = await _groups(connection, [rows[i] for i in ids if i in taken], taken, now, digests)
         return [
             Claimed(
                 id=r.id,
@@ -203,8 +220,9 @@ class DeliveryStore:
                 fingerprint=r.fingerprint,
                 owner=owner,
                 reclaimed=r.id in stale,
+                members=groups.get(r.id, ()),
             )
-            if (r := rows.get(i)) is not None and i in taken
+            if (r := rows.get(i)) is not None and i in taken and i in groups
             else None
             for i in ids
         ]
@@ -228,10 +246,13 @@ class DeliveryStore:
                     deliveries.c.send_at,
                     deliveries.c.next_attempt_at,
                     deliveries.c.lease_until,
+                    deliveries.c.grouped_into,
                 ).where(deliveries.c.id.in_(ids))
             )
             todo = Claimable([], [])
             for r in rows:
+                if not claimable_alone(r):
+                    continue  # its batch's leader sends it
                 if r.status in OPEN:
                     due = _due_at(r.status, r.send_at, r.next_attempt_at)
                     if due is not None and due > now + ON_TIME:
@@ -299,6 +320,8 @@ class DeliveryStore:
                 rows.extend(_attempt_row(claimed.id, t, now, superseded=True) for t in outcome.tries)
                 continue
             rows.extend(_attempt_row(claimed.id, t, now, superseded=False) for t in outcome.tries)
+            if claimed.members:
+                await _mirror(connection, claimed, values)
             if outcome.status == "retrying" and outcome.retry_at is not None and claimed.queue:
                 applied.jobs.append(NewJob(new_id("j"), claimed.queue, [claimed.id], outcome.retry_at, 1))
             if outcome.status == "dead":
@@ -405,6 +428,7 @@ class DeliveryStore:
                     detail=r.detail,
                     tier=r.tier,
                     expires_at=r.expires_at,
+                    grouped_into=r.grouped_into if r.grouped_into != r.id else None,
                 )
                 for r in rows
             ],
@@ -485,6 +509,53 @@ class DeliveryStore:
                 await connection.execute(sa.select(dead_letters).where(dead_letters.c.id == dead_letter_id))
             ).first()
         return _dead_letter(letter), job
+
+
+async def _groups(
+    connection: AsyncConnection,
+    claimed: Sequence[Any],
+    taken: set[str],
+    now: dt.datetime,
+    digests: Collection[str],
+) -> dict[str, tuple[Member, ...]]:
+    """Each claimed delivery's group (mostly none); a claimed item another one took is left out."""
+    groups: dict[str, tuple[Member, ...]] = {}
+    absorbed: set[str] = set()
+    # Oldest first, so the batch's first item leads when one job holds several of them.
+    for row in sorted(claimed, key=lambda r: (r.created_at, r.id)):
+        if row.id in absorbed:
+            continue
+        if row.grouped_into == row.id:
+            groups[row.id] = await group_of(connection, row.id)
+        elif leads(row, digests):
+            groups[row.id] = members = await gather(
+                connection, row, now, claimed_here=taken - absorbed - {row.id}, digests=digests
+            )
+            absorbed |= {m.delivery_id for m in members}
+        else:
+            groups[row.id] = ()
+    return groups
+
+
+async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str, Any]) -> None:
+    """A group's members share their leader's outcome: one message carried them all.
+
+    Folded messages stay `suppressed` (they were not sent on their own; `grouped_into`
+    names the digest that carried them), and a member cancelled while its group waited
+    for a retry stays `cancelled`.
+    """
+    mirrored = dict(values)
+    if values["status"] == "delivered":
+        mirrored["detail"] = f"sent within delivery {leader.id}"
+    await connection.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.grouped_into == leader.id,
+            deliveries.c.id != leader.id,
+            deliveries.c.status.not_in(("suppressed", "cancelled")),
+        )
+        .values(**mirrored)
+    )
 
 
 def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded: bool) -> dict[str, Any]:

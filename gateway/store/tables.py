@@ -93,7 +93,10 @@ class DeliveryRow(SQLModel, table=True):
     recipients: int = Field(default=0)
     estimated_cost: float = Field(default=0.0)
     fingerprint: str | None = Field(default=None, max_length=80)
-    batch_key: str | None = Field(default=None, max_length=300)
+    batch_key: str | None = Field(default=None, max_length=300, index=True)
+    batch_max: int | None = Field(default=None)  # a flush groups at most this many
+    batch_closes_at: dt.datetime | None = _time(nullable=True)
+    grouped_into: str | None = Field(default=None, max_length=40, index=True)  # the delivery that sends it
     send_at: dt.datetime | None = _time(nullable=True)
     expires_at: dt.datetime | None = _time(nullable=True)
     attempts: int = Field(default=0)
@@ -266,3 +269,71 @@ sa.Index(
 )
 
 METADATA = SQLModel.metadata
+
+
+class DeliveryEventRow(SQLModel, table=True):
+    """What a provider reported about a message after it took it: delivered, opened, bounced...
+
+    One row per provider event, stored once however often the provider retries its webhook
+    (`dedup_key` is unique). No foreign key: an event may name a delivery we never had (or
+    have pruned), and the record of what a provider said must outlive our own rows.
+    """
+
+    __tablename__ = "delivery_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedup_key: str = Field(max_length=200, unique=True)  # e.g. `sendgrid:<sg_event_id>`
+    delivery_id: str | None = Field(default=None, max_length=40, index=True)  # None: not ours, or unknown
+    provider: str = Field(max_length=64)
+    provider_message_id: str | None = Field(default=None, max_length=200, index=True)
+    # sent, delivered, opened, clicked, bounced, soft_bounced, failed, dropped, complained,
+    # unsubscribed, deferred
+    type: str = Field(max_length=16)
+    detail: str | None = Field(default=None)  # the provider's reason or code, address masked
+    occurred_at: dt.datetime = _time()  # when the provider says it happened
+    received_at: dt.datetime = _time()  # when we stored it
+
+
+class ScheduleRunRow(SQLModel, table=True):
+    """One occurrence of a recurring schedule in one time zone: fired, being fired, or missed.
+
+    The newest row per (schedule, timezone) is that zone's cursor: a worker down at 09:00
+    finds the occurrences after it on restart. The unique key makes the row the claim: two
+    schedulers never both start the same occurrence; a run cut short is resumed after
+    `after_user` once its lease expires (the intents' idempotency keys make that safe).
+    """
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("schedule", "timezone", "occurrence", name="uq_schedule_runs_occurrence"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    schedule: str = Field(max_length=64)
+    timezone: str = Field(max_length=64)
+    occurrence: dt.datetime = _time()
+    local: str = Field(max_length=40)  # the local time with its offset, as in the idempotency keys
+    status: str = Field(max_length=16)  # running, done, missed, paused
+    after_user: str | None = Field(default=None, max_length=128)  # the last user id handled
+    users: int = Field(default=0)  # users of the zone looked at
+    fired: int = Field(default=0)  # intents accepted (replays included)
+    failed: int = Field(default=0)  # intents intake refused
+    detail: str | None = Field(default=None)
+    lease_owner: str | None = Field(default=None, max_length=80)
+    lease_until: dt.datetime | None = _time(nullable=True)
+    started_at: dt.datetime = _time()
+    finished_at: dt.datetime | None = _time(nullable=True)
+
+
+class ScheduleStateRow(SQLModel, table=True):
+    """A schedule paused (or resumed) over the API: the policy defines it, the database holds it off."""
+
+    __tablename__ = "schedule_states"
+
+    schedule: str = Field(primary_key=True, max_length=64)
+    paused: bool = Field(default=False)
+    changed_by: str | None = Field(default=None, max_length=64)
+    changed_at: dt.datetime = _time()
+    # When a scheduler first saw the schedule: a zone without runs yet starts from here, so an
+    # occurrence the workers were all down for is recorded missed, not silently skipped.
+    first_seen: dt.datetime = _time()

@@ -537,3 +537,89 @@ def test_the_token_payload_is_what_the_docs_say() -> None:
     payload = token.removeprefix("it_").partition(".")[0]
     assert base64.urlsafe_b64decode(payload + "==").decode() == f"u_1.{int(T0.timestamp())}"
     assert msgspec.json.decode(msgspec.json.encode({"t": token}))["t"] == token
+
+
+# --- browsers: CORS and the OpenAPI document ---------------------------------------------
+
+
+async def test_a_browser_on_an_allowed_origin_may_read_its_inbox_and_no_other_origin_may(
+    database_url: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        database_url,
+        redis_server.url,
+        tmp_path,
+        inbox_secret=Secret(SECRET),
+        cors_origins=("https://app.example.com",),
+    )
+    services = await open_services(settings)
+    await services.start()
+    try:
+        await inbox.add(services.database, item("dlv_1"))
+        token = await token_for(services, "u_1")
+        async with client(services) as http:
+            preflight = await http.options(
+                "/v1/inbox",
+                headers={
+                    "origin": "https://app.example.com",
+                    "access-control-request-method": "GET",
+                    "access-control-request-headers": "authorization",
+                },
+            )
+            allowed = await http.get(
+                "/v1/inbox", headers={"origin": "https://app.example.com", "authorization": f"Bearer {token}"}
+            )
+            foreign = await http.options(
+                "/v1/inbox",
+                headers={"origin": "https://evil.example", "access-control-request-method": "GET"},
+            )
+            other = await http.get(
+                "/v1/inbox", headers={"origin": "https://evil.example", "authorization": f"Bearer {token}"}
+            )
+    finally:
+        await services.close()
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert allowed.status_code == 200 and [i["id"] for i in allowed.json()["items"]] == ["dlv_1"]
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert foreign.status_code == 400 and "access-control-allow-origin" not in foreign.headers
+    assert "access-control-allow-origin" not in other.headers  # the browser will not hand it over
+
+
+async def test_without_origins_configured_no_cors_headers_are_sent(gateway: Services) -> None:
+    token = await token_for(gateway, "u_1")
+    async with client(gateway, token) as http:
+        response = await http.get("/v1/inbox", headers={"origin": "https://app.example.com"})
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_origins_are_checked_naming_the_variable() -> None:
+    assert Settings.from_env(
+        {"NOTIGATE_CORS_ORIGINS": "https://a.example, http://localhost:5173"}
+    ).cors_origins == (
+        "https://a.example",
+        "http://localhost:5173",
+    )
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"NOTIGATE_CORS_ORIGINS": "https://a.example/app"})
+    assert "NOTIGATE_CORS_ORIGINS" in str(raised.value) and "https://a.example/app" in str(raised.value)
+
+
+async def test_the_openapi_document_says_which_routes_take_an_inbox_token(gateway: Services) -> None:
+    async with client(gateway) as http:
+        spec = (await http.get("/schema/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert {"apiKey", "inboxToken"} <= set(schemes)
+    paths = spec["paths"]
+    for path, method in (
+        ("/v1/inbox", "get"),
+        ("/v1/inbox/stream", "get"),
+        ("/v1/inbox/{item_id}/read", "post"),
+        ("/v1/inbox/{item_id}/archive", "post"),
+        ("/v1/inbox/read-all", "post"),
+    ):
+        assert paths[path][method]["security"] == [{"inboxToken": []}], path
+    assert paths["/v1/users/{user_id}/inbox-token"]["post"]["security"] == [{"apiKey": []}]
+    assert paths["/v1/intents"]["post"]["security"] == [{"apiKey": []}]

@@ -11,6 +11,7 @@ nothing is left pending.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -31,10 +32,12 @@ from tests.harness import (
     DELIVERIES,
     JOBS,
     NOTIFICATIONS,
+    accept,
     admin_key,
     client,
     count,
     eventually,
+    like,
     store_user,
 )
 from tests.providers.outbox import per_delivery
@@ -195,6 +198,43 @@ async def test_a_worker_killed_at_any_point_yields_exactly_one_delivery(
     finally:
         stop(survivor)
     await assert_exactly_once(services, outbox, ids)
+
+
+@pytest.mark.parametrize("point", ["delivery.claimed", "delivery.sent"])
+async def test_a_worker_killed_while_flushing_a_batch_sends_it_once_with_every_item(
+    services: Services, tmp_path: Path, point: str
+) -> None:
+    """R11 under a crash: the group taken by the dead worker's claim is sent once, whole."""
+    outbox = tmp_path / "outbox"
+    await store_user(services, ADA)
+    closed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=330)  # their window closed 30 s ago
+    ids = await accept(services, [like(n) for n in range(7)], closed)
+    doomed = worker(env_of(services, outbox), failpoints=f"{point}=exit")
+    try:
+        assert doomed.wait(timeout=60) == 137, _logs(outbox.parent)
+    finally:
+        stop(doomed)
+    survivor = worker(env_of(services, outbox))
+    try:
+        await eventually(lambda: all_final(services), within=60, every=0.2)
+    finally:
+        stop(survivor)
+    async with services.database.connect() as connection:
+        rows = list(
+            await connection.execute(
+                sa.select(
+                    DELIVERIES.c.id, DELIVERIES.c.channel, DELIVERIES.c.status, DELIVERIES.c.grouped_into
+                ).where(DELIVERIES.c.notification_id.in_(ids))
+            )
+        )
+        titles = [r.title for r in await connection.execute(sa.select(INBOX.c.title))]
+    assert len(rows) == 14 and {r.status for r in rows} == {"delivered"}  # 7 push + 7 in-app, none lost
+    leaders = {
+        channel: {r.grouped_into for r in rows if r.channel == channel} for channel in ("push", "in_app")
+    }
+    assert all(len(found) == 1 for found in leaders.values()), leaders  # one message per channel
+    assert per_delivery(outbox) == {next(iter(leaders["push"])): 2}  # once to each device, never twice
+    assert titles == ["7 people liked your post"]
 
 
 async def test_two_workers_racing_deliver_each_message_once(services: Services, tmp_path: Path) -> None:

@@ -90,3 +90,18 @@ async def test_template_headers_go_in_the_body() -> None:
     assert isinstance(result, Delivered)
     (request,) = requests
     assert request.json()["headers"] == {"List-Unsubscribe": "<https://notigate.example/u/1>"}
+
+
+async def test_each_send_carries_our_ids_and_the_one_click_headers() -> None:
+    """SendGrid echoes `custom_args` in every event webhook record: how events find the delivery."""
+    headers = {
+        "List-Unsubscribe": "<https://notify.example.com/v1/unsubscribe/us_abc.def>, <mailto:u@n.example>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    msg = dataclasses.replace(message("email"), headers=headers)
+    result, requests = await _send(Reply(202, headers={"x-message-id": "m1"}), msg)
+    assert result == Delivered(provider_message_id="m1")
+    (request,) = requests
+    body = request.json()
+    assert body["custom_args"] == {"delivery_id": msg.delivery_id, "notification_id": msg.notification_id}
+    assert body["headers"] == headers

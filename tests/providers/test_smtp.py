@@ -26,6 +26,8 @@ from gateway.errors import ConfigError
 from gateway.providers.base import MALFORMED, TIMEOUT, AdapterDeps, Address, Delivered, Message, Permanent
 from gateway.providers.smtp_email import SmtpAdapter
 from gateway.providers.spec import ProviderSpec
+from gateway.redact import Secret
+from gateway.tracking.unsubscribe import ONE_CLICK, UnsubscribeLinks
 from tests.providers.conformance import (
     ADAPTER_TIMEOUT,
     INVALID_ADDRESS,
@@ -323,3 +325,25 @@ async def test_an_address_no_header_can_carry_is_refused_before_connecting() -> 
         "invalid_address",
         True,
     )
+
+
+async def test_one_click_unsubscribe_headers_reach_the_relay_unfolded() -> None:
+    """RFC 8058's pair, with a link long enough that the header is folded on the wire."""
+    links = UnsubscribeLinks(Secret("s" * 40), "https://notify.example.com", "unsubscribe@notify.example.com")
+    link = links.url("u_" + "a" * 60, "marketing")
+    msg = dataclasses.replace(
+        message("email"),
+        headers={
+            "List-Unsubscribe": f"<{link}>, <mailto:unsubscribe@notify.example.com>",
+            "List-Unsubscribe-Post": ONE_CLICK,
+        },
+    )
+    handler = Scripted()
+    async with listening(smtp_server(handler)) as port:
+        result = await _send(port, VALID, msg)
+    assert isinstance(result, Delivered)
+    raw = handler.received[0].original_content
+    assert isinstance(raw, bytes)
+    mail = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert str(mail["List-Unsubscribe"]) == msg.headers["List-Unsubscribe"]

@@ -113,3 +113,31 @@ async def test_status_callback_and_text_fallback_and_reuse() -> None:
     assert sent[0]["Body"] == msg.fields["text"]
     assert sent[0]["StatusCallback"] == "https://gw.example.com/twilio/status"
     assert sent[1]["Body"] == msg.fields["body"]
+
+
+async def test_the_status_callback_defaults_to_our_tracking_route_under_the_public_url() -> None:
+    async with stub_server(lambda r: Reply(201, message_resource(r))) as server:
+        raw = {
+            "channel": "sms",
+            "adapter": "twilio",
+            "cost": 0,
+            "credentials": {"account_sid": "S", "auth_token": "T"},
+            "settings": {"from": "+15005550006", "base_url": server.url},
+        }
+        environ = {"S": ACCOUNT_SID, "T": AUTH_TOKEN}
+        public = TwilioAdapter.from_spec(
+            ProviderSpec.parse("twilio", raw, {**environ, "NOTIGATE_PUBLIC_URL": "https://gw.example.com/"}),
+            AdapterDeps(),
+        )
+        private = TwilioAdapter.from_spec(ProviderSpec.parse("twilio", raw, environ), AdapterDeps())
+        try:
+            for adapter in (public, private):
+                assert isinstance(
+                    await adapter.send(message("sms"), WIRE.address(), idempotency_key="k"), Delivered
+                )
+        finally:
+            await public.close()
+            await private.close()
+    sent = [form(r) for r in server.requests]
+    assert sent[0]["StatusCallback"] == "https://gw.example.com/v1/webhooks/twilio/status"
+    assert "StatusCallback" not in sent[1]  # no public URL: Twilio could not reach a local one

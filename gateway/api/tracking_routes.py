@@ -1,0 +1,153 @@
+"""Delivery tracking over HTTP: provider webhooks and one-click unsubscribe.
+
+None of these routes takes an API key (`gateway/api/auth.py` excludes them): a provider or a
+mail client calls them. The webhooks are authenticated by the provider's signature, checked
+before anything is read; the unsubscribe links by their own HMAC. A bad signature is 401
+`bad_signature` and a WARNING naming the route and the reason (never the body, a key or an
+address); a webhook whose key is not configured is 503 `webhook_not_configured`, naming the
+variable to set. See docs/tracking.md.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, Router, get, post
+from litestar.params import FromPath
+
+from gateway.errors import ClientError, Unauthorized, Unavailable
+from gateway.services import Services
+from gateway.tracking import sendgrid, twilio, unsubscribe
+from gateway.tracking.events import EventRecorder, Recorded
+
+log = logging.getLogger("gateway.api.tracking")
+
+
+class WebhookAnswer(msgspec.Struct, frozen=True):
+    stored: int
+    duplicates: int
+    unmatched: int
+    marked: int
+    opted_out: int
+
+
+class Unsubscribed(msgspec.Struct, frozen=True):
+    unsubscribed: bool
+    category: str
+    channel: str
+    changed: bool  # False when the category was already off (or the user is gone)
+
+
+def _answer(done: Recorded) -> WebhookAnswer:
+    return WebhookAnswer(done.stored, done.duplicates, done.unmatched, done.marked, done.opted_out)
+
+
+def _not_configured(variable: str, what: str) -> Unavailable:
+    return Unavailable(
+        f"{what} is not configured: set {variable} on the API processes", code="webhook_not_configured"
+    )
+
+
+def _refused(request: Request[Any, Any, Any], reason: str) -> Unauthorized:
+    client = request.client.host if request.client else "unknown"
+    log.warning("refused %s %s from %s: %s", request.method, request.url.path, client, reason)
+    return Unauthorized(reason, code="bad_signature")
+
+
+def tracking_router(services: Services) -> Router:
+    settings = services.settings
+    recorder = EventRecorder(services.database, services.recipients, services.current_policy, services.clock)
+
+    @post("/webhooks/sendgrid", summary="SendGrid's Signed Event Webhook", status_code=200, security=[])
+    async def sendgrid_events(request: Request[Any, Any, Any]) -> WebhookAnswer:
+        key = settings.sendgrid_webhook_public_key
+        if not key:
+            raise _not_configured("NOTIGATE_SENDGRID_WEBHOOK_PUBLIC_KEY", "the SendGrid event webhook")
+        body = await request.body()
+        try:
+            sendgrid.verify(
+                key,
+                body,
+                request.headers.get(sendgrid.SIGNATURE_HEADER),
+                request.headers.get(sendgrid.TIMESTAMP_HEADER),
+                services.clock(),
+            )
+        except sendgrid.SignatureError as exc:
+            raise _refused(request, str(exc)) from None
+        try:
+            events = sendgrid.parse(body)
+        except sendgrid.PayloadError as exc:
+            raise ClientError(str(exc), code="invalid_payload") from None
+        return _answer(await recorder.record(events))
+
+    @post(
+        twilio.PATH.removeprefix("/v1"),
+        summary="Twilio's message status callback",
+        status_code=200,
+        security=[],
+    )
+    async def twilio_status(request: Request[Any, Any, Any]) -> WebhookAnswer:
+        token = settings.twilio_auth_token
+        if token is None or not token:
+            raise _not_configured("TWILIO_AUTH_TOKEN", "the Twilio status callback")
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        query = request.scope.get("query_string", b"").decode()
+        url = settings.public_base() + request.url.path + (f"?{query}" if query else "")
+        try:
+            twilio.verify(token, url, form, request.headers.get(twilio.SIGNATURE_HEADER))
+        except twilio.SignatureError as exc:
+            raise _refused(request, str(exc)) from None
+        try:
+            event = twilio.parse(form, services.clock())
+        except twilio.PayloadError as exc:
+            raise ClientError(str(exc), code="invalid_payload") from None
+        return _answer(await recorder.record([event] if event else []))
+
+    @get(
+        "/unsubscribe/{token:str}",
+        summary="The page an unsubscribe link opens: a button, never an unsubscribe by itself",
+        media_type=MediaType.HTML,
+        security=[],
+    )
+    async def unsubscribe_page(token: FromPath[str]) -> Response[str]:
+        # A GET never unsubscribes: mail scanners and link previews follow every link.
+        _, category = unsubscribe.verify(settings.unsubscribe_secret, token)
+        name = html.escape(category)
+        page = (
+            "<!doctype html><html><head><meta charset=utf-8><title>Unsubscribe</title></head><body>"
+            f"<p>Stop receiving <strong>{name}</strong> emails?</p>"
+            f'<form method="post" action="{html.escape(unsubscribe.PATH + token)}">'
+            '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+            "<button type=submit>Unsubscribe</button></form></body></html>"
+        )
+        return Response(page, media_type=MediaType.HTML, headers={"Cache-Control": "no-store"})
+
+    @post("/unsubscribe/{token:str}", summary="RFC 8058 one-click unsubscribe", status_code=200, security=[])
+    async def unsubscribe_now(token: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+        user_id, category = unsubscribe.verify(settings.unsubscribe_secret, token)
+        form = await request.form()
+        if form.get("List-Unsubscribe") != "One-Click":
+            raise ClientError(
+                f"the body must be `{unsubscribe.ONE_CLICK}` (RFC 8058)",
+                field="List-Unsubscribe",
+                code="not_one_click",
+            )
+        changed = await unsubscribe.opt_out(services.recipients, services.current_policy(), user_id, category)
+        if changed:  # a repeated click (or a client retrying the POST) records nothing more
+            await recorder.record_unsubscribe(user_id, category)
+        if "text/html" in request.headers.get("accept", ""):
+            page = (
+                "<!doctype html><html><head><meta charset=utf-8><title>Unsubscribed</title></head><body>"
+                f"<p>You will no longer receive {html.escape(category)} emails.</p></body></html>"
+            )
+            return Response(page, media_type=MediaType.HTML)
+        return Response(Unsubscribed(unsubscribed=True, category=category, channel="email", changed=changed))
+
+    return Router(
+        path="/v1",
+        tags=["tracking"],
+        route_handlers=[sendgrid_events, twilio_status, unsubscribe_page, unsubscribe_now],
+    )

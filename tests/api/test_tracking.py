@@ -1,0 +1,501 @@
+"""Delivery tracking over HTTP, on SQLite and PostgreSQL with a real Redis: SendGrid's signed
+event webhook (real ECDSA keys, verified by the SDK), Twilio's signed status callbacks, and
+RFC 8058 one-click unsubscribe, from the header a worker writes to the link that turns the
+category off."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email
+import email.policy
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from twilio.request_validator import RequestValidator
+
+from gateway.redact import Secret
+from gateway.redis_server import RedisServer
+from gateway.services import Services
+from gateway.store.tables import ContactRow, DeliveryEventRow
+from gateway.tracking import unsubscribe
+from tests.conftest import Clock, make_settings, open_services
+from tests.harness import ADA, DELIVERIES, admin_key, client, count, eventually, running_worker, store_user
+
+PUBLIC_URL = "https://notify.example.com"
+TWILIO_TOKEN = "twilio-auth-token-for-tests-0001"
+UNSUBSCRIBE_SECRET = "unsubscribe-secret-for-tests-0123456789abcdef"
+EVENTS = DeliveryEventRow.__table__  # type: ignore[attr-defined]
+CONTACTS = ContactRow.__table__  # type: ignore[attr-defined]
+TWILIO_PATH = "/v1/webhooks/twilio/status"
+DATA = {
+    "order.shipped": {"order_id": "A-1", "carrier": "UPS"},
+    "social.mention": {
+        "actor_id": "u_2",
+        "actor_name": "Grace",
+        "excerpt": "hi @ada",
+        "post_url": "https://s.example/p/1",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    """A P-256 key pair like the one SendGrid signs its event webhook with."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def public_key_text(key: ec.EllipticCurvePrivateKey) -> str:
+    """The verification key as SendGrid's settings page shows it: base64 DER, no PEM lines."""
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+def signed(key: ec.EllipticCurvePrivateKey, body: bytes, at: float | None = None) -> dict[str, str]:
+    """SendGrid's headers: an ECDSA (SHA-256) signature over `timestamp + body`, base64 DER."""
+    timestamp = str(int(time.time() if at is None else at))
+    signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+        "content-type": "application/json",
+    }
+
+
+def twilio_signed(form: dict[str, str], url: str = PUBLIC_URL + TWILIO_PATH) -> dict[str, str]:
+    return {"X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(url, form)}
+
+
+@pytest.fixture
+async def tracked(
+    database_url: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signing_key: ec.EllipticCurvePrivateKey,
+) -> AsyncIterator[Services]:
+    monkeypatch.setenv("NOTIGATE_OUTBOX", str(tmp_path / "outbox"))
+    settings = make_settings(
+        database_url,
+        redis_server.url,
+        tmp_path,
+        public_url=PUBLIC_URL,
+        sendgrid_webhook_public_key=public_key_text(signing_key),
+        twilio_auth_token=Secret(TWILIO_TOKEN),
+        unsubscribe_secret=Secret(UNSUBSCRIBE_SECRET),
+        unsubscribe_mailto="unsubscribe@notify.example.com",
+    )
+    opened = await open_services(settings, Clock())
+    await opened.start()
+    yield opened
+    await opened.close()
+
+
+async def accept(services: Services, event: str = "order.shipped") -> dict[str, str]:
+    """Store ADA and accept an intent for her: the deliveries' ids by channel."""
+    await store_user(services, {**ADA, "preferences": [{"event": "*", "channel": "sms", "enabled": True}]})
+    token = await admin_key(services, f"producer-{time.monotonic_ns()}")
+    async with client(services, token) as http:
+        response = await http.post(
+            "/v1/intents", json={"event": event, "user_id": "u_ada", "data": DATA[event]}
+        )
+    assert response.status_code == 202, response.text
+    notification_id = response.json()["notification_id"]
+    async with services.database.connect() as connection:
+        rows = await connection.execute(
+            sa.select(DELIVERIES.c.channel, DELIVERIES.c.id).where(
+                DELIVERIES.c.notification_id == notification_id
+            )
+        )
+        return {r.channel: r.id for r in rows}
+
+
+async def suppressed(services: Services, event: str = "order.shipped") -> dict[str, str]:
+    """What a dry run for ADA suppresses now, by channel."""
+    token = await admin_key(services, f"dry-{time.monotonic_ns()}")
+    async with client(services, token) as http:
+        response = await http.post("/v1/dry-run", json={"intent": {"event": event, "user_id": "u_ada"}})
+    assert response.status_code == 200, response.text
+    return {s["channel"]: s["reason"] for s in response.json()["suppressed"]}
+
+
+@contextlib.asynccontextmanager
+async def logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """Capture the tracking routes' warnings: Litestar configures logging when an app is built,
+    which takes the root logger's handlers (caplog's among them) away."""
+    logger = logging.getLogger("gateway.api.tracking")
+    caplog.set_level(logging.WARNING)
+    logger.addHandler(caplog.handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
+    return dict(body["error"])
+
+
+def sendgrid_event(kind: str, delivery_id: str, event_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "email": "ada@example.com",
+        "timestamp": int(time.time()),
+        "event": kind,
+        "sg_event_id": event_id,
+        "sg_message_id": "W3kZ8r5pRmWk3vB0yYc1Xw.filterdrecv-1-2",
+        "delivery_id": delivery_id,
+        "notification_id": "ntf_x",
+        **extra,
+    }
+
+
+# --- SendGrid ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("records", "status"),
+    [
+        (
+            [{"event": "bounce", "type": "bounce", "reason": "550 5.1.1 ada@example.com: no such user"}],
+            "bounced",
+        ),
+        ([{"event": "spamreport"}], "complained"),
+    ],
+)
+async def test_a_hard_bounce_or_a_complaint_leaves_later_decisions_without_the_address(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey, records: list[dict[str, Any]], status: str
+) -> None:
+    ids = await accept(tracked)
+    assert "email" not in await suppressed(tracked)
+    body = json.dumps(
+        [sendgrid_event("delivered", ids["email"], "ev-1")]
+        + [
+            sendgrid_event(r["event"], ids["email"], "ev-2", **{k: v for k, v in r.items() if k != "event"})
+            for r in records
+        ]
+    ).encode()
+    async with client(tracked) as http:  # no API key: the signature is the credential
+        response = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"stored": 2, "duplicates": 0, "unmatched": 0, "marked": 1, "opted_out": 0}
+    assert (await suppressed(tracked))["email"] == "no_address"
+    async with tracked.database.connect() as connection:
+        contact = (await connection.execute(sa.select(CONTACTS).where(CONTACTS.c.kind == "email"))).one()
+        events = list(await connection.execute(sa.select(EVENTS).order_by(EVENTS.c.id)))
+    assert contact.status == status
+    assert [(e.type, e.delivery_id, e.provider) for e in events] == [
+        ("delivered", ids["email"], "sendgrid"),
+        ("bounced" if status == "bounced" else "complained", ids["email"], "sendgrid"),
+    ]
+    assert all("ada@example.com" not in (e.detail or "") for e in events)  # masked in the store
+
+
+async def test_a_retried_webhook_is_stored_once(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    ids = await accept(tracked)
+    body = json.dumps(
+        [
+            sendgrid_event("open", ids["email"], "ev-open"),
+            sendgrid_event("click", ids["email"], "ev-click", url="https://x.example"),
+        ]
+    ).encode()
+    async with client(tracked) as http:
+        first = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+        again = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert first.json()["stored"] == 2
+    assert again.status_code == 200 and again.json()["stored"] == 0 and again.json()["duplicates"] == 2
+    assert await count(tracked, EVENTS) == 2
+    types = {r.type for r in await tracked_events(tracked)}
+    assert types == {"opened", "clicked"}
+
+
+async def tracked_events(services: Services) -> list[Any]:
+    async with services.database.connect() as connection:
+        return list(await connection.execute(sa.select(EVENTS)))
+
+
+async def test_a_blocked_bounce_is_soft_and_keeps_the_address(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    ids = await accept(tracked)
+    body = json.dumps(
+        [sendgrid_event("bounce", ids["email"], "ev-b", type="blocked", reason="try later")]
+    ).encode()
+    async with client(tracked) as http:
+        response = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert response.json()["marked"] == 0
+    assert [r.type for r in await tracked_events(tracked)] == ["soft_bounced"]
+    assert "email" not in await suppressed(tracked)
+
+
+async def test_an_event_without_our_custom_arg_is_tied_by_the_message_id(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    ids = await accept(tracked)
+    async with tracked.database.begin() as connection:
+        await connection.execute(
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.id == ids["email"])
+            .values(provider_message_id="W3kZ8r5pRmWk3vB0yYc1Xw")
+        )
+    record = sendgrid_event("bounce", "", "ev-m", type="bounce")
+    del record["delivery_id"]
+    body = json.dumps([record]).encode()
+    async with client(tracked) as http:
+        response = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert response.json()["marked"] == 1
+    assert [r.delivery_id for r in await tracked_events(tracked)] == [ids["email"]]
+
+
+@pytest.mark.parametrize("tamper", ["body", "signature", "missing", "stale", "other_key"])
+async def test_a_bad_signature_is_refused_logged_and_changes_nothing(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey, caplog: pytest.LogCaptureFixture, tamper: str
+) -> None:
+    ids = await accept(tracked)
+    body = json.dumps([sendgrid_event("spamreport", ids["email"], "ev-x")]).encode()
+    headers = signed(signing_key, body)
+    if tamper == "body":
+        body = body.replace(b"spamreport", b"delivered")
+    elif tamper == "signature":
+        headers["X-Twilio-Email-Event-Webhook-Signature"] = "not base64 at all!"
+    elif tamper == "missing":
+        del headers["X-Twilio-Email-Event-Webhook-Signature"]
+    elif tamper == "stale":
+        headers = signed(signing_key, body, at=time.time() - 3600)  # a valid signature, replayed late
+    else:
+        headers = signed(ec.generate_private_key(ec.SECP256R1()), body)
+    async with client(tracked) as http, logged(caplog):
+        response = await http.post("/v1/webhooks/sendgrid", content=body, headers=headers)
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "bad_signature"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.api.tracking"]
+    assert len(warnings) == 1 and "/v1/webhooks/sendgrid" in warnings[0]
+    assert "ada@example.com" not in warnings[0] and public_key_text(signing_key) not in warnings[0]
+    assert await count(tracked, EVENTS) == 0
+    assert "email" not in await suppressed(tracked)
+
+
+async def test_unconfigured_webhooks_answer_503_naming_the_variable(
+    database_url: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    services = await open_services(make_settings(database_url, redis_server.url, tmp_path))
+    await services.start()
+    try:
+        async with client(services) as http:
+            sendgrid = await http.post("/v1/webhooks/sendgrid", content=b"[]")
+            twilio = await http.post(TWILIO_PATH, data={"MessageSid": "SM1", "MessageStatus": "sent"})
+            page = await http.get("/v1/unsubscribe/us_anything")
+    finally:
+        await services.close()
+    assert (sendgrid.status_code, twilio.status_code, page.status_code) == (503, 503, 503)
+    assert error_of(sendgrid)["code"] == "webhook_not_configured"
+    assert "NOTIGATE_SENDGRID_WEBHOOK_PUBLIC_KEY" in error_of(sendgrid)["message"]
+    assert "TWILIO_AUTH_TOKEN" in error_of(twilio)["message"]
+    assert "NOTIGATE_UNSUBSCRIBE_SECRET" in error_of(page)["message"]
+
+
+# --- Twilio --------------------------------------------------------------------------------
+
+
+async def test_an_undelivered_sms_to_an_unknown_handset_marks_the_phone(tracked: Services) -> None:
+    ids = await accept(tracked)
+    assert "sms" not in await suppressed(tracked)
+    async with tracked.database.begin() as connection:
+        await connection.execute(
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.id == ids["sms"])
+            .values(provider_message_id="SM0123456789abcdef")
+        )
+    form = {
+        "MessageSid": "SM0123456789abcdef",
+        "SmsSid": "SM0123456789abcdef",
+        "MessageStatus": "undelivered",
+        "ErrorCode": "30005",
+        "To": "+33612345678",
+        "AccountSid": "AC123",
+    }
+    async with client(tracked) as http:
+        response = await http.post(TWILIO_PATH, data=form, headers=twilio_signed(form))
+        again = await http.post(TWILIO_PATH, data=form, headers=twilio_signed(form))
+    assert response.status_code == 200, response.text
+    assert response.json()["marked"] == 1
+    assert again.json()["duplicates"] == 1
+    assert (await suppressed(tracked))["sms"] == "no_address"
+    assert [(r.type, r.delivery_id, r.detail) for r in await tracked_events(tracked)] == [
+        ("failed", ids["sms"], "undelivered (error 30005)")
+    ]
+
+
+async def test_a_stop_reply_marks_the_phone_and_a_delivery_marks_nothing(tracked: Services) -> None:
+    ids = await accept(tracked)
+    async with tracked.database.begin() as connection:
+        await connection.execute(
+            sa.update(DELIVERIES).where(DELIVERIES.c.id == ids["sms"]).values(provider_message_id="SMstop")
+        )
+    delivered = {"MessageSid": "SMstop", "MessageStatus": "delivered", "To": "+33612345678"}
+    stopped = {"MessageSid": "SMstop", "MessageStatus": "failed", "ErrorCode": "21610", "To": "+33612345678"}
+    async with client(tracked) as http:
+        first = await http.post(TWILIO_PATH, data=delivered, headers=twilio_signed(delivered))
+        assert first.json()["marked"] == 0 and "sms" not in await suppressed(tracked)
+        second = await http.post(TWILIO_PATH, data=stopped, headers=twilio_signed(stopped))
+    assert second.json()["marked"] == 1
+    assert (await suppressed(tracked))["sms"] == "no_address"
+
+
+@pytest.mark.parametrize("tamper", ["field", "url", "token", "missing"])
+async def test_a_tampered_twilio_callback_is_refused(
+    tracked: Services, caplog: pytest.LogCaptureFixture, tamper: str
+) -> None:
+    ids = await accept(tracked)
+    async with tracked.database.begin() as connection:
+        await connection.execute(
+            sa.update(DELIVERIES).where(DELIVERIES.c.id == ids["sms"]).values(provider_message_id="SMt")
+        )
+    form = {"MessageSid": "SMt", "MessageStatus": "failed", "ErrorCode": "30003", "To": "+33612345678"}
+    headers = twilio_signed(form)
+    if tamper == "field":
+        form["ErrorCode"] = "30005"
+    elif tamper == "url":  # signed for another host: not the URL Twilio called
+        headers = twilio_signed(form, "https://elsewhere.example" + TWILIO_PATH)
+    elif tamper == "token":
+        headers = {
+            "X-Twilio-Signature": RequestValidator("another-token").compute_signature(
+                PUBLIC_URL + TWILIO_PATH, form
+            )
+        }
+    else:
+        headers = {}
+    async with client(tracked) as http, logged(caplog):
+        response = await http.post(TWILIO_PATH, data=form, headers=headers)
+    assert response.status_code == 401 and error_of(response)["code"] == "bad_signature"
+    lines = " ".join(r.getMessage() for r in caplog.records if r.name == "gateway.api.tracking")
+    assert TWILIO_PATH in lines and TWILIO_TOKEN not in lines and "+33612345678" not in lines
+    assert await count(tracked, EVENTS) == 0
+    assert "sms" not in await suppressed(tracked)
+
+
+# --- one-click unsubscribe -----------------------------------------------------------------
+
+
+async def test_one_click_unsubscribe_turns_the_category_off_for_email_only(tracked: Services) -> None:
+    await store_user(
+        tracked, {**ADA, "preferences": [{"event": "social.mention", "channel": "*", "enabled": True}]}
+    )
+    assert "email" not in await suppressed(tracked, "social.mention")
+    token = unsubscribe.issue(Secret(UNSUBSCRIBE_SECRET), "u_ada", "social")
+    async with client(tracked) as http:
+        page = await http.get(f"/v1/unsubscribe/{token}")
+        assert page.status_code == 200 and 'method="post"' in page.text
+        assert 'name="List-Unsubscribe" value="One-Click"' in page.text
+        assert "email" not in await suppressed(tracked, "social.mention")  # a GET never unsubscribes
+        first = await http.post(
+            f"/v1/unsubscribe/{token}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        again = await http.post(f"/v1/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"unsubscribed": True, "category": "social", "channel": "email", "changed": True}
+    assert again.status_code == 200 and again.json()["changed"] is False
+    later = await suppressed(tracked, "social.mention")
+    assert later.get("email") == "opted_out"
+    assert "push" not in later and "in_app" not in later  # the other channels are untouched
+    user = await tracked.recipients.get_user("u_ada")
+    assert user is not None
+    assert sorted((p.event, p.channel, p.enabled) for p in user.preferences) == [
+        ("social.comment", "email", False),
+        ("social.follow", "email", False),
+        ("social.like", "email", False),
+        ("social.mention", "*", True),
+        ("social.mention", "email", False),
+    ]
+    assert [r.type for r in await tracked_events(tracked)] == ["unsubscribed"]
+
+
+async def test_unsubscribe_refuses_forged_links_and_non_one_click_bodies(tracked: Services) -> None:
+    await store_user(tracked)
+    forged = unsubscribe.issue(Secret("x" * 40), "u_ada", "social")
+    good = unsubscribe.issue(Secret(UNSUBSCRIBE_SECRET), "u_ada", "social")
+    async with client(tracked) as http:
+        bad = await http.post(f"/v1/unsubscribe/{forged}", data={"List-Unsubscribe": "One-Click"})
+        empty = await http.post(f"/v1/unsubscribe/{good}")
+        shown = await http.get(f"/v1/unsubscribe/{forged}")
+    assert bad.status_code == 404 and error_of(bad)["code"] == "invalid_unsubscribe_token"
+    assert shown.status_code == 404
+    assert empty.status_code == 422 and error_of(empty)["code"] == "not_one_click"
+    assert "email" not in await suppressed(tracked, "social.mention")
+
+
+async def test_a_sendgrid_unsubscribe_event_turns_the_category_off(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    ids = await accept(tracked, "social.mention")
+    body = json.dumps([sendgrid_event("unsubscribe", ids["email"], "ev-u")]).encode()
+    async with client(tracked) as http:
+        response = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert response.json()["opted_out"] == 1
+    assert (await suppressed(tracked, "social.mention"))["email"] == "opted_out"
+
+
+async def test_the_worker_writes_one_click_headers_that_unsubscribe(
+    tracked: Services, tmp_path: Path
+) -> None:
+    """End to end: the dev outbox's .eml carries RFC 8058 headers for social mail, none for
+    transactional mail, and POSTing to the link turns social email off."""
+    social = await accept(tracked, "social.mention")
+    order = await accept(tracked, "order.shipped")
+    outbox = tmp_path / "outbox" / "email"
+
+    async def written() -> bool:
+        return len(list(outbox.glob("*.eml"))) >= 2 if outbox.exists() else False
+
+    async with running_worker(tracked):
+        await eventually(written, within=30)
+    by_delivery = {
+        delivery: email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        for delivery, path in (
+            (d, next(p for p in outbox.glob(f"{d}-*.eml"))) for d in (social["email"], order["email"])
+        )
+    }
+    social_mail, order_mail = by_delivery[social["email"]], by_delivery[order["email"]]
+    assert order_mail["List-Unsubscribe"] is None  # transactional: exempt by default
+    assert social_mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link, mailto = (part.strip().strip("<>") for part in str(social_mail["List-Unsubscribe"]).split(","))
+    assert link.startswith(f"{PUBLIC_URL}/v1/unsubscribe/us_")
+    assert mailto.startswith("mailto:unsubscribe@notify.example.com")
+    async with client(tracked) as http:
+        response = await http.post(link.removeprefix(PUBLIC_URL), data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200 and response.json()["category"] == "social"
+    assert (await suppressed(tracked, "social.mention"))["email"] == "opted_out"
+    assert "email" not in await suppressed(tracked, "order.shipped")
+
+
+def test_security_and_urgent_mail_carries_no_unsubscribe_link(policy: Any) -> None:
+    from types import SimpleNamespace
+
+    links = unsubscribe.UnsubscribeLinks(Secret(UNSUBSCRIBE_SECRET), PUBLIC_URL)
+    claimed = SimpleNamespace(channel="email", user_id="u_ada")
+
+    def headers(category: str, priority: str, rule: str) -> dict[str, str]:
+        note = SimpleNamespace(category=category, priority=priority, rule=rule)
+        return unsubscribe.headers_for(links, policy, claimed, note)
+
+    assert headers("marketing", "normal", "promotions")["List-Unsubscribe-Post"] == unsubscribe.ONE_CLICK
+    assert headers("security", "normal", "account-change") == {}  # the category bypasses opt-out
+    assert headers("social", "urgent", "mentions") == {}  # urgent bypasses opt-out
+    unconfigured = SimpleNamespace(category="social", priority="normal", rule="mentions")
+    assert unsubscribe.headers_for(None, policy, claimed, unconfigured) == {}
