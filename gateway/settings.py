@@ -158,7 +158,9 @@ def _origins(raw: str) -> tuple[str, ...]:
     origins = _names(raw)
     for origin in origins:
         if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.count("/") != 2):
-            raise ValueError(f"{origin!r} is not an origin: give scheme and host, e.g. https://app.example.com")
+            raise ValueError(
+                f"{origin!r} is not an origin: give scheme and host, e.g. https://app.example.com"
+            )
     return origins
 
 

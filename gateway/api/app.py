@@ -100,8 +100,8 @@ def create_app(
                     "inboxToken": SecurityScheme(
                         type="http",
                         scheme="bearer",
-                        description="A user's inbox token (`it_...`, from `POST /v1/users/{id}/inbox-token`); "
-                        "also accepted as `?token=` where a header cannot be set (EventSource)",
+                        description="A user's inbox token, `it_...` (`POST /v1/users/{id}/inbox-token`); "
+                        "also taken as `?token=` where no header can be set (EventSource)",
                     ),
                 }
             ),

@@ -20,7 +20,6 @@ is what makes this adapter `idempotent`, and the fault tests count what was writ
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import fcntl
 import hashlib
 import logging
@@ -39,7 +38,7 @@ from gateway.redact import redact
 log = logging.getLogger("gateway.providers.console")
 
 DEFAULT_SENDER = "Notigate <no-reply@notigate.example>"
-_UTF8 = email.policy.default.clone(utf8=True)
+_UTF8 = mime.POLICY.clone(utf8=True)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 

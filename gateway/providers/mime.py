@@ -7,11 +7,15 @@
   traced back to it.
 - The HTML was autoescaped by the template renderer; it goes in as it is (the transfer
   encoding may wrap it, decoding gives it back).
+- Header lines may run to RFC 5322's hard limit of 998 characters. With the standard
+  library's default of 78, a header with no room to fold (a long `List-Unsubscribe` URL)
+  is written as RFC 2047 encoded words, which mail clients do not read as a URL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import re
 from email.errors import HeaderParseError
 from email.message import EmailMessage
@@ -20,6 +24,7 @@ from email.utils import format_datetime, parseaddr
 from gateway.providers.base import Address, Message
 
 DELIVERY_HEADER = "X-Notigate-Delivery"
+POLICY = email.policy.default.clone(max_line_length=998)
 
 
 class InvalidRecipient(ValueError):
@@ -69,7 +74,7 @@ def build(
     fields = message.fields
     text = fields.get("text") or fields.get("body") or ""
     html = fields.get("html")
-    email = EmailMessage()
+    email = EmailMessage(policy=POLICY)
     email["Subject"] = str(fields.get("subject") or fields.get("title") or "")
     email["From"] = sender
     try:
@@ -92,3 +97,10 @@ def build(
     else:
         email.set_content(str(html), subtype="html")
     return email
+
+
+def flatten(message: EmailMessage, *, utf8: bool = False, eight_bit: bool = True) -> bytes:
+    """The message's bytes for SMTP's DATA: CRLF line ends, lines up to 998 characters, 8-bit
+    parts re-encoded when the server takes only 7-bit."""
+    policy = POLICY.clone(linesep="\r\n", utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    return message.as_bytes(policy=policy)

@@ -33,6 +33,7 @@ rejected`): error strings mask it before they leave this module.
 from __future__ import annotations
 
 import re
+from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
@@ -150,9 +151,7 @@ class SmtpAdapter:
         )
         try:
             async with client:
-                _, reply = await client.send_message(
-                    email, sender=mime.envelope_sender(self.sender), recipients=[address.value]
-                )
+                _, reply = await _transmit(client, email, mime.envelope_sender(self.sender), address.value)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             return self._reply(refused.code, refused.message, address, at_rcpt=True)
@@ -195,6 +194,23 @@ class SmtpAdapter:
 
     async def close(self) -> None:
         return None
+
+
+async def _transmit(
+    client: aiosmtplib.SMTP, email: EmailMessage, sender: str, recipient: str
+) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+    """`send_message` without its re-serialisation: aiosmtplib flattens with a 78-character
+    policy of its own, which turns a long `List-Unsubscribe` into encoded words. The same
+    ESMTP options it would ask for (SMTPUTF8, 8BITMIME), with our own flattening."""
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    utf8 = not (sender + recipient).isascii()
+    if utf8 and not client.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("the address needs SMTPUTF8, which this server does not offer")
+    eight_bit = client.supports_extension("8bitmime")
+    options = (["SMTPUTF8"] if utf8 else []) + (["BODY=8BITMIME"] if eight_bit else [])
+    data = mime.flatten(email, utf8=utf8, eight_bit=eight_bit)
+    return await client.sendmail(sender, [recipient], data, mail_options=options)
 
 
 def _names_bad_destination(text: str) -> bool:

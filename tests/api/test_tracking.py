@@ -477,6 +477,8 @@ async def test_the_worker_writes_one_click_headers_that_unsubscribe(
     link, mailto = (part.strip().strip("<>") for part in str(social_mail["List-Unsubscribe"]).split(","))
     assert link.startswith(f"{PUBLIC_URL}/v1/unsubscribe/us_")
     assert mailto.startswith("mailto:unsubscribe@notify.example.com")
+    raw = next(outbox.glob(f"{social['email']}-*.eml")).read_bytes()
+    assert f"List-Unsubscribe: <{link}>, <{mailto}>".encode() in raw  # as written: no encoded words
     async with client(tracked) as http:
         response = await http.post(link.removeprefix(PUBLIC_URL), data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 200 and response.json()["category"] == "social"
