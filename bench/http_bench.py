@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import os
 import pstats
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -25,7 +28,7 @@ from typing import Any
 
 from bench.gateway_server import PROFILE_ENV
 from bench.generators import LoadResult, choose_tool, run_load
-from bench.procs import HOST, BenchError, CpuPlan, OtherLoad, Server, running_server
+from bench.procs import HOST, ROOT, BenchError, CpuPlan, OtherLoad, Server, running_server
 from bench.profiling import Profile
 from bench.stats import Latency
 from bench.workload import Case
@@ -223,10 +226,57 @@ class _Bench:
     def server(
         self, target: Target, env: dict[str, str] | None = None
     ) -> contextlib.AbstractContextManager[Server]:
-        env = {"NOTIGATE_CEL_RUNTIME": self.settings.runtime, **(env or {})}
+        env = {"NOTIGATE_CEL_RUNTIME": self.settings.runtime, **self._store_env(), **(env or {})}
         return running_server(
             target.name, target.factory, cpu=self.cpus.server, log_dir=self.workdir, env=env
         )
+
+    def _store_env(self) -> dict[str, str]:
+        """A migrated database of the bench's own, with an API key: the app refuses to start on
+        an old or empty schema and every route takes a key; the bench must not depend on (or
+        touch) the checkout's `var/`."""
+        database = self.workdir / "gateway.db"
+        env = {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+            "NOTIGATE_REDIS_PREFIX": f"bench-{self.workdir.name}",
+        }
+        if not database.exists():
+            self._notigate(env, "db", "upgrade")
+            key = self._notigate(
+                env,
+                "keys",
+                "create",
+                "bench",
+                "--events",
+                "*",
+                "--admin",
+                "--rate",
+                "1000000",
+                "--burst",
+                "1000000",
+            )
+            (self.workdir / "api-key").write_text(key.strip())
+        return env
+
+    @staticmethod
+    def _notigate(env: dict[str, str], *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"notigate {' '.join(args[:2])} failed ({done.returncode}):\n{done.stderr}")
+        return done.stdout
+
+    @property
+    def headers(self) -> list[str]:
+        """The API key, sent to the bare server too, so both parse the same request."""
+        key = self.workdir / "api-key"
+        return [f"Authorization: Bearer {key.read_text()}"] if key.exists() else []
 
     def load(self, server: Server, target: Target, duration: float) -> LoadResult:
         result = run_load(
@@ -237,6 +287,7 @@ class _Bench:
             connections=self.settings.connections,
             duration=duration,
             cpu=self.cpus.generator,
+            headers=self.headers,
         )
         if result.error_count:
             raise BenchError(
@@ -282,7 +333,7 @@ def _ready(bench: _Bench, target: Target, bodies: Sequence[bytes], log: Log) -> 
     """A started server that answered every body with 200 and has been warmed up."""
     log(f"  {target.name}: starting {target.factory} on {HOST}, cpu {bench.cpus.server}")
     with bench.server(target) as server:
-        _check_every_body(server, target.path, bodies)
+        _check_every_body(server, target.path, bodies, bench.headers)
         log(f"  {target.name}: each of {len(bodies)} bodies answered 200; warm-up {bench.settings.warmup:g}s")
         bench.load(server, target, bench.settings.warmup)
         yield server
@@ -312,12 +363,13 @@ def _profile_dry_run(bench: _Bench, log: Log) -> Profile:
     return Profile.from_stats(f"the dry-run server ({bench.settings.runtime}), {duration:g}s of load", stats)
 
 
-def _check_every_body(server: Server, path: str, bodies: Sequence[bytes]) -> None:
+def _check_every_body(server: Server, path: str, bodies: Sequence[bytes], headers: Sequence[str]) -> None:
     """Post each distinct body once: a body the server rejects fails here, named, not as a rate."""
     connection = http.client.HTTPConnection(HOST, server.port, timeout=30)
     try:
         for index, body in enumerate(bodies):
-            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            extra = dict(h.split(": ", 1) for h in headers)
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json", **extra})
             response = connection.getresponse()
             answer = response.read()
             if response.status != 200:
