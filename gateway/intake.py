@@ -160,12 +160,23 @@ class _Reserving:
                     reason="frequency_capped",
                     rule=cap,
                     detail=f"cap {cap} was reached by a concurrent delivery",
+                    digest=self.overflow_digest(delivery.channel, cap),
                 )
             self.suppressed.append(refusal)
             if self.standby and delivery.channel in self.decision.fallback:
                 promoted.append(self.standby.pop(0))
         self.delivered.extend(promoted)
         self.ask(promoted)
+
+    def overflow_digest(self, channel: str, cap_name: str) -> str | None:
+        """Where a message this cap refused folds, as the engine would have said: the rule's
+        digest for a cap with `overflow: digest`, and for the user's own preference cap."""
+        if self.plan is None:
+            return None
+        policy_cap = next((c for c in self.plan.caps.get(channel, ()) if c.name == cap_name), None)
+        if policy_cap is not None and policy_cap.overflow != "digest":
+            return None
+        return self.plan.rule.digest
 
     def final(self) -> Decision:
         decision = self.decision

@@ -140,6 +140,8 @@ class Scheduler:
                     )
             except (Unavailable, OSError) as exc:
                 log.info("scheduler waiting for its dependencies: %s", exc)
+            except Exception:  # a bad pass must not end the scheduler: the next one may succeed
+                log.exception("scheduler pass failed; trying again in %gs", self.interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
 

@@ -4,7 +4,9 @@ Cancelling is one compare-and-set, `pending|scheduled|retrying|standby -> cancel
 races safely with a worker's claim (`pending|scheduled|retrying -> sending`): whichever
 commits first wins, and a cancelled delivery is never claimed, since the claim only takes
 those three statuses. Its queue job still runs, finds nothing open and finishes. What is
-`sending` or already final is left as it is.
+`sending` or already final is left as it is, and so is a delivery taken into a batch's
+group (it goes with the others); a capped message waiting to fold into a digest is
+cancelled, so no digest carries it.
 """
 
 from __future__ import annotations
@@ -42,9 +44,20 @@ class CancelStore:
     async def cancel(self, notification_id: str, reason: str, now: dt.datetime) -> list[str]:
         """Cancel a notification's unsent deliveries; the ids this call cancelled (none on a repeat)."""
         async with self.database.begin() as connection:
+            unsent = sa.or_(
+                # Open and in no group: a group's leader or member goes (or retries) as one
+                # message with the others, so it is in flight, not cancellable on its own.
+                sa.and_(deliveries.c.status.in_(CANCELLABLE), deliveries.c.grouped_into.is_(None)),
+                # Capped and waiting to be folded into the next digest.
+                sa.and_(
+                    deliveries.c.status == "suppressed",
+                    deliveries.c.batch_key.is_not(None),
+                    deliveries.c.grouped_into.is_(None),
+                ),
+            )
             result = await connection.execute(
                 sa.update(deliveries)
-                .where(deliveries.c.notification_id == notification_id, deliveries.c.status.in_(CANCELLABLE))
+                .where(deliveries.c.notification_id == notification_id, unsent)
                 .values(status="cancelled", reason="cancelled", detail=reason, updated_at=now)
                 .returning(deliveries.c.id)
             )

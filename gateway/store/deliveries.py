@@ -14,6 +14,7 @@ Exactly once per address rests on three rules:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Collection, Sequence
@@ -60,6 +61,10 @@ def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
         ),
         else_=sa.or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= now),
     )
+
+
+def _expired(row: Any, now: dt.datetime) -> bool:
+    return row.expires_at is not None and now >= row.expires_at
 
 
 def _orphaned(row: Any, now: dt.datetime) -> bool:
@@ -171,7 +176,9 @@ class DeliveryStore:
         }
         fresh = [i for i, r in rows.items() if r.status in OPEN and claimable_alone(r)]
         stale = [i for i, r in rows.items() if _orphaned(r, now)]
-        taken: set[str] = set()
+        # What the claims return is the row as claimed, not as first read: between the two,
+        # another worker may have claimed, grouped and released it.
+        taken: dict[str, Any] = {}
         values = {
             "status": "sending",
             "lease_owner": owner,
@@ -185,9 +192,9 @@ class DeliveryStore:
                 sa.update(deliveries)
                 .where(deliveries.c.id.in_(fresh), deliveries.c.status.in_(OPEN), alone, _due(now + ON_TIME))
                 .values(**values)
-                .returning(deliveries.c.id)
+                .returning(*deliveries.c)
             )
-            taken |= {r.id for r in result}
+            taken.update((r.id, r) for r in result)
         if stale:
             result = await connection.execute(
                 sa.update(deliveries)
@@ -197,35 +204,40 @@ class DeliveryStore:
                     deliveries.c.lease_until < now,
                 )
                 .values(**values)
-                .returning(deliveries.c.id)
+                .returning(*deliveries.c)
             )
-            taken |= {r.id for r in result}
-        groups = await _groups(connection, [rows[i] for i in ids if i in taken], taken, now, digests)
-        return [
-            Claimed(
-                id=r.id,
-                notification_id=r.notification_id,
-                user_id=r.user_id,
-                event=r.event,
-                channel=r.channel,
-                tier=r.tier,
-                queue=r.queue,
-                template=r.template,
-                providers=list(r.providers or []),
-                recipients=r.recipients,
-                chain_position=r.chain_position,
-                attempts=r.attempts + 1,
-                send_at=r.send_at,
-                expires_at=r.expires_at,
-                fingerprint=r.fingerprint,
-                owner=owner,
-                reclaimed=r.id in stale,
-                members=groups.get(r.id, ()),
+            taken.update((r.id, r) for r in result)
+        once = list(dict.fromkeys(ids))  # an id twice in one claim batch is claimed once
+        groups = await _groups(connection, [taken[i] for i in once if i in taken], set(taken), now, digests)
+        claimed: list[Claimed | None] = []
+        for i in ids:
+            r = taken.pop(i, None)
+            if r is None or i not in groups:
+                claimed.append(None)
+                continue
+            claimed.append(
+                Claimed(
+                    id=r.id,
+                    notification_id=r.notification_id,
+                    user_id=r.user_id,
+                    event=r.event,
+                    channel=r.channel,
+                    tier=r.tier,
+                    queue=r.queue,
+                    template=r.template,
+                    providers=list(r.providers or []),
+                    recipients=r.recipients,
+                    chain_position=r.chain_position,
+                    attempts=r.attempts,  # already counting this claim
+                    send_at=r.send_at,
+                    expires_at=r.expires_at,
+                    fingerprint=r.fingerprint,
+                    owner=owner,
+                    reclaimed=r.id in stale,
+                    members=groups[r.id],
+                )
             )
-            if (r := rows.get(i)) is not None and i in taken and i in groups
-            else None
-            for i in ids
-        ]
+        return claimed
 
     async def claimable(self, ids: Sequence[str], now: dt.datetime) -> Claimable:
         """What a job still has to do: open deliveries that are due, and those it came too early for.
@@ -339,6 +351,12 @@ class DeliveryStore:
                 )
             if outcome.fall_back:
                 await self._activate_next(connection, claimed, now, applied)
+                for member in claimed.members:  # each grouped item's own chain moves on too
+                    if not member.folded:
+                        carried = dataclasses.replace(
+                            claimed, id=member.delivery_id, notification_id=member.notification_id, members=()
+                        )
+                        await self._activate_next(connection, carried, now, applied)
         await insert_rows(connection, attempts, rows)
         await insert_jobs(connection, [job for applied in results for job in applied.jobs], now)
         return results
@@ -486,6 +504,8 @@ class DeliveryStore:
                 return None
             copy = {c.name: getattr(dead, c.name) for c in deliveries.columns}
             copy.update(
+                # A group's message is replayed whole: the replay leads the dead one's group.
+                grouped_into=replay_id if dead.grouped_into == dead.id else None,
                 id=replay_id,
                 status="pending",
                 attempts=0,
@@ -503,6 +523,18 @@ class DeliveryStore:
                 chain_position=None,
             )
             await connection.execute(sa.insert(deliveries).values(**copy))
+            if dead.grouped_into == dead.id:
+                await connection.execute(
+                    sa.update(deliveries)
+                    .where(deliveries.c.grouped_into == dead.id, deliveries.c.id != dead.id)
+                    .values(
+                        grouped_into=replay_id,
+                        status=sa.case((deliveries.c.status == "suppressed", "suppressed"), else_="sending"),
+                        lease_owner=None,
+                        lease_until=None,
+                        updated_at=now,
+                    )
+                )
             job = NewJob(new_id("j"), dead.queue or "standard", [replay_id], now, 0)
             await insert_jobs(connection, [job], now)
             letter = (
@@ -527,7 +559,7 @@ async def _groups(
             continue
         if row.grouped_into == row.id:
             groups[row.id] = await group_of(connection, row.id)
-        elif leads(row, digests):
+        elif leads(row, digests) and not _expired(row, now):  # an expired one takes nobody down with it
             groups[row.id] = members = await gather(
                 connection, row, now, claimed_here=taken - absorbed - {row.id}, digests=digests
             )
@@ -547,6 +579,13 @@ async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str
     mirrored = dict(values)
     if values["status"] == "delivered":
         mirrored["detail"] = f"sent within delivery {leader.id}"
+    elif values["status"] in ("failed", "dead", "expired") and values.get("reason") != "outcome_unknown":
+        # The digest did not go: what was folded into it waits for the next one.
+        await connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.grouped_into == leader.id, deliveries.c.status == "suppressed")
+            .values(grouped_into=None)
+        )
     await connection.execute(
         sa.update(deliveries)
         .where(

@@ -121,6 +121,7 @@ async def _take_batch(
             deliveries.c.grouped_into.is_(None),
             waiting,
             sa.or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= horizon),
+            sa.or_(deliveries.c.expires_at.is_(None), deliveries.c.expires_at > now),
         )
         .order_by(deliveries.c.created_at, deliveries.c.id)
         .limit(max((leader.batch_max or 1) - 1, 0))

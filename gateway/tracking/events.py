@@ -139,15 +139,19 @@ class EventRecorder:
         stored = duplicates = unmatched = marked = opted_out = 0
         done: set[str] = set()
         for event in events:
-            if event.dedup_key not in written or event.dedup_key in done:
+            # A repeat is not stored again, but its effects are applied again (both are
+            # idempotent): had they failed the first time, the provider's retry is their
+            # only second chance, since the event itself was already committed.
+            new = event.dedup_key in written and event.dedup_key not in done
+            if new:
+                done.add(event.dedup_key)
+                stored += 1
+            else:
                 duplicates += 1
-                continue
-            done.add(event.dedup_key)
-            stored += 1
             target = _target_of(event, targets)
             if target is None:
-                unmatched += 1
-                if event.suppress or event.opt_out:
+                unmatched += int(new)
+                if new and (event.suppress or event.opt_out):
                     log.warning(
                         "%s reported %s for %s on a message we cannot tie to a delivery; nothing marked",
                         event.provider,
@@ -159,14 +163,15 @@ class EventRecorder:
                 await self.recipients.mark_contact(
                     target.user_id, event.address_kind, event.address, event.suppress, _reason(event), now
                 )
-                log.info(
-                    "%s reported %s for %s: marked %s",
-                    event.provider,
-                    event.type,
-                    redact(event.address_kind, event.address),
-                    event.suppress,
-                )
-                marked += 1
+                if new:
+                    log.info(
+                        "%s reported %s for %s: marked %s",
+                        event.provider,
+                        event.type,
+                        redact(event.address_kind, event.address),
+                        event.suppress,
+                    )
+                    marked += 1
             if event.opt_out and target.category and await self._opt_out(target.user_id, target.category):
                 opted_out += 1
         return Recorded(stored, duplicates, unmatched, marked, opted_out)

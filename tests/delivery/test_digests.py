@@ -106,6 +106,19 @@ async def test_racing_claims_put_each_item_in_exactly_one_message(quick_services
     assert sorted(carried) == sorted(push)  # none left out, none in two messages
 
 
+def digest(week: int) -> dict[str, Any]:
+    return {
+        "event": "marketing.weekly_digest",
+        "user_id": "u_ada",
+        "priority": "low",
+        "data": {
+            "week": f"2026-W{week}",
+            "articles": [{"title": f"Week {week} news", "url": f"https://blog.example.com/{week}"}],
+            "unsubscribe_url": "https://example.com/u/abc",
+        },
+    }
+
+
 async def test_a_capped_digest_folds_into_the_next_one(quick_services: Services, tmp_path: Path) -> None:
     """R7: the fourth marketing email of the day is capped; next week's digest carries it."""
     await store_user(
@@ -114,18 +127,6 @@ async def test_a_capped_digest_folds_into_the_next_one(quick_services: Services,
     )
     day = dt.datetime.now(dt.UTC) - dt.timedelta(hours=26)
     outbox = tmp_path / "outbox"
-
-    def digest(week: int) -> dict[str, Any]:
-        return {
-            "event": "marketing.weekly_digest",
-            "user_id": "u_ada",
-            "priority": "low",
-            "data": {
-                "week": f"2026-W{week}",
-                "articles": [{"title": f"Week {week} news", "url": f"https://blog.example.com/{week}"}],
-                "unsubscribe_url": "https://example.com/u/abc",
-            },
-        }
 
     first = await accept(quick_services, [digest(40), digest(41), digest(42)], day)
     async with running_worker(quick_services, registry=registry(outbox)):
@@ -145,3 +146,113 @@ async def test_a_capped_digest_folds_into_the_next_one(quick_services: Services,
     text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Week 44 news" in text
     assert "Also held back for you this week: 1 more messages." in text
+
+
+# --- a group's life beyond one send: repeats, expiry, dead letters, cancelling ----------
+
+
+async def _due_batch(services: Services, count: int) -> list[str]:
+    """`count` likes whose window closed 30 s ago; their push delivery ids, oldest first."""
+    await store_user(services, ADA)
+    closed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=330)
+    ids = await accept(services, [like(n) for n in range(count)], closed)
+    return [r.id for r in await rows(services, ids, "push")]
+
+
+async def test_one_delivery_twice_in_a_claim_is_claimed_once_with_its_whole_group(
+    quick_services: Services,
+) -> None:
+    push = await _due_batch(quick_services, 3)
+    now = dt.datetime.now(dt.UTC)
+    async with quick_services.database.begin() as connection:
+        claimed = await quick_services.deliveries.claim_in(
+            connection, [push[0], push[0]], "w", now + dt.timedelta(seconds=30), now
+        )
+    assert claimed[1] is None  # a second send of the same delivery would repeat the message
+    assert claimed[0] is not None and [m.delivery_id for m in claimed[0].members] == push[1:]
+
+
+async def test_an_expired_first_item_takes_nobody_with_it(quick_services: Services) -> None:
+    push = await _due_batch(quick_services, 3)
+    async with quick_services.database.begin() as connection:
+        await connection.execute(
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.id == push[0])
+            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+    [leader] = await quick_services.deliveries.claim(
+        [push[0]], "w", dt.timedelta(seconds=30), dt.datetime.now(dt.UTC)
+    )
+    assert leader.members == ()
+    [next_leader] = await quick_services.deliveries.claim(
+        [push[1]], "w", dt.timedelta(seconds=30), dt.datetime.now(dt.UTC)
+    )
+    assert [m.delivery_id for m in next_leader.members] == [push[2]]
+
+
+async def test_a_dead_lettered_group_is_replayed_whole(quick_services: Services, tmp_path: Path) -> None:
+    from gateway.store.deliveries import Outcome, Try
+
+    push = await _due_batch(quick_services, 4)
+    now = dt.datetime.now(dt.UTC)
+    [leader] = await quick_services.deliveries.claim([push[0]], "w", dt.timedelta(seconds=30), now)
+    dead = Outcome(
+        leader, "dead", tries=[Try("fcm", "retryable", "503")], reason="retries_exhausted", error="503"
+    )
+    async with quick_services.database.begin() as connection:
+        await quick_services.deliveries.apply(connection, [dead], now)
+    assert {r.status for r in await rows_by_id(quick_services, push)} == {"dead"}
+    page = await quick_services.deliveries.dead_letters(10, None, include_replayed=False)
+    [letter] = [d for d in page.dead_letters if d.delivery_id == push[0]]
+    replayed = await quick_services.deliveries.replay(letter.dead_letter_id, now)
+    assert replayed is not None
+    outbox = tmp_path / "outbox"
+    async with running_worker(quick_services, registry=registry(outbox)):
+        await eventually(lambda: _all(quick_services, push[1:], "delivered"))
+    sent_push = [s for s in sent(outbox) if s.channel == "push"]
+    assert {s.record["fields"]["title"] for s in sent_push} == {"4 people liked your post"}
+    assert {s.delivery_id for s in sent_push} == {replayed[1].deliveries[0]}
+
+
+async def test_cancelling_leaves_a_grouped_delivery_to_its_group(
+    quick_services: Services,
+) -> None:
+    from gateway.store.cancel import CancelStore
+
+    push = await _due_batch(quick_services, 3)
+    now = dt.datetime.now(dt.UTC)
+    await quick_services.deliveries.claim([push[0]], "w", dt.timedelta(seconds=30), now)
+    member = (await rows_by_id(quick_services, [push[1]]))[0]
+    cancels = CancelStore(quick_services.database)
+    cancelled = await cancels.cancel(member.notification_id, "changed my mind", now)
+    [still] = await rows_by_id(quick_services, [push[1]])
+    assert (still.status, still.grouped_into) == ("sending", push[0])  # it goes with its group
+    [in_app] = await rows_by_id(quick_services, cancelled)  # its in-app item was still waiting
+    assert (in_app.channel, in_app.status) == ("in_app", "cancelled")
+
+
+async def rows_by_id(services: Services, delivery_ids: list[str]) -> list[Any]:
+    async with services.database.connect() as connection:
+        return list(await connection.execute(sa.select(DELIVERIES).where(DELIVERIES.c.id.in_(delivery_ids))))
+
+
+async def _all(services: Services, delivery_ids: list[str], status: str) -> bool:
+    return {r.status for r in await rows_by_id(services, delivery_ids)} == {status}
+
+
+async def test_a_cancelled_folded_message_is_carried_by_no_digest(quick_services: Services) -> None:
+    from gateway.store.cancel import CancelStore
+
+    await store_user(quick_services, ADA)
+    day = dt.datetime.now(dt.UTC) - dt.timedelta(hours=26)
+    *_, capped = await accept(quick_services, [digest(w) for w in (40, 41, 42, 43)], day)
+    [held] = await rows(quick_services, [capped], "email")
+    assert (held.status, held.reason) == ("suppressed", "frequency_capped")
+    now = dt.datetime.now(dt.UTC)
+    assert await CancelStore(quick_services.database).cancel(capped, "withdrawn", now) == [held.id]
+    [next_week] = await accept(quick_services, [digest(44)], day + dt.timedelta(hours=25))
+    [carrier] = await rows(quick_services, [next_week], "email")
+    [leader] = await quick_services.deliveries.claim(
+        [carrier.id], "w", dt.timedelta(seconds=30), now, digests=quick_services.policy.digest_events
+    )
+    assert leader.members == ()
