@@ -342,7 +342,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     configure_logging(settings)
     app = create_app(settings)  # raises PolicyError on a bundle the checker rejects
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": settings.log_level.lower()}
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        # Open inbox streams would hold a stop forever: after 5 s they are closed (browsers'
+        # EventSource reconnects by itself) and the shutdown goes on.
+        "timeout_graceful_shutdown": 5,
+    }
     if processes == 1:
         uvicorn.run(app, access_log=False, **options)
         return 0
