@@ -203,6 +203,29 @@ async def test_a_hard_bounce_or_a_complaint_leaves_later_decisions_without_the_a
     assert all("ada@example.com" not in (e.detail or "") for e in events)  # masked in the store
 
 
+async def test_a_retried_bounce_applies_its_effect_even_when_the_event_was_already_stored(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """The event is committed before the address is marked; if marking failed (the webhook
+    answered 5xx), the provider's retry is the only second chance: it must mark again."""
+    ids = await accept(tracked)
+    body = json.dumps(
+        [sendgrid_event("bounce", ids["email"], "ev-b", type="bounce", reason="550 5.1.1")]
+    ).encode()
+    async with client(tracked) as http:
+        first = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert first.json()["stored"] == 1
+    async with tracked.database.begin() as connection:  # as if marking had failed after the commit
+        await connection.execute(
+            sa.update(CONTACTS).where(CONTACTS.c.kind == "email").values(status="active")
+        )
+    assert "email" not in await suppressed(tracked)
+    async with client(tracked) as http:
+        retry = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert retry.status_code == 200 and retry.json()["duplicates"] == 1 and retry.json()["stored"] == 0
+    assert (await suppressed(tracked))["email"] == "no_address"
+
+
 async def test_a_retried_webhook_is_stored_once(
     tracked: Services, signing_key: ec.EllipticCurvePrivateKey
 ) -> None:
