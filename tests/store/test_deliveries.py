@@ -617,3 +617,44 @@ async def test_a_naive_datetime_is_refused(database: Database) -> None:
         await insert(database, DELIVERIES, {**row, "notification_id": notification_id})
     assert await count(database, DELIVERIES) == 0
     assert await count(database, ATTEMPTS) == 0
+
+
+# --- groups: a batch's message failing for good ---------------------------------------------
+
+
+async def test_a_group_failing_for_good_wakes_every_items_fallback_and_frees_folded_messages(
+    database: Database, store: DeliveryStore
+) -> None:
+    """Each grouped item belongs to its own notification: each one's next channel wakes."""
+    batch = {"batch_key": "u_ada:social.like:push", "batch_max": 50, "batch_closes_at": T0}
+    pushes, standbys = [], []
+    for i in range(3):
+        push = delivery("push", **batch, event="social.like", created_at=T0 + dt.timedelta(seconds=i))
+        email = delivery("email", status="standby", chain_position=1)
+        await seed(database, push, email, event="social.like")
+        pushes.append(push["id"])
+        standbys.append(email["id"])
+    folded = delivery(
+        "push",
+        status="suppressed",
+        reason="frequency_capped",
+        batch_key="u_ada:digest:social.like",
+        event="social.promo",
+        created_at=T0 + dt.timedelta(seconds=9),
+    )
+    await seed(database, folded, event="social.promo")
+    (leader,) = await store.claim([pushes[0]], "w1", LEASE, T0, digests={"social.like"})
+    assert [m.delivery_id for m in leader.members] == [*pushes[1:], folded["id"]]
+    failed = Outcome(
+        leader,
+        "failed",
+        tries=[Try("fcm", "permanent", "gone")],
+        reason="unregistered",
+        error="gone",
+        fall_back=True,
+    )
+    (applied,) = await apply(database, store, [failed], T0)
+    assert sorted(applied.activated) == sorted(standbys)  # every item's email, not only the leader's
+    assert [(await one(database, p)).status for p in pushes] == ["failed"] * 3
+    freed = await one(database, folded["id"])
+    assert (freed.status, freed.grouped_into) == ("suppressed", None)  # waits for the next digest
