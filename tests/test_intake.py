@@ -317,3 +317,43 @@ async def test_an_intent_whose_data_cannot_render_is_refused_and_nothing_is_stor
     assert "templates/order.shipped/" in error["message"] and "carrier" in error["message"]
     assert bulk.status_code == 422 and bulk.json()["error"]["code"] == "template_error"
     assert await count(services, NOTIFICATIONS) == 0
+
+
+async def test_a_cap_refused_at_reservation_still_folds_into_the_digest(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R7 when the decision's snapshot was stale: another process had just used up the cap.
+
+    The snapshot is made stale on purpose (the history read returns nothing), so the decision
+    says "send" and the reservation's atomic re-check in Redis refuses it: the refusal must
+    fold the message into the digest exactly as the engine's own refusal would.
+    """
+    await store_user(
+        services, {**ADA, "preferences": [{"event": "marketing.*", "channel": "push", "enabled": False}]}
+    )
+    token = await admin_key(services)
+
+    def digest(week: int) -> dict[str, object]:
+        data = {"week": f"W{week}", "articles": [], "unsubscribe_url": "https://example.com/u"}
+        return {"event": "marketing.weekly_digest", "user_id": "u_ada", "priority": "low", "data": data}
+
+    async with client(services, token) as http:
+        for week in (40, 41, 42):
+            assert (await http.post("/v1/intents", json=digest(week))).status_code == 202
+
+        async def stale(user_ids: list[str], now: dt.datetime) -> list[list[object]]:
+            return [[] for _ in user_ids]
+
+        monkeypatch.setattr(services.history, "recent_many", stale)
+        response = await http.post("/v1/intents", json=digest(43))
+    assert response.status_code == 202
+    status = await services.deliveries.status(response.json()["notification_id"])
+    assert status is not None
+    [email] = [d for d in status.deliveries if d.channel == "email"]
+    assert (email.status, email.reason) == ("suppressed", "frequency_capped")
+    assert email.detail is not None and "folded into the next marketing.weekly_digest" in email.detail
+    async with services.database.connect() as connection:
+        key = await connection.scalar(
+            sa.select(DELIVERIES.c.batch_key).where(DELIVERIES.c.id == email.delivery_id)
+        )
+    assert key == "u_ada:digest:marketing.weekly_digest"
