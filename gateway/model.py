@@ -278,6 +278,15 @@ class AttemptRecord(Struct, frozen=True, kw_only=True):
     provider_message_id: str | None = None
 
 
+class TrackingEvent(Struct, frozen=True, kw_only=True):
+    """What a provider reported about a delivery after taking it (its webhooks)."""
+
+    type: str  # sent, delivered, opened, clicked, bounced, soft_bounced, failed, dropped, complained, ...
+    at: dt.datetime  # when the provider says it happened
+    provider: str
+    detail: str | None = None  # the provider's reason or code, address masked
+
+
 class DeliveryStatus(Struct, frozen=True, kw_only=True):
     delivery_id: str
     channel: str
@@ -291,6 +300,7 @@ class DeliveryStatus(Struct, frozen=True, kw_only=True):
     expires_at: dt.datetime | None = None
     # The delivery whose message carried this one: its batch's, or the digest it was folded into.
     grouped_into: str | None = None
+    events: list[TrackingEvent] = []  # what the provider reported since, oldest first
 
 
 class NotificationStatus(Struct, frozen=True, kw_only=True):

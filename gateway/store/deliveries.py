@@ -25,12 +25,26 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
-from gateway.model import AttemptRecord, DeadLetter, DeadLetterPage, DeliveryStatus, NotificationStatus
+from gateway.model import (
+    AttemptRecord,
+    DeadLetter,
+    DeadLetterPage,
+    DeliveryStatus,
+    NotificationStatus,
+    TrackingEvent,
+)
 from gateway.store.bulk import insert_rows
 from gateway.store.database import Database
 from gateway.store.grouping import Member, claimable_alone, gather, group_of, leads
 from gateway.store.intake import NewJob, insert_jobs
-from gateway.store.tables import AttemptRow, DeadLetterRow, DeliveryRow, JobRow, NotificationRow
+from gateway.store.tables import (
+    AttemptRow,
+    DeadLetterRow,
+    DeliveryEventRow,
+    DeliveryRow,
+    JobRow,
+    NotificationRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +53,7 @@ attempts = AttemptRow.__table__  # type: ignore[attr-defined]
 jobs = JobRow.__table__  # type: ignore[attr-defined]
 notifications = NotificationRow.__table__  # type: ignore[attr-defined]
 dead_letters = DeadLetterRow.__table__  # type: ignore[attr-defined]
+delivery_events = DeliveryEventRow.__table__  # type: ignore[attr-defined]
 
 OPEN = ("pending", "scheduled", "retrying")
 # A job may wake a hair before its time (Redis scores are whole milliseconds): that is on time.
@@ -409,7 +424,16 @@ class DeliveryStore:
                 )
             )
             tries: dict[str, list[AttemptRecord]] = {r.id: [] for r in rows}
+            reported: dict[str, list[TrackingEvent]] = {r.id: [] for r in rows}
             if rows:
+                for e in await connection.execute(
+                    sa.select(delivery_events)
+                    .where(delivery_events.c.delivery_id.in_(list(reported)))
+                    .order_by(delivery_events.c.occurred_at, delivery_events.c.id)
+                ):
+                    reported[e.delivery_id].append(
+                        TrackingEvent(type=e.type, at=e.occurred_at, provider=e.provider, detail=e.detail)
+                    )
                 for a in await connection.execute(
                     sa.select(attempts).where(attempts.c.delivery_id.in_(list(tries))).order_by(attempts.c.id)
                 ):
@@ -447,6 +471,7 @@ class DeliveryStore:
                     tier=r.tier,
                     expires_at=r.expires_at,
                     grouped_into=r.grouped_into if r.grouped_into != r.id else None,
+                    events=reported[r.id],
                 )
                 for r in rows
             ],

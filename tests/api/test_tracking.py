@@ -226,6 +226,37 @@ async def test_a_retried_bounce_applies_its_effect_even_when_the_event_was_alrea
     assert (await suppressed(tracked))["email"] == "no_address"
 
 
+async def test_the_notification_status_shows_what_the_provider_reported(
+    tracked: Services, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    ids = await accept(tracked)
+    now = int(time.time())
+    body = json.dumps(
+        [
+            sendgrid_event("delivered", ids["email"], "ev-d", timestamp=now - 20),
+            sendgrid_event("open", ids["email"], "ev-o", timestamp=now - 10),
+            sendgrid_event("click", ids["email"], "ev-c", timestamp=now, url="https://x.example"),
+        ]
+    ).encode()
+    async with tracked.database.connect() as connection:
+        notification_id = await connection.scalar(
+            sa.select(DELIVERIES.c.notification_id).where(DELIVERIES.c.id == ids["email"])
+        )
+    async with client(tracked) as http:
+        assert (
+            await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+        ).is_success
+    async with client(tracked, await admin_key(tracked, f"reader-{time.monotonic_ns()}")) as http:
+        status = (await http.get(f"/v1/notifications/{notification_id}")).json()
+    email = next(d for d in status["deliveries"] if d["channel"] == "email")
+    assert [(e["type"], e["provider"]) for e in email["events"]] == [
+        ("delivered", "sendgrid"),
+        ("opened", "sendgrid"),
+        ("clicked", "sendgrid"),
+    ]
+    assert all(d["events"] == [] for d in status["deliveries"] if d["channel"] != "email")
+
+
 async def test_a_retried_webhook_is_stored_once(
     tracked: Services, signing_key: ec.EllipticCurvePrivateKey
 ) -> None:
