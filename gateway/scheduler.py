@@ -33,7 +33,7 @@ from gateway.model import Intent, UserState, zone
 from gateway.policy.cel import CelEvalError, CelInput
 from gateway.policy.cel import runtime as cel_runtime
 from gateway.policy.compiled import CompiledPolicy, Schedule
-from gateway.policy.engine import _user_map
+from gateway.policy.engine import user_map
 from gateway.store.recipients import SqlRecipients
 from gateway.store.schedules import Run, ScheduleStore
 
@@ -82,7 +82,7 @@ def schedule_intent(schedule: Schedule, occurrence: Occurrence, user_id: str) ->
 
 def in_segment(schedule: Schedule, user: UserState, tz_name: str, at: dt.datetime, runtime: str) -> bool:
     """Whether the schedule's segment selects the user; an evaluation error counts as `on_error` says."""
-    variables = CelInput(now=at, user=_user_map(user, tz_name))
+    variables = CelInput(now=at, user=user_map(user, tz_name))
     try:
         value = schedule.segment.program.evaluate(cel_runtime(runtime).activation(variables))
     except CelEvalError:

@@ -100,18 +100,8 @@ class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 def _run(run: Run) -> ScheduleRun:
-    return ScheduleRun(
-        timezone=run.timezone,
-        occurrence=run.occurrence,
-        local=run.local,
-        status=run.status,
-        users=run.users,
-        fired=run.fired,
-        failed=run.failed,
-        detail=run.detail,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-    )
+    """The stored run as the API shows it (its id, schedule and page cursor stay inside)."""
+    return msgspec.convert(run, ScheduleRun, from_attributes=True)
 
 
 def schedule_router(services: Services) -> Router:

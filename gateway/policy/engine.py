@@ -156,7 +156,7 @@ class _Run:
             variables = CelInput(
                 now=self.now,
                 intent=_intent_map(self.intent) if "intent" in needed else None,
-                user=_user_map(self.user, self.tz_name) if "user" in needed else None,
+                user=user_map(self.user, self.tz_name) if "user" in needed else None,
                 history=[_history_map(h) for h in self.history] if "history" in needed else None,
             )
             from gateway.policy.cel import runtime
@@ -784,7 +784,8 @@ def _intent_map(intent: Intent) -> dict[str, Any]:
     )
 
 
-def _user_map(user: UserState, tz_name: str) -> dict[str, Any]:
+def user_map(user: UserState, tz_name: str) -> dict[str, Any]:
+    """`user` as CEL sees it: decisions and schedule segments read the same map."""
     contacts = user.contacts
     return _drop_none(
         {

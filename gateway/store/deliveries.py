@@ -14,7 +14,6 @@ Exactly once per address rests on three rules:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Collection, Sequence
@@ -365,27 +364,29 @@ class DeliveryStore:
                     )
                 )
             if outcome.fall_back:
-                await self._activate_next(connection, claimed, now, applied)
-                for member in claimed.members:  # each grouped item's own chain moves on too
-                    if not member.folded:
-                        carried = dataclasses.replace(
-                            claimed, id=member.delivery_id, notification_id=member.notification_id, members=()
-                        )
-                        await self._activate_next(connection, carried, now, applied)
+                # Each grouped item belongs to its own notification, whose chain moves on too.
+                for notification_id in [
+                    claimed.notification_id,
+                    *(m.notification_id for m in claimed.members if not m.folded),
+                ]:
+                    await self._activate_next(connection, notification_id, claimed.channel, now, applied)
         await insert_rows(connection, attempts, rows)
         await insert_jobs(connection, [job for applied in results for job in applied.jobs], now)
         return results
 
     async def _activate_next(
-        self, connection: AsyncConnection, failed: Claimed, now: dt.datetime, applied: Applied
+        self,
+        connection: AsyncConnection,
+        notification_id: str,
+        failed_channel: str,
+        now: dt.datetime,
+        applied: Applied,
     ) -> None:
         """The channel failed for good: wake the next standby channel of the fallback chain."""
         standby = (
             await connection.execute(
                 sa.select(deliveries.c.id, deliveries.c.queue)
-                .where(
-                    deliveries.c.notification_id == failed.notification_id, deliveries.c.status == "standby"
-                )
+                .where(deliveries.c.notification_id == notification_id, deliveries.c.status == "standby")
                 .order_by(deliveries.c.chain_position)
                 .limit(1)
             )
@@ -395,7 +396,7 @@ class DeliveryStore:
         woken = await connection.execute(
             sa.update(deliveries)
             .where(deliveries.c.id == standby.id, deliveries.c.status == "standby")
-            .values(status="pending", send_at=None, updated_at=now, detail=f"fallback after {failed.channel}")
+            .values(status="pending", send_at=None, updated_at=now, detail=f"fallback after {failed_channel}")
         )
         if woken.rowcount and standby.queue:
             applied.activated.append(standby.id)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import functools
 from typing import Any
 
 import msgspec
@@ -94,6 +95,12 @@ def load_public_key(raw: str) -> Any:
         ) from None
 
 
+@functools.lru_cache(maxsize=4)
+def _verifier(public_key: str) -> EventWebhook:
+    """The key is parsed once, not on every webhook (it only changes with the settings)."""
+    return EventWebhook(public_key)
+
+
 def verify(
     public_key: str, body: bytes, signature: str | None, timestamp: str | None, now: dt.datetime
 ) -> None:
@@ -108,7 +115,7 @@ def verify(
         raise SignatureError(f"the signature's timestamp is more than {MAX_AGE} away from our clock")
     try:
         payload = body.decode("utf-8")
-        valid = EventWebhook(public_key).verify_signature(payload, signature, timestamp)
+        valid = _verifier(public_key).verify_signature(payload, signature, timestamp)
     except (UnicodeDecodeError, binascii.Error, ValueError):
         valid = False
     if not valid:
