@@ -193,3 +193,19 @@ async def test_a_paused_schedule_does_not_fire_and_resuming_does_not_fire_the_pa
     clock.now = MONDAY_0905_PARIS + dt.timedelta(days=7)
     await scheduler(services, "w").run_once()
     assert list(await fired(services)) == ["u_ada"]
+
+
+async def test_the_api_shows_each_zones_last_runs(pinned: tuple[Services, Clock]) -> None:
+    from tests.harness import admin_key, client
+
+    services, _ = pinned
+    await put(services, user("u_ada", "Europe/Paris"), user("u_eve", "Europe/Paris", preferences=OPTED_OUT))
+    await scheduler(services, "a").run_once()
+    async with client(services, await admin_key(services)) as http:
+        (digest,) = (await http.get("/v1/schedules")).json()["schedules"]
+    paris = [r for r in digest["last_runs"] if r["timezone"] == "Europe/Paris"]
+    assert [(r["local"], r["status"], r["users"], r["fired"], r["failed"]) for r in paris] == [
+        ("2026-11-23T09:00:00+01:00", "done", 2, 1, 0)  # two users looked at, one in the segment
+    ]
+    assert set(paris[0]) >= {"occurrence", "started_at", "finished_at", "detail"}
+    assert "after_user" not in paris[0] and "id" not in paris[0]  # the store's cursor stays inside
