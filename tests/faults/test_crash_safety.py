@@ -185,7 +185,10 @@ async def test_a_worker_killed_at_any_point_yields_exactly_one_delivery(
     doomed = worker(env_of(services, outbox), failpoints=f"{point}=exit")
     try:
         try:
-            code = doomed.wait(timeout=60)
+            # Waited for off the event loop: this process's own background writes (the
+            # dispatcher marking jobs pushed) must be able to commit meanwhile, or on SQLite
+            # they hold the write lock the worker needs to reach its failpoint.
+            code = await asyncio.to_thread(doomed.wait, 60)
         except subprocess.TimeoutExpired:
             code = None
         # It died at the failpoint, as kill -9 would leave it.
@@ -211,7 +214,7 @@ async def test_a_worker_killed_while_flushing_a_batch_sends_it_once_with_every_i
     ids = await accept(services, [like(n) for n in range(7)], closed)
     doomed = worker(env_of(services, outbox), failpoints=f"{point}=exit")
     try:
-        assert doomed.wait(timeout=60) == 137, _logs(outbox.parent)
+        assert await asyncio.to_thread(doomed.wait, 60) == 137, _logs(outbox.parent)  # off the loop, as above
     finally:
         stop(doomed)
     survivor = worker(env_of(services, outbox))
