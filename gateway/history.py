@@ -5,17 +5,32 @@ decide at the same moment from the same snapshot. So a decided delivery is *rese
 by one Lua script that, atomically for that user, re-checks its content-dedup window and
 every cap that applies to it against the history as it is now (including what this very
 call has just added), and only then records it. A delivery the script refuses becomes a
-suppression (`duplicate` or `frequency_capped`). Nothing is counted until this commit,
-and a commit whose notification is then not stored (replayed idempotency key, database
-down) is released again.
+suppression (`duplicate` or `frequency_capped`).
+
+A reservation is made before its intent is stored, so it starts out *provisional*: the
+user's provisional hash names its owner (the process that reserved it) and when. The
+commit that stores the intent confirms it (the field is removed, in the background); a
+commit that fails releases it. A process that dies between the two leaves a reservation
+nobody will confirm or release, and it must not suppress anyone: a provisional entry whose
+owner stopped beating (`Keys.owner`, renewed every second, gone 5 s after a crash) or that
+is older than `PROVISIONAL_FOR` is a *suspect*, and before any read or reservation counts
+it, the database says whether its delivery was committed: if so it is confirmed, if not it
+is dropped. Two entries are never counted against an intent: its own (the same
+notification, decided again after a lease ran out) and those of the same producer's same
+idempotency key (a retry after a crash is never its own duplicate; the database's claim on
+the key lets only one of them be stored).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
@@ -25,6 +40,13 @@ from gateway.errors import HistoryUnavailable
 from gateway.model import HistoryEntry
 from gateway.policy.compiled import Cap
 from gateway.redis_keys import Keys
+
+log = logging.getLogger("gateway.history")
+
+BEAT_EVERY = 1.0  # seconds between an owner's heartbeats
+BEAT_TTL_MS = 5_000  # an owner silent this long is taken for dead
+PROVISIONAL_FOR = dt.timedelta(seconds=60)  # no commit takes longer: older unconfirmed entries are checked
+SETTLE_ROUNDS = 3  # new suspects appearing while settling (more crashes) are settled again, this often
 
 
 class _Stored(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -39,10 +61,18 @@ class _Stored(msgspec.Struct, omit_defaults=True, frozen=True):
     b: int = 0  # 1 for a batched delivery
     n: str = ""  # notification id
     w: int = 0  # a batched delivery's window close, in ms since the epoch
+    i: str = ""  # the intent's identity (producer and idempotency key), when it has a key
 
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(_Stored).decode
+
+
+def identity_of(producer: str, idempotency_key: str | None) -> str:
+    """A short, stable name for "this producer's intent with this key": the same for a retry."""
+    if idempotency_key is None:
+        return ""
+    return hashlib.blake2b(f"{producer}\0{idempotency_key}".encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +91,7 @@ class Reservation:
     caps: Sequence[Cap]
     batched: bool = False
     batch_closes_at: dt.datetime | None = None
+    identity: str = ""
 
     def member(self) -> str:
         return _encode(
@@ -74,6 +105,7 @@ class Reservation:
                 b=int(self.batched),
                 n=self.notification_id,
                 w=_ms(self.batch_closes_at) if self.batch_closes_at is not None else 0,
+                i=self.identity,
             )
         ).decode()
 
@@ -92,21 +124,153 @@ class Reservation:
         )
 
 
-_RESERVE = """
-local key = KEYS[1]
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the reservation script said of one delivery."""
+
+    kind: Literal["ok", "duplicate", "capped"]
+    notification_id: str = ""  # duplicate: the notification that already carries this message
+    cap: str = ""  # capped: the cap that was reached
+
+    @classmethod
+    def parse(cls, raw: str) -> Verdict:
+        kind, _, detail = raw.partition(":")
+        if kind == "ok":
+            return _OK
+        if kind == "duplicate":
+            return cls("duplicate", notification_id=detail)
+        if kind == "capped":
+            return cls("capped", cap=detail)
+        raise HistoryUnavailable(f"the reservation script answered {raw!r}")
+
+
+_OK = Verdict("ok")
+
+
+@dataclass(slots=True)
+class UserHistory:
+    """A user's recent entries as read (suspects already settled), with each one's intent identity."""
+
+    entries: list[HistoryEntry] = field(default_factory=list)
+    identities: list[str] = field(default_factory=list)
+
+    def for_intent(self, notification_id: str, identity: str) -> list[HistoryEntry]:
+        """What an intent is decided against: everything but its own earlier reservations."""
+        if not identity and not notification_id:
+            return self.entries
+        return [
+            e
+            for e, i in zip(self.entries, self.identities, strict=True)
+            if not (identity and i == identity)
+            and not (notification_id and e.notification_id == notification_id)
+        ]
+
+    def plus(self, reservations: Sequence[Reservation]) -> UserHistory:
+        """This history as later intents of the same batch see it: as if these were sent."""
+        return UserHistory(
+            [*self.entries, *(r.entry() for r in reservations)],
+            [*self.identities, *(r.identity for r in reservations)],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Suspect:
+    user_id: str
+    delivery_id: str
+    member: str
+
+
+# Shared by both scripts: the user's entries from `keep_from`, each marked `state`:
+# 'c' confirmed, 'p' provisional with a live owner, 's' suspect (owner gone, or too old).
+# KEYS[1] the history set, KEYS[2] the provisional hash; ARGV[1] now (ms), ARGV[2]
+# keep_from (ms), ARGV[3] the owners' key prefix, ARGV[4] how long an entry may stay
+# provisional (ms). Provisional fields whose entry is gone are dropped on the way.
+_LOAD = """
+local key, pkey = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 local keep_from = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local items = cjson.decode(ARGV[4])
+local owner_prefix = ARGV[3]
+local provisional_for = tonumber(ARGV[4])
+
+local function load_entries()
+  local pending = {}
+  local any = false
+  local flat = redis.call('HGETALL', pkey)
+  for i = 1, #flat, 2 do
+    local owner, made = string.match(flat[i + 1], '^(.*)|(%d+)$')
+    pending[flat[i]] = {owner = owner, made = tonumber(made), seen = false}
+    any = true
+  end
+  local alive = {}
+  local function live(p)
+    if now - p.made > provisional_for then return false end
+    if alive[p.owner] == nil then alive[p.owner] = redis.call('EXISTS', owner_prefix .. p.owner) == 1 end
+    return alive[p.owner]
+  end
+  local entries = {}
+  local raw = redis.call('ZRANGEBYSCORE', key, keep_from, '+inf', 'WITHSCORES')
+  for i = 1, #raw, 2 do
+    local e = cjson.decode(raw[i])
+    e.member = raw[i]
+    e.score = tonumber(raw[i + 1])
+    e.state = 'c'
+    local p = any and pending[e.d]
+    if p then
+      p.seen = true
+      if live(p) then e.state = 'p' else e.state = 's' end
+    end
+    entries[#entries + 1] = e
+  end
+  for d, p in pairs(pending) do
+    -- its entry left the window or was released: nothing is left to confirm
+    if not p.seen then redis.call('HDEL', pkey, d) end
+  end
+  return entries
+end
+"""
+
+_READ = (
+    _LOAD
+    + """
+redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. keep_from)
+local out = {}
+if redis.call('EXISTS', pkey) == 0 then
+  -- nothing provisional (the usual case): every entry stands, none needs decoding here
+  local raw = redis.call('ZRANGEBYSCORE', key, keep_from, '+inf', 'WITHSCORES')
+  for i = 1, #raw, 2 do
+    out[#out + 1] = raw[i]
+    out[#out + 1] = raw[i + 1]
+    out[#out + 1] = 'c'
+  end
+  return out
+end
+for _, e in ipairs(load_entries()) do
+  out[#out + 1] = e.member
+  out[#out + 1] = tostring(e.score)
+  out[#out + 1] = e.state
+end
+return out
+"""
+)
+
+# ARGV[5] the items (JSON), ARGV[6] this process's owner id, ARGV[7] the history's TTL (ms),
+# ARGV[8] the owner beat's TTL (ms). Answers {'check', member, ...} when suspects must be
+# settled first (nothing is reserved then), else one verdict per item.
+_RESERVE = (
+    _LOAD
+    + """
+local items = cjson.decode(ARGV[5])
+local me = ARGV[6]
+local ttl = tonumber(ARGV[7])
+redis.call('SET', owner_prefix .. me, '1', 'PX', tonumber(ARGV[8]))
 redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. keep_from)
 
-local entries = {}
-local raw = redis.call('ZRANGEBYSCORE', key, keep_from, '+inf', 'WITHSCORES')
-for i = 1, #raw, 2 do
-  local e = cjson.decode(raw[i])
-  e.score = tonumber(raw[i + 1])
-  entries[#entries + 1] = e
+local entries = load_entries()
+local suspects = {'check'}
+for _, e in ipairs(entries) do
+  if e.state == 's' then suspects[#suspects + 1] = e.member end
 end
+if #suspects > 1 then return suspects end
 
 local function glob(pattern, event)
   if pattern == '*' then return true end
@@ -132,116 +296,276 @@ local function counts(cap, e)
   return true
 end
 
+local function own(item, e)
+  return (item.n ~= '' and e.n == item.n) or (item.i ~= '' and e.i == item.i)
+end
+
 local verdicts = {}
 for i, item in ipairs(items) do
   local verdict = 'ok'
   if item.dedup > 0 then
     for _, e in ipairs(entries) do
-      if e.score > now - item.dedup and e.f == item.fp and e.f ~= '' then verdict = 'duplicate'; break end
+      if e.score > now - item.dedup and e.f == item.fp and e.f ~= '' and not own(item, e) then
+        verdict = 'duplicate:' .. (e.n or ''); break
+      end
     end
   end
   if verdict == 'ok' then
     for _, cap in ipairs(item.caps) do
       local count = 0
       for _, e in ipairs(entries) do
-        if e.score > now - cap.window and counts(cap, e) then count = count + 1 end
+        if e.score > now - cap.window and counts(cap, e) and not own(item, e) then count = count + 1 end
       end
       if count >= cap.limit then verdict = 'capped:' .. cap.name; break end
     end
   end
   if verdict == 'ok' then
     redis.call('ZADD', key, item.score, item.member)
+    redis.call('HSET', pkey, item.d, me .. '|' .. now)
     local e = cjson.decode(item.member)
     e.score = item.score
     entries[#entries + 1] = e
   end
   verdicts[i] = verdict
 end
-if #items > 0 then redis.call('PEXPIRE', key, ttl) end
+if #items > 0 then
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', pkey, ttl)
+end
 return verdicts
 """
+)
 
 
 def _ms(value: dt.datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-class RedisHistory:
-    """The per-user delivery history in Redis: read by decisions, written by reservations."""
+Committed = Callable[[Sequence[str]], Awaitable[set[str]]]
 
-    def __init__(self, redis: Redis, keys: Keys, window: dt.timedelta) -> None:
+
+class RedisHistory:
+    """The per-user delivery history in Redis: read by decisions, written by reservations.
+
+    `owner` names this process in provisional reservations; `committed` tells which of some
+    delivery ids the database stored (`IntakeWriter.committed`), to settle suspects.
+    """
+
+    def __init__(
+        self, redis: Redis, keys: Keys, window: dt.timedelta, *, owner: str, committed: Committed
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.window = window  # how far back any policy check looks
+        self.owner = owner
+        self.committed = committed
+        self._read = redis.register_script(_READ)
         self._reserve = redis.register_script(_RESERVE)
+        self._confirming: list[tuple[str, str]] = []  # (user id, delivery id)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
-    async def recent(self, user_id: str, now: dt.datetime) -> list[HistoryEntry]:
-        return (await self.recent_many([user_id], now))[0]
+    # -- the owner's heartbeat and the confirmations, in one background task --
 
-    async def recent_many(self, user_ids: Sequence[str], now: dt.datetime) -> list[list[HistoryEntry]]:
-        """Histories of many users in one round trip."""
-        low = _ms(now - self.window)
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._background(), name="history-owner")
+
+    async def stop(self) -> None:
+        """Confirm what is pending and stop beating: this owner's provisional entries left
+        unconfirmed are settled by whoever meets them next."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(self.keys.owner(self.owner))
+
+    def confirm(self, user_id: str, reservations: Sequence[Reservation]) -> None:
+        """Their intent was stored: make them permanent (soon, in the background; until then,
+        and even if this never happens, they count as this owner's live reservations, and a
+        suspect entry whose delivery was committed is confirmed by whoever settles it)."""
+        if reservations:
+            self._confirming.extend((user_id, r.delivery_id) for r in reservations)
+            self._wake.set()
+
+    async def _background(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_beat = 0.0
+        while True:
+            if loop.time() >= next_beat:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.set(self.keys.owner(self.owner), b"1", px=BEAT_TTL_MS)
+                next_beat = loop.time() + BEAT_EVERY
+            await self._flush_confirmations()
+            if self._stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - loop.time()))
+            self._wake.clear()
+
+    async def _flush_confirmations(self) -> None:
+        batch, self._confirming = self._confirming, []
+        if not batch:
+            return
+        by_user: dict[str, list[str]] = {}
+        for user_id, delivery_id in batch:
+            by_user.setdefault(user_id, []).append(delivery_id)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id in user_ids:
-                    pipe.zrangebyscore(self.keys.history(user_id), low, "+inf", withscores=True)
-                raw = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise HistoryUnavailable(f"the delivery history cannot be read: {exc}") from exc
-        return [[_entry(member, score) for member, score in rows] for rows in raw]
+                for user_id, ids in by_user.items():
+                    pipe.hdel(self.keys.provisional(user_id), *ids)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:  # they will be settled as suspects instead
+            log.info("could not confirm %d reservations: %s", len(batch), type(exc).__name__)
 
-    async def reserve(self, user_id: str, items: Sequence[Reservation], now: dt.datetime) -> list[str]:
-        """Commit deliveries atomically; one verdict each: `ok`, `duplicate` or `capped:<cap>`."""
+    # -- reading --
+
+    async def recent(self, user_id: str, now: dt.datetime) -> list[HistoryEntry]:
+        return (await self.recent_many([user_id], now))[0].entries
+
+    async def recent_many(self, user_ids: Sequence[str], now: dt.datetime) -> list[UserHistory]:
+        """Histories of many users in one round trip (one more per round of suspects to settle)."""
+        answers: dict[str, UserHistory] = {}
+        todo = list(user_ids)
+        for _ in range(SETTLE_ROUNDS + 1):
+            raw = await self._run_per_user(self._read, [(u, []) for u in todo], now)
+            suspects: list[_Suspect] = []
+            for user_id, rows in zip(todo, raw, strict=True):
+                history, found = _history(user_id, rows)
+                answers[user_id] = history
+                suspects.extend(found)
+            if not suspects:
+                break
+            await self._settle(suspects)
+            todo = list(dict.fromkeys(s.user_id for s in suspects))
+        else:
+            log.warning("history of %d users kept changing while settling; read as is", len(todo))
+        return [answers[u] for u in user_ids]
+
+    # -- reserving --
+
+    async def reserve(self, user_id: str, items: Sequence[Reservation], now: dt.datetime) -> list[Verdict]:
+        """Commit deliveries atomically; one verdict each."""
         return (await self.reserve_many([(user_id, items)], now))[0]
 
     async def reserve_many(
         self, requests: Sequence[tuple[str, Sequence[Reservation]]], now: dt.datetime
-    ) -> list[list[str]]:
+    ) -> list[list[Verdict]]:
         """Many users' reservations in one round trip; each user's is still one atomic script,
-        and requests for the same user run in the order given."""
-        keep_from = _ms(now - self.window)
-        ttl = int((self.window + dt.timedelta(days=1)).total_seconds() * 1000)
-        verdicts: list[list[str]] = [[] for _ in requests]
-        wanted = [i for i, (_, items) in enumerate(requests) if items]
-        if not wanted:
-            return verdicts
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for i in wanted:
-                    user_id, items = requests[i]
-                    payload = [
-                        {
-                            "member": item.member(),
-                            "score": _ms(item.at),
-                            "fp": item.fingerprint,
-                            "dedup": int(item.dedup.total_seconds() * 1000) if item.dedup else 0,
-                            "caps": [_cap(cap) for cap in item.caps],
-                        }
-                        for item in items
-                    ]
-                    await self._reserve(
-                        keys=[self.keys.history(user_id)],
-                        args=[_ms(now), keep_from, ttl, _encode(payload)],
-                        client=pipe,
-                    )
-                raw = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise HistoryUnavailable(f"deliveries cannot be committed to the history: {exc}") from exc
-        for i, answer in zip(wanted, raw, strict=True):
-            verdicts[i] = [v.decode() if isinstance(v, bytes) else str(v) for v in answer]
-        return verdicts
+        and requests for the same user run in the order given. A user with suspect entries is
+        answered after they are settled (a round trip to the database and one more here)."""
+        verdicts: list[list[Verdict]] = [[] for _ in requests]
+        todo = [i for i, (_, items) in enumerate(requests) if items]
+        for _ in range(SETTLE_ROUNDS + 1):
+            if not todo:
+                return verdicts
+            raw = await self._run_per_user(self._reserve, [requests[i] for i in todo], now)
+            suspects: list[_Suspect] = []
+            again: list[int] = []
+            for i, answer in zip(todo, raw, strict=True):
+                words = [_text(v) for v in answer]
+                if words and words[0] == "check":
+                    user_id = requests[i][0]
+                    suspects.extend(_Suspect(user_id, _decode(m).d, m) for m in words[1:])
+                    again.append(i)
+                else:
+                    verdicts[i] = [Verdict.parse(w) for w in words]
+            if suspects:
+                await self._settle(suspects)
+            todo = again
+        raise HistoryUnavailable("reservations kept meeting new unconfirmed entries of stopped processes")
 
     async def release(self, user_id: str, items: Sequence[Reservation]) -> None:
         """Undo reservations whose notification was not stored after all."""
         if items:
             try:
-                await self.redis.zrem(self.keys.history(user_id), *(item.member() for item in items))
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(self.keys.history(user_id), *(item.member() for item in items))
+                    pipe.hdel(self.keys.provisional(user_id), *(item.delivery_id for item in items))
+                    await pipe.execute()
             except (RedisError, OSError) as exc:
                 raise HistoryUnavailable(f"reservations cannot be released: {exc}") from exc
 
+    # -- internals --
 
-def _entry(member: bytes, score: float) -> HistoryEntry:
-    stored = _decode(member)
+    async def _settle(self, suspects: Sequence[_Suspect]) -> None:
+        """Confirm the suspects whose delivery was committed, drop the others."""
+        stored = await self.committed([s.delivery_id for s in suspects])
+        dropped = [s for s in suspects if s.delivery_id not in stored]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for s in suspects:
+                    if s.delivery_id not in stored:
+                        pipe.zrem(self.keys.history(s.user_id), s.member)
+                    pipe.hdel(self.keys.provisional(s.user_id), s.delivery_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(f"unconfirmed reservations cannot be settled: {exc}") from exc
+        if dropped:
+            log.warning(
+                "dropped %d reservations a stopped process made for intents it never stored", len(dropped)
+            )
+
+    async def _run_per_user(
+        self, script: Any, requests: Sequence[tuple[str, Sequence[Reservation]]], now: dt.datetime
+    ) -> list[Any]:
+        keep_from = _ms(now - self.window)
+        ttl = int((self.window + dt.timedelta(days=1)).total_seconds() * 1000)
+        common = [_ms(now), keep_from, self.keys.owner(""), int(PROVISIONAL_FOR.total_seconds() * 1000)]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id, items in requests:
+                    args: list[Any] = list(common)
+                    if script is self._reserve:
+                        args += [_encode([_payload(item) for item in items]), self.owner, ttl, BEAT_TTL_MS]
+                    await script(
+                        keys=[self.keys.history(user_id), self.keys.provisional(user_id)],
+                        args=args,
+                        client=pipe,
+                    )
+                return list(await pipe.execute())
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(f"the delivery history cannot be used: {exc}") from exc
+
+
+def _payload(item: Reservation) -> dict[str, Any]:
+    return {
+        "member": item.member(),
+        "score": _ms(item.at),
+        "fp": item.fingerprint,
+        "dedup": int(item.dedup.total_seconds() * 1000) if item.dedup else 0,
+        "caps": [_cap(cap) for cap in item.caps],
+        "d": item.delivery_id,
+        "n": item.notification_id,
+        "i": item.identity,
+    }
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _history(user_id: str, rows: Sequence[Any]) -> tuple[UserHistory, list[_Suspect]]:
+    history = UserHistory()
+    suspects: list[_Suspect] = []
+    for n in range(0, len(rows), 3):
+        member, score, state = _text(rows[n]), float(rows[n + 1]), _text(rows[n + 2])
+        stored = _decode(member)
+        if state == "s":
+            suspects.append(_Suspect(user_id, stored.d, member))
+            continue
+        history.entries.append(_entry(stored, score))
+        history.identities.append(stored.i)
+    return history, suspects
+
+
+def _entry(stored: _Stored, score: float) -> HistoryEntry:
     return HistoryEntry(
         event=stored.e,
         channel=stored.c,

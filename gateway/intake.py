@@ -32,31 +32,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import sqlalchemy as sa
 
 from gateway.batching import MicroBatcher
 from gateway.decisions import decide_or_reject, validate_intent
 from gateway.errors import HistoryUnavailable
-from gateway.history import RedisHistory, Reservation
+from gateway.failpoints import failpoint
+from gateway.history import RedisHistory, Reservation, UserHistory, Verdict, identity_of
 from gateway.ids import new_id
 from gateway.metrics import INTENTS_ACCEPTED, POLICY_EVALUATION
-from gateway.model import Decision, Delivery, HistoryEntry, Intent, Suppression, UserState
+from gateway.model import Decision, Delivery, Intent, Suppression, UserState
 from gateway.policy.compiled import Cap, CompiledPolicy, Plan
 from gateway.policy.engine import preference_cap
 from gateway.queue.dispatch import Dispatcher
 from gateway.quota import Quota, QuotaSpec
-from gateway.store.bulk import insert_rows
 from gateway.store.database import Database
 from gateway.store.grouping import fold_key
-from gateway.store.intake import IntakeWriter, JobSpec, NewJob, Pending, form_jobs, insert_jobs
+from gateway.store.intake import IntakeWriter, JobSpec, Pending
 from gateway.store.recipients import SqlRecipients
-from gateway.store.tables import DeliveryRow, JobRow, NotificationRow
+from gateway.store.undecided import Undecided, UndecidedStore
 from gateway.templating.preview import render_messages
 
 log = logging.getLogger("gateway.intake")
-notifications = NotificationRow.__table__  # type: ignore[attr-defined]
-deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
-jobs = JobRow.__table__  # type: ignore[attr-defined]
 # Deciding is synchronous work; a batch hands the event loop back this often, so that an
 # urgent intent's commit (or any request) is not held up for a whole batch's worth of it.
 YIELD_EVERY = 20
@@ -133,28 +129,30 @@ class _Reserving:
                     self.user,
                     self.now,
                     r.notification_id or "",
+                    identity_of(r.producer, r.intent.idempotency_key),
                 ),
             )
             for d in wanted
         ]
 
-    def settle(self, verdicts: Sequence[str]) -> None:
+    def settle(self, verdicts: Sequence[Verdict]) -> None:
         asked, self.asking = self.asking, []
         promoted: list[Delivery] = []
         for (delivery, item), verdict in zip(asked, verdicts, strict=True):
-            if verdict == "ok":
+            if verdict.kind == "ok":
                 self.kept.append(item)
                 continue
             self.delivered.remove(delivery)
-            if verdict == "duplicate":
+            if verdict.kind == "duplicate":
                 refusal = Suppression(
                     channel=delivery.channel,
                     reason="duplicate",
                     rule=self.decision.rule,
-                    detail="an identical message was committed concurrently",
+                    detail=f"an identical message was committed concurrently, "
+                    f"as notification {verdict.notification_id}",
                 )
             else:
-                cap = verdict.split(":", 1)[1]
+                cap = verdict.cap
                 refusal = Suppression(
                     channel=delivery.channel,
                     reason="frequency_capped",
@@ -204,9 +202,12 @@ class Intake:
         writer: IntakeWriter,
         dispatcher: Dispatcher,
         clock: Callable[[], dt.datetime],
+        owner: str,
         max_batch: int = 200,  # bounds how long an urgent intent waits behind a batch in progress
     ) -> None:
         self.policy = policy
+        self.owner = owner  # names this process's claims on undecided intents
+        self.undecided = UndecidedStore(database)
         self.database = database
         self.recipients = recipients
         self.history = history
@@ -268,6 +269,7 @@ class Intake:
         if result.replay:
             await self._release(staged.user_id, staged.reservations)
         else:
+            self.history.confirm(staged.user_id, staged.reservations)
             self.dispatcher.dispatch(result.jobs)
         return IntakeResult(result.notification_id, result.replay, staged.user_id)
 
@@ -315,7 +317,7 @@ class Intake:
         user_ids = list(dict.fromkeys(r.intent.user_id for r in requests))
         users = await self.recipients.get_users(user_ids)
         try:
-            histories: dict[str, list[HistoryEntry]] = dict(
+            histories: dict[str, UserHistory] = dict(
                 zip(user_ids, await self.history.recent_many(user_ids, now), strict=True)
             )
         except HistoryUnavailable as exc:
@@ -328,9 +330,12 @@ class Intake:
                 await asyncio.sleep(0)  # a batch decides for ~100 µs an intent: let urgent work in
             user_id = r.intent.user_id
             user = users.get(user_id) or UserState(user_id=user_id)
+            seen = histories[user_id].for_intent(
+                r.notification_id or "", identity_of(r.producer, r.intent.idempotency_key)
+            )
             try:
                 with POLICY_EVALUATION.time():
-                    decision = decide_or_reject(r.intent, user, now, histories[user_id], policy)
+                    decision = decide_or_reject(r.intent, user, now, seen, policy)
                 render_messages(decision, r.intent, user, policy)  # 422 now, not a failed send later
                 rule = policy.rule(decision.rule)
                 plan = policy.plan(rule, r.intent.priority) if rule is not None else None
@@ -342,7 +347,7 @@ class Intake:
             ids = {d.channel: new_id("d") for d in (*decision.deliveries, *decision.standby)}
             work = _Reserving(r, user, now, decision, plan, ids)
             # Later intents of this batch for the same user decide as if this one were sent.
-            histories[user_id] = [*histories[user_id], *(item.entry() for _, item in work.asking)]
+            histories[user_id] = histories[user_id].plus([item for _, item in work.asking])
             reserving.append((len(out), work))
             out.append(None)  # staged once reserved
         try:
@@ -359,6 +364,7 @@ class Intake:
             for index, w in reserving:
                 out[index] = _undecided(w.request, now)
             return out  # type: ignore[return-value]
+        failpoint("intake.reserved")  # reserved in Redis, not yet stored: a crash leaves provisional entries
         for n, (index, w) in enumerate(reserving, 1):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -375,77 +381,55 @@ class Intake:
         except HistoryUnavailable as exc:  # over-counting is the safe side of a cap
             log.warning("could not release %d reservations of %s: %s", len(reservations), user_id, exc)
 
-    async def decide_pending(self, limit: int = 100) -> int:
-        """Decide intents accepted while Redis was down; returns how many were decided."""
-        async with self.database.connect() as connection:
-            rows = list(
-                await connection.execute(
-                    sa.select(notifications)
-                    .where(notifications.c.status == "undecided")
-                    .order_by(notifications.c.created_at)
-                    .limit(limit)
-                )
-            )
-        if not rows:
-            return 0
+    async def decide_pending(self, limit: int = 100, lease: dt.timedelta = dt.timedelta(seconds=30)) -> int:
+        """Decide intents accepted while Redis was down; returns how many were decided.
+
+        Each is claimed first (`UndecidedStore.claim`), so of several workers doing this at
+        once exactly one decides a given intent; a decision recorded after the claim was lost
+        changes nothing and gives its reservations back.
+        """
         now = self.clock()
-        requests = [
-            # Expiry runs from acceptance: an intent without send_at is due when it was accepted.
-            IntakeRequest(
-                Intent(
-                    event=row.event,
-                    user_id=row.user_id,
-                    data=row.data,
-                    priority=row.priority,
-                    channels=row.channels,
-                    idempotency_key=row.idempotency_key,
-                    send_at=row.send_at or row.created_at,
-                    locale=row.locale,
-                ),
-                row.producer,
-                notification_id=row.id,
-            )
-            for row in rows
-        ]
+        claimed = await self.undecided.claim(self.owner, now, lease, limit)
+        if not claimed:
+            return 0
+        requests = [_late_request(row) for row in claimed]
         decided = 0
-        for request, staged in zip(requests, await self._decide(requests, self.policy(), now), strict=True):
+        staged_all = await self._decide(requests, self.policy(), now)
+        for n, (request, staged) in enumerate(zip(requests, staged_all, strict=True)):
             if isinstance(staged, BaseException):
                 # A rule removed since acceptance, ...: record why and move on.
                 log.warning("cannot decide %s: %s", request.notification_id, staged)
                 staged = _unroutable(request, now, str(staged))
-            if staged.undecided:
-                break  # Redis is still away
-            recorded = await self._record_late_decision(staged.pending, now)
+            if staged.undecided:  # Redis is still away: let the next pass (anyone's) take them
+                await self.undecided.release(self.owner, [r.notification_id or "" for r in requests[n:]])
+                break
+            recorded = await self.undecided.record(staged.pending, self.owner, now)
             if recorded is None:
                 await self._release(staged.user_id, staged.reservations)
                 continue
+            self.history.confirm(staged.user_id, staged.reservations)
             decided += 1
             self.dispatcher.dispatch(recorded)
         return decided
 
-    async def _record_late_decision(self, pending: Pending, now: dt.datetime) -> list[NewJob] | None:
-        """Store a late decision unless another worker already did; returns its jobs."""
-        note = pending.notification
-        async with self.database.begin() as connection:
-            updated = await connection.execute(
-                sa.update(notifications)
-                .where(notifications.c.id == note["id"], notifications.c.status == "undecided")
-                .values(
-                    status="decided",
-                    category=note["category"],
-                    tier=note["tier"],
-                    rule=note["rule"],
-                    policy_version=note["policy_version"],
-                    fallback=note["fallback"],
-                    decided_at=now,
-                )
-            )
-            if not updated.rowcount:
-                return None
-            await insert_rows(connection, deliveries, pending.deliveries)
-            new_jobs = form_jobs(pending.job_specs)
-            await insert_jobs(connection, new_jobs, now)
-        return new_jobs
+
+def _late_request(row: Undecided) -> IntakeRequest:
+    """An undecided intent as it was accepted. Its expiry runs from acceptance: an intent
+    without send_at was due when it was accepted, so a stale OTP is dropped, not sent late."""
+    return IntakeRequest(
+        Intent(
+            event=row.event,
+            user_id=row.user_id,
+            data=row.data,
+            priority=row.priority,  # type: ignore[arg-type]
+            channels=row.channels,
+            idempotency_key=row.idempotency_key,
+            send_at=row.send_at or row.created_at,
+            locale=row.locale,
+        ),
+        row.producer,
+        notification_id=row.id,
+    )
 
 
 def _reservation(
@@ -457,6 +441,7 @@ def _reservation(
     user: UserState,
     now: dt.datetime,
     notification_id: str,
+    identity: str,
 ) -> Reservation:
     caps: list[Cap] = []
     if "caps" not in plan.bypass:
@@ -480,6 +465,7 @@ def _reservation(
         caps=caps,
         batched=delivery.batch is not None,
         batch_closes_at=delivery.batch.closes_at if delivery.batch is not None else None,
+        identity=identity,
     )
 
 
@@ -622,6 +608,8 @@ def _notification(
         "fallback": decision.fallback if decision else None,
         "created_at": now,
         "decided_at": now if decision else None,
+        "decide_owner": None,
+        "decide_until": None,
     }
 
 

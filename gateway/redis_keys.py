@@ -19,6 +19,18 @@ class Keys:
         """Sorted set: what was committed for the user, scored by send time (ms)."""
         return f"{self.prefix}:history:{{{user_id}}}"
 
+    def provisional(self, user_id: str) -> str:
+        """Hash: the user's history entries not yet confirmed by their intent's commit, by
+        delivery id: `<owner>|<ms reserved>` (see `gateway.history`)."""
+        return f"{self.prefix}:provisional:{{{user_id}}}"
+
+    def owner(self, owner_id: str) -> str:
+        """String with a short TTL: the heartbeat of a process that reserves deliveries.
+
+        The reservation script reads these beside the user's keys, so unlike the rest the
+        gateway's history needs a single Redis, not a cluster (arq needs one too)."""
+        return f"{self.prefix}:owner:{owner_id}"
+
     def quota(self, key_id: str) -> str:
         """Hash: a producer key's token bucket."""
         return f"{self.prefix}:quota:{key_id}"

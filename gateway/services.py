@@ -8,6 +8,9 @@ container per test with their own database, Redis and key prefix.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import uuid
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -48,15 +51,24 @@ class Services:
         self.settings = settings
         self.clock = clock
         self._closed = False
+        # Names this process wherever it holds something: delivery leases, claims on late
+        # decisions, provisional history reservations.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.policy = policy or load_policy(settings.bundle_paths(), runtime=settings.cel_runtime)
         self.database = Database(settings.database_url)
         self.redis = connect_redis(settings.redis_url)
         self.keys = Keys(settings.redis_prefix)
-        self.history = RedisHistory(self.redis, self.keys, self.policy.history_window)
         self.recipients = SqlRecipients(self.database)
         self.enqueuer = Enqueuer(self.redis, self.keys)
         self.dispatcher = Dispatcher(self.database, self.enqueuer, clock)
         self.writer = IntakeWriter(self.database, idempotency_window=self._idempotency_window, clock=clock)
+        self.history = RedisHistory(
+            self.redis,
+            self.keys,
+            self.policy.history_window,
+            owner=self.owner,
+            committed=self.writer.committed,
+        )
         self.deliveries = DeliveryStore(self.database)
         self.api_keys = ApiKeyStore(self.database)
         self.quota = Quota(self.redis, self.keys)
@@ -69,6 +81,7 @@ class Services:
             writer=self.writer,
             dispatcher=self.dispatcher,
             clock=clock,
+            owner=self.owner,
         )
 
     def current_policy(self) -> CompiledPolicy:
@@ -80,6 +93,7 @@ class Services:
     async def start(self) -> None:
         await self.writer.start()
         await self.dispatcher.start()
+        await self.history.start()
         await self.intake.start()
 
     async def close(self) -> None:
@@ -88,6 +102,7 @@ class Services:
         self._closed = True
         await self.intake.stop()
         await self.writer.stop()
+        await self.history.stop()  # after the last commit: its confirmations go out first
         await self.dispatcher.stop()
         await self.redis.aclose()
         await self.database.dispose()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from gateway.history import UserHistory
 from gateway.model import Intent
 from gateway.services import Services
 from gateway.store import inbox
@@ -281,12 +283,24 @@ async def test_a_batch_decides_exactly_as_the_same_intents_one_after_another(ser
             assert services.intake.batcher.batches - batches_before < len(intents) / 2  # really batched
         else:
             results = [await services.intake.accept(i, producer="shop") for i in intents]
-        outcomes[user_id] = [await decided(services, r.notification_id) for r in results]
+        # A duplicate names the notification that carried the message first: by its place here.
+        place = {r.notification_id: f"#{n}" for n, r in enumerate(results)}
+        outcomes[user_id] = [_by_place(await decided(services, r.notification_id), place) for r in results]
     assert outcomes["u_together"] == outcomes["u_one_by_one"]
+    assert "(notification #0)" in outcomes["u_together"][12]["push"][2]  # the second B-0 names the first
     pushes = [by_channel["push"] for by_channel in outcomes["u_together"]]
     assert [p[0] for p in pushes].count("pending") == 10  # the 10-per-hour push cap
     assert {p[1] for p in pushes if p[0] == "suppressed"} == {"frequency_capped", "duplicate"}
     assert not any("concurrent" in p[2] for p in pushes if p[2])
+
+
+def _by_place(
+    outcome: dict[str, tuple[str, str | None, str | None]], place: dict[str, str]
+) -> dict[str, tuple[str, str | None, str | None]]:
+    def named(detail: str | None) -> str | None:
+        return detail and re.sub(r"n_[0-9A-Z]+", lambda m: place.get(m.group(0), "elsewhere"), detail)
+
+    return {channel: (status, reason, named(detail)) for channel, (status, reason, detail) in outcome.items()}
 
 
 async def decided(services: Services, notification_id: str) -> dict[str, tuple[str, str | None, str | None]]:
@@ -341,8 +355,8 @@ async def test_a_cap_refused_at_reservation_still_folds_into_the_digest(
         for week in (40, 41, 42):
             assert (await http.post("/v1/intents", json=digest(week))).status_code == 202
 
-        async def stale(user_ids: list[str], now: dt.datetime) -> list[list[object]]:
-            return [[] for _ in user_ids]
+        async def stale(user_ids: list[str], now: dt.datetime) -> list[UserHistory]:
+            return [UserHistory() for _ in user_ids]
 
         monkeypatch.setattr(services.history, "recent_many", stale)
         response = await http.post("/v1/intents", json=digest(43))

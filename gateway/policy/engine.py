@@ -122,7 +122,7 @@ class _Run:
         self._activation: Any = None
         self._data_hash: str | None = None
         self._sent: list[tuple[dt.datetime, str, str, str]] | None = None
-        self._fingerprints: dict[str, dt.datetime] | None = None
+        self._fingerprints: dict[str, HistoryEntry] | None = None
 
     # -- trace and CEL --
 
@@ -438,11 +438,12 @@ class _Run:
         fp = self.fingerprint(channel)
         if rule.dedup is not None:
             last = self.fingerprints().get(fp)
-            if last is not None and last > self.now - rule.dedup:
+            if last is not None and last.at > self.now - rule.dedup:
+                carrier = f" (notification {last.notification_id})" if last.notification_id else ""
                 return suppress(
                     "duplicate",
                     f"the same {intent.event} with identical data went to "
-                    f"{channel} at {last.isoformat()}, within the "
+                    f"{channel} at {last.at.isoformat()}{carrier}, within the "
                     f"{format_duration(rule.dedup)} dedup window",
                     rule.name,
                     rule.where("dedup"),
@@ -559,17 +560,17 @@ class _Run:
             ]
         return self._sent
 
-    def fingerprints(self) -> dict[str, dt.datetime]:
-        """The latest time each content fingerprint appears in the history: built once per decision."""
+    def fingerprints(self) -> dict[str, HistoryEntry]:
+        """The latest entry of each content fingerprint in the history: built once per decision."""
         if self._fingerprints is None:
-            latest: dict[str, dt.datetime] = {}
+            latest: dict[str, HistoryEntry] = {}
             event = self.intent.event
             for entry in self.history:
                 if entry.event != event:
                     continue  # a fingerprint covers the event: only the same event can match
                 fp = self.entry_fingerprint(entry)
-                if fp is not None and (fp not in latest or entry.at > latest[fp]):
-                    latest[fp] = entry.at
+                if fp is not None and (fp not in latest or entry.at > latest[fp].at):
+                    latest[fp] = entry
             self._fingerprints = latest
         return self._fingerprints
 

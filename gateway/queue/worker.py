@@ -13,10 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import signal
-import socket
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,7 +73,7 @@ class WorkerProcess:
         self.renderer = renderer or TemplateRenderer(
             self.services.current_policy, UnsubscribeLinks.from_settings(settings)
         )
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = self.services.owner
         self.stop = asyncio.Event()
         self.workers: list[Worker] = []
         self.outcomes: GroupCommit[Outcome, Applied] | None = None
@@ -190,7 +187,10 @@ class WorkerProcess:
     async def _decide_late(self) -> None:
         while not self.stop.is_set():
             try:
-                decided = await self.services.intake.decide_pending()
+                # Claimed for as long as a job's deliveries are: deciding a page takes far less.
+                decided = await self.services.intake.decide_pending(
+                    lease=dt.timedelta(seconds=self.settings.job_timeout)
+                )
                 if decided:
                     log.info("decided %d intents accepted while Redis was away", decided)
             except (Unavailable, OSError) as exc:

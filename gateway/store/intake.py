@@ -190,6 +190,18 @@ class IntakeWriter:
         replays.update({index: winners[key] for index, key in followers.items()})
         return replays
 
+    async def committed(self, delivery_ids: Sequence[str]) -> set[str]:
+        """Which of these deliveries were committed. A history reservation names its delivery
+        id before the commit: this tells a reservation whose intent was stored from one left
+        behind by a process that died before its commit."""
+        if not delivery_ids:
+            return set()
+        async with self.database.connect() as connection:
+            rows = await connection.execute(
+                sa.select(deliveries.c.id).where(deliveries.c.id.in_(sorted(set(delivery_ids))))
+            )
+            return {r.id for r in rows}
+
     async def lookup_key(self, scope: str, key: str, now: dt.datetime) -> str | None:
         """The notification an unexpired idempotency key already names (a fast path for replays)."""
         return (await self.lookup_keys([(scope, key)], now)).get((scope, key))

@@ -47,6 +47,14 @@ class NotificationRow(SQLModel, table=True):
     """An accepted intent and what was decided for it."""
 
     __tablename__ = "notifications"
+    __table_args__ = (
+        sa.Index(
+            "ix_notifications_undecided",
+            "created_at",
+            postgresql_where=sa.text("status = 'undecided'"),
+            sqlite_where=sa.text("status = 'undecided'"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     event: str = Field(max_length=128)
@@ -67,6 +75,9 @@ class NotificationRow(SQLModel, table=True):
     fallback: list[str] | None = _json(nullable=True)
     created_at: dt.datetime = _time(index=True)
     decided_at: dt.datetime | None = _time(nullable=True)
+    # The lease of the worker deciding it late (`gateway.store.undecided`), while undecided.
+    decide_owner: str | None = Field(default=None, max_length=80)
+    decide_until: dt.datetime | None = _time(nullable=True)
 
 
 class DeliveryRow(SQLModel, table=True):

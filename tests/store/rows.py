@@ -48,6 +48,8 @@ def notification_row(notification_id: str | None = None, **values: Any) -> dict[
         "fallback": None,
         "created_at": T0,
         "decided_at": T0,
+        "decide_owner": None,
+        "decide_until": None,
     }
     row.update(values)
     return row
