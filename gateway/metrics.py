@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -65,6 +65,19 @@ ACCEPT_TO_DELIVERED = Histogram(
     "From the intent's acceptance (the notification's created_at) to its delivery, by tier.",
     ["tier"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+    registry=REGISTRY,
+)
+
+WORKER_CONSUMING = Gauge(
+    "notigate_worker_consuming",
+    "1 while this worker's loop for the queue runs on a connected Redis, 0 while it is reconnecting.",
+    ["queue"],
+    registry=REGISTRY,
+)
+WORKER_RESTARTS = Counter(
+    "notigate_worker_consumer_restarts",
+    "Times a queue's consuming loop ended on a Redis failure and was started again.",
+    ["queue"],
     registry=REGISTRY,
 )
 

@@ -1,10 +1,12 @@
 """`notigate worker`: arq workers for the tiers' queues, plus the relay and late decisions.
 
 One arq `Worker` per queue, so a bulk campaign queued behind thousands of jobs never
-delays a critical one: each queue has its own polling loop and its own concurrency. On
-SIGTERM or Ctrl-C the workers stop taking jobs, let the running ones finish (up to the job
-timeout), then close; a job cut short is re-run by arq and its deliveries reclaimed once
-their lease expires.
+delays a critical one: each queue has its own polling loop and its own concurrency. Each
+loop is kept running through Redis outages by its `QueueConsumer`; any other part that
+ends on its own (a bug) ends the process with exit code 1, so a supervisor restarts it
+rather than leave a worker up that no longer consumes. On SIGTERM or Ctrl-C the workers
+stop taking jobs, let the running ones finish (up to the job timeout), then close; a job
+cut short is re-run by arq and its deliveries reclaimed once their lease expires.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import signal
 from collections.abc import Sequence
 from typing import Any
 
 from arq.connections import RedisSettings
+from arq.typing import StartupShutdown
 from arq.worker import Worker, func
 from prometheus_client import start_http_server
 
@@ -27,6 +31,7 @@ from gateway.metrics import Scrape
 from gateway.providers.base import AdapterDeps
 from gateway.providers.guard import ProviderGuard
 from gateway.providers.registry import ProviderRegistry
+from gateway.queue.consumer import QueueConsumer
 from gateway.queue.enqueue import DELIVER, deserialize, serialize
 from gateway.queue.relay import Relay
 from gateway.scheduler import Scheduler
@@ -75,13 +80,14 @@ class WorkerProcess:
         )
         self.owner = self.services.owner
         self.stop = asyncio.Event()
-        self.workers: list[Worker] = []
+        self.consumers: list[QueueConsumer] = []
         self.outcomes: GroupCommit[Outcome, Applied] | None = None
         self.registry: ProviderRegistry | None = registry
         self.pipeline: DeliveryPipeline | None = None
         self.metrics_server: tuple[Any, Any, Scrape] | None = None  # (server, thread, collector)
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Serve until stopped; returns the process's exit code (0 after a requested stop)."""
         services = self.services
         await _require_current_schema(services)
         if self.settings.worker_metrics_port is not None:
@@ -114,31 +120,11 @@ class WorkerProcess:
         await pipeline.start()
         self.pipeline = pipeline
         redis_settings = RedisSettings.from_dsn(self.settings.redis_url)
-        for queue in self.queues:
-            worker = Worker(
-                functions=[func(deliver, name=DELIVER, timeout=self.settings.job_timeout)],
-                queue_name=services.keys.queue(queue),
-                redis_settings=redis_settings,
-                max_jobs=self.settings.worker_concurrency,
-                job_timeout=self.settings.job_timeout,
-                keep_result=60,
-                poll_delay=0.02,
-                handle_signals=False,
-                job_serializer=serialize,
-                job_deserializer=deserialize,
-                ctx={"pipeline": pipeline, "queue": queue},
-                log_results=False,
-            )
-            # arq locks a running job for its timeout plus ten seconds, so the job of a worker
-            # that died waits that long before any other worker may run it. Exactly-once does
-            # not rest on that lock but on the delivery claims and their lease (= job timeout),
-            # so one second past the lease is enough: recovery in ~job timeout, not +10 s.
-            worker.in_progress_timeout_s = self.settings.job_timeout + 1
-            self.workers.append(worker)
-        tasks = [
-            asyncio.create_task(w.async_run(), name=f"worker-{q}")
-            for w, q in zip(self.workers, self.queues, strict=True)
+        self.consumers = [
+            QueueConsumer(queue, functools.partial(self._arq_worker, queue, redis_settings), self.stop)
+            for queue in self.queues
         ]
+        tasks = [asyncio.create_task(c.run(), name=f"consume-{c.queue}") for c in self.consumers]
         if self.with_relay:
             relay = Relay(
                 services.database,
@@ -163,9 +149,54 @@ class WorkerProcess:
                 tasks.append(asyncio.create_task(scheduler.run(self.stop), name="scheduler"))
         log.info("worker %s serving queues %s", self.owner, ", ".join(self.queues))
         try:
-            await self.stop.wait()
+            return await self._supervise(tasks)
         finally:
             await self._shutdown(tasks)
+
+    def _arq_worker(self, queue: str, redis_settings: RedisSettings, on_startup: StartupShutdown) -> Worker:
+        worker = Worker(
+            functions=[func(deliver, name=DELIVER, timeout=self.settings.job_timeout)],
+            queue_name=self.services.keys.queue(queue),
+            redis_settings=redis_settings,
+            max_jobs=self.settings.worker_concurrency,
+            job_timeout=self.settings.job_timeout,
+            keep_result=60,
+            poll_delay=0.02,
+            handle_signals=False,
+            job_serializer=serialize,
+            job_deserializer=deserialize,
+            ctx={"pipeline": self.pipeline, "queue": queue},
+            log_results=False,
+            on_startup=on_startup,
+        )
+        # arq locks a running job for its timeout plus ten seconds, so the job of a worker
+        # that died waits that long before any other worker may run it. Exactly-once does
+        # not rest on that lock but on the delivery claims and their lease (= job timeout),
+        # so one second past the lease is enough: recovery in ~job timeout, not +10 s.
+        worker.in_progress_timeout_s = self.settings.job_timeout + 1
+        return worker
+
+    async def _supervise(self, tasks: list[asyncio.Task[Any]]) -> int:
+        """Wait for a requested stop; a part that ends before it (a bug, not a Redis outage,
+        which the parts ride out themselves) ends the process with 1, for its supervisor
+        to restart: a worker never stays up without consuming."""
+        stopped = asyncio.create_task(self.stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if self.stop.is_set():
+            return 0
+        for task in done:
+            problem = task.exception()
+            log.critical(
+                "worker %s: %s ended unexpectedly (%s); stopping with exit code 1",
+                self.owner,
+                task.get_name(),
+                f"{type(problem).__name__}: {problem}" if problem is not None else "it returned",
+                exc_info=problem,
+            )
+        return 1
 
     def _serve_metrics(self, port: int) -> None:
         """Prometheus metrics on their own thread: a scrape never waits for the event loop."""
@@ -201,20 +232,21 @@ class WorkerProcess:
                     await asyncio.wait_for(self.stop.wait(), 1.0)
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
-        for worker in self.workers:
-            worker.allow_pick_jobs = False
-        running = [t for w in self.workers for t in w.tasks.values() if not t.done()]
+        self.stop.set()
+        for consumer in self.consumers:
+            if consumer.current is not None:
+                consumer.current.allow_pick_jobs = False
+        running = [t for c in self.consumers for t in c.running()]
         if running:
             await asyncio.wait(running, timeout=self.settings.job_timeout)
-        for worker in self.workers:
-            try:
-                await worker.close()
-            except Exception:
-                log.exception("closing worker")
-        self.stop.set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for consumer in self.consumers:
+            try:
+                await consumer.close()
+            except Exception:
+                log.exception("closing the consumer of queue %s", consumer.queue)
         if self.metrics_server is not None:
             server, thread, scrape = self.metrics_server
             await asyncio.to_thread(server.shutdown)  # waits out serve_forever's poll
@@ -235,12 +267,11 @@ async def _require_current_schema(services: Services) -> None:
 
 
 def run(settings: Settings, queues: Sequence[str] | None = None, *, relay: bool = True) -> int:
-    async def main() -> None:
+    async def main() -> int:
         process = WorkerProcess(settings, queues, relay=relay)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, process.stop.set)
-        await process.run()
+        return await process.run()
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
