@@ -40,7 +40,15 @@ return taken
 
 
 def serialize(value: dict[str, Any]) -> bytes:
-    return msgspec.json.encode(value)
+    return msgspec.json.encode(value, enc_hook=_describe)
+
+
+def _describe(value: Any) -> str:
+    """What JSON cannot hold, described: arq stores a failed job's exception as its result, and a
+    result that cannot be stored would hide that the job ended (see `Enqueuer.whereabouts`)."""
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return repr(value)
 
 
 def deserialize(raw: bytes) -> dict[str, Any]:
@@ -78,12 +86,23 @@ class Enqueuer:
         await self._script(args=[msgspec.json.encode(payload), job_key_prefix, result_key_prefix])
         return [job.id for job in jobs]
 
-    async def missing(self, job_ids: Sequence[str]) -> list[str]:
-        """Jobs Redis no longer holds (lost in a restart, or dropped by arq)."""
+    async def whereabouts(self, job_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Of these jobs, (ended, gone): arq finished the `ended` ones, yet their outbox rows are
+        still there, so they failed or timed out before their deliveries were done (a job that
+        completes deletes its row before it returns); Redis holds nothing of the `gone` ones
+        (lost in a restart, or not yet pushed)."""
         if not job_ids:
-            return []
+            return [], []
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.exists(job_key_prefix + job_id, result_key_prefix + job_id)
+                pipe.exists(job_key_prefix + job_id)
+                pipe.exists(result_key_prefix + job_id)
             found = await pipe.execute()
-        return [job_id for job_id, count in zip(job_ids, found, strict=True) if not count]
+        ended, gone = [], []
+        for n, job_id in enumerate(job_ids):
+            queued, result = found[2 * n], found[2 * n + 1]
+            if result and not queued:
+                ended.append(job_id)
+            elif not queued and not result:
+                gone.append(job_id)
+        return ended, gone

@@ -5,8 +5,9 @@ Three duties, each idempotent (enqueueing a job Redis still holds is a no-op):
   are pushed, critical tier first;
 - when Redis has lost its data (restart without persistence: our epoch key is gone),
   every unfinished job is pushed again;
-- a job due a while ago whose job key Redis no longer holds (dropped after arq's retries,
-  or lost) is pushed again.
+- a job arq ran and ended (a failure, a timeout) while its outbox row is still there gets
+  a new id and is pushed again at once (arq refuses an ended job's id for a minute);
+- a job due a while ago whose job key Redis no longer holds (lost) is pushed again.
 A job's row disappears only when a worker has finished it, so the relay can always tell
 unfinished work from done work without trusting Redis.
 """
@@ -145,20 +146,52 @@ class Relay:
             if reset.rowcount:
                 log.warning("Redis lost its data: %d unfinished jobs will be pushed again", reset.rowcount)
             return int(reset.rowcount or 0)
+        return await self._recover(now)
+
+    async def _recover(self, now: dt.datetime) -> int:
+        """Jobs whose arq run ended without finishing them, and jobs Redis lost: queued again.
+
+        Per queue, the oldest jobs that are due: arq runs a queue oldest first, so a job that
+        ran and ended is among them even behind a backlog of thousands.
+        """
         async with self.database.connect() as connection:
+            queues = [r[0] for r in await connection.execute(sa.select(jobs.c.queue).distinct())]
             due = [
-                r.id
-                for r in await connection.execute(
-                    sa.select(jobs.c.id)
-                    .where(jobs.c.enqueued_at.is_not(None), jobs.c.run_at < now - self.overdue)
-                    .limit(1000)
+                row
+                for queue in queues
+                for row in await connection.execute(
+                    sa.select(jobs.c.id, jobs.c.queue, jobs.c.deliveries, jobs.c.priority, jobs.c.run_at)
+                    .where(
+                        jobs.c.queue == queue,
+                        jobs.c.enqueued_at.is_not(None),
+                        jobs.c.run_at < now - self.grace,
+                    )
+                    .order_by(jobs.c.run_at)
+                    .limit(self.batch)
                 )
             ]
-        missing = await self.enqueuer.missing(due)
+        ended, gone = await self.enqueuer.whereabouts([r.id for r in due])
+        overdue = {r.id for r in due if r.run_at < now - self.overdue}
+        missing = [job_id for job_id in gone if job_id in overdue]
+        if ended:
+            # arq keeps an ended job's result (and refuses its id) for a minute: new ids.
+            ended_ids = set(ended)
+            again = [
+                NewJob(new_id("j"), r.queue, list(r.deliveries), now, r.priority)
+                for r in due
+                if r.id in ended_ids
+            ]
+            async with self.database.begin() as connection:
+                await connection.execute(sa.delete(jobs).where(jobs.c.id.in_(ended)))
+                await insert_jobs(connection, again, now, created_at=now - self.grace)
+            log.warning(
+                "%d jobs ended before their deliveries were done (failed or timed out): queued again",
+                len(ended),
+            )
         if missing:
             async with self.database.begin() as connection:
                 await connection.execute(
                     sa.update(jobs).where(jobs.c.id.in_(missing)).values(enqueued_at=None)
                 )
             log.warning("%d overdue jobs were missing from Redis: pushing them again", len(missing))
-        return len(missing)
+        return len(ended) + len(missing)
