@@ -23,6 +23,7 @@ from gateway.policy.compiled import CompiledPolicy
 from gateway.queue.dispatch import Dispatcher
 from gateway.queue.enqueue import Enqueuer
 from gateway.quota import Quota
+from gateway.redis_config import warn_if_unsafe
 from gateway.redis_keys import Keys
 from gateway.settings import Settings
 from gateway.store.database import Database
@@ -91,6 +92,7 @@ class Services:
         return self.policy.defaults.idempotency_window
 
     async def start(self) -> None:
+        await warn_if_unsafe(self.redis)
         await self.writer.start()
         await self.dispatcher.start()
         await self.history.start()
