@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import subprocess
-import sys
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +21,9 @@ import sqlalchemy as sa
 
 from gateway.redis_server import RedisServer
 from gateway.services import Services
-from gateway.store.tables import InboxItemRow
-from tests.conftest import REPO, make_settings, open_services
+from tests.conftest import make_settings, open_services
+from tests.faults.checks import INBOX, accept_many, all_final, assert_exactly_once, open_deliveries
+from tests.faults.procs import env_of, logs, stop, worker
 from tests.harness import (
     ADA,
     DELIVERIES,
@@ -41,139 +38,6 @@ from tests.harness import (
     store_user,
 )
 from tests.providers.outbox import per_delivery
-
-INBOX = InboxItemRow.__table__  # type: ignore[attr-defined]
-FINAL = ("delivered", "suppressed", "failed", "dead", "expired")
-
-
-def worker(settings_env: dict[str, str], failpoints: str = "") -> subprocess.Popen[bytes]:
-    """A real worker process; its log goes to a file beside the outbox, for a failing test to show."""
-    env = {**os.environ, **settings_env, "NOTIGATE_FAILPOINTS": failpoints}
-    log = Path(settings_env["NOTIGATE_OUTBOX"]).parent / f"worker-{uuid.uuid4().hex[:6]}.log"
-    with log.open("wb") as sink:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "worker"],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def env_of(services: Services, outbox: Path) -> dict[str, str]:
-    s = services.settings
-    return {
-        "DATABASE_URL": s.database_url,
-        "REDIS_URL": s.redis_url,
-        "NOTIGATE_REDIS_PREFIX": s.redis_prefix,
-        "NOTIGATE_OUTBOX": str(outbox),
-        "NOTIGATE_JOB_TIMEOUT": "2",
-        "NOTIGATE_RELAY_RECONCILE": "0.5",
-        "NOTIGATE_PROVIDER_PROFILE": "dev",
-        "NOTIGATE_POLICIES": str(REPO / "policies"),
-    }
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-async def accept_many(services: Services, count_: int, *, users: int = 5) -> list[str]:
-    for i in range(users):
-        await store_user(services, {**ADA, "user_id": f"u_{i}"})
-    token = await admin_key(services, f"producer-{uuid.uuid4().hex[:8]}")
-    async with client(services, token) as http:
-        responses = await asyncio.gather(
-            *(
-                http.post(
-                    "/v1/intents",
-                    json={
-                        "event": "order.shipped",
-                        "user_id": f"u_{i % users}",
-                        "data": {"order_id": f"A-{i}", "carrier": "UPS"},
-                    },
-                )
-                for i in range(count_)
-            )
-        )
-    assert all(r.status_code == 202 for r in responses), [r.text for r in responses if r.status_code != 202]
-    return [r.json()["notification_id"] for r in responses]
-
-
-async def all_final(services: Services) -> bool:
-    async with services.database.connect() as connection:
-        open_ = await connection.scalar(
-            sa.select(sa.func.count())
-            .select_from(DELIVERIES)
-            .where(DELIVERIES.c.status.not_in(("standby", *FINAL)))
-        )
-        undecided = await connection.scalar(
-            sa.select(sa.func.count()).select_from(NOTIFICATIONS).where(NOTIFICATIONS.c.status == "undecided")
-        )
-    return open_ == 0 and undecided == 0
-
-
-async def assert_exactly_once(
-    services: Services, outbox: Path, notification_ids: list[str]
-) -> dict[str, int]:
-    """Every delivery of every accepted notification went out once to each of its addresses.
-
-    Returns the number of addresses of each delivery.
-    """
-    async with services.database.connect() as connection:
-        rows = list(
-            await connection.execute(
-                sa.select(
-                    DELIVERIES.c.id, DELIVERIES.c.channel, DELIVERIES.c.status, DELIVERIES.c.notification_id
-                ).where(DELIVERIES.c.notification_id.in_(notification_ids))
-            )
-        )
-    assert {r.notification_id for r in rows} == set(notification_ids)  # none lost
-    sent = [r for r in rows if r.status not in ("suppressed", "standby")]
-    assert all(r.status == "delivered" for r in sent), Counter(r.status for r in sent)
-    files = await asyncio.to_thread(_written, outbox)
-    # In-app messages go to the inbox table (one row per delivery, by its primary key).
-    async with services.database.connect() as connection:
-        inbox_rows = Counter(
-            r.notification_id
-            for r in await connection.execute(
-                sa.select(INBOX.c.notification_id).where(INBOX.c.notification_id.in_(notification_ids))
-            )
-        )
-    expected = {r.id: 2 if r.channel == "push" else 1 for r in sent if r.channel != "in_app"}  # two devices
-    assert files == expected  # exactly once per address: no loss, no duplicate
-    in_app = Counter(r.notification_id for r in sent if r.channel == "in_app")
-    assert inbox_rows == in_app
-    return {**expected, **{r.id: 1 for r in sent if r.channel == "in_app"}}
-
-
-async def open_deliveries(services: Services) -> str:
-    """What is still open, for a failing test to show."""
-    async with services.database.connect() as connection:
-        rows = list(
-            await connection.execute(
-                sa.select(
-                    DELIVERIES.c.channel, DELIVERIES.c.status, DELIVERIES.c.attempts, DELIVERIES.c.detail
-                )
-                .where(DELIVERIES.c.status.not_in(("standby", *FINAL)))
-                .limit(20)
-            )
-        )
-    return "still open: " + "; ".join(f"{r.channel} {r.status} after {r.attempts}: {r.detail}" for r in rows)
-
-
-def _logs(folder: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(folder.glob("worker-*.log")))
-
-
-def _written(outbox: Path) -> dict[str, int]:
-    return per_delivery(outbox)
 
 
 @pytest.mark.parametrize("point", ["delivery.claimed", "delivery.sent", "delivery.recorded", "job.finished"])
@@ -192,7 +56,7 @@ async def test_a_worker_killed_at_any_point_yields_exactly_one_delivery(
         except subprocess.TimeoutExpired:
             code = None
         # It died at the failpoint, as kill -9 would leave it.
-        assert code == 137, _logs(outbox.parent)
+        assert code == 137, logs(outbox.parent)
     finally:
         stop(doomed)
     survivor = worker(env_of(services, outbox))
@@ -214,7 +78,7 @@ async def test_a_worker_killed_while_flushing_a_batch_sends_it_once_with_every_i
     ids = await accept(services, [like(n) for n in range(7)], closed)
     doomed = worker(env_of(services, outbox), failpoints=f"{point}=exit")
     try:
-        assert await asyncio.to_thread(doomed.wait, 60) == 137, _logs(outbox.parent)  # off the loop, as above
+        assert await asyncio.to_thread(doomed.wait, 60) == 137, logs(outbox.parent)  # off the loop, as above
     finally:
         stop(doomed)
     survivor = worker(env_of(services, outbox))
@@ -254,7 +118,7 @@ async def test_two_workers_racing_deliver_each_message_once(services: Services, 
         try:
             await eventually(lambda: all_final(services), within=90, every=0.2)
         except AssertionError:
-            raise AssertionError(f"{await open_deliveries(services)}\n{_logs(outbox.parent)}") from None
+            raise AssertionError(f"{await open_deliveries(services)}\n{logs(outbox.parent)}") from None
     finally:
         stop(first)
         stop(second)
@@ -266,20 +130,10 @@ async def test_two_workers_racing_deliver_each_message_once(services: Services, 
     assert attempts == sum(addresses.values())  # one successful send per address, whoever won the claim
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
 async def test_redis_stopped_and_restarted_during_intake_loses_nothing(
-    database_url: str, own_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    on_own_redis: Services, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    outbox = tmp_path / "outbox"
-    monkeypatch.setenv("NOTIGATE_OUTBOX", str(outbox))
-    services = await open_services(make_settings(database_url, own_redis.url, tmp_path))
-    await services.start()
+    services, outbox = on_own_redis, tmp_path / "outbox"
     survivor = None
     try:
         before = await accept_many(services, 10)
@@ -293,7 +147,6 @@ async def test_redis_stopped_and_restarted_during_intake_loses_nothing(
     finally:
         if survivor is not None:
             stop(survivor)
-        await services.close()
 
 
 async def test_with_the_database_unreachable_intake_answers_503_and_keeps_nothing(
@@ -340,3 +193,48 @@ async def test_with_the_database_unreachable_intake_answers_503_and_keeps_nothin
         assert history == []  # nothing reserved, nothing to undo
     finally:
         await broken.close()
+
+
+async def test_intents_held_while_redis_was_away_are_decided_once_by_racing_workers(
+    database_url: str, own_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers' late decisions run at the same moment over the same undecided intents:
+    each intent is decided by exactly one of them, and none becomes its own duplicate."""
+    monkeypatch.setenv("NOTIGATE_OUTBOX", str(tmp_path / "outbox"))
+    settings = make_settings(database_url, own_redis.url, tmp_path)
+    api = await open_services(settings)
+    await api.start()
+    workers = [Services(settings, policy=api.policy, clock=api.clock) for _ in range(2)]
+    try:
+        own_redis.kill()
+        ids = await accept_many(api, 60, users=20)
+        own_redis.start()  # back, empty
+        for services in workers:
+            await services.start()
+
+        async def drain(services: Services) -> int:
+            decided = 0
+            while n := await services.intake.decide_pending(limit=7):
+                decided += n
+            return decided
+
+        counts = await asyncio.gather(*(drain(s) for s in workers))
+        assert sum(counts) == 60  # each intent decided once, whoever did it
+        async with api.database.connect() as connection:
+            rows = list(
+                await connection.execute(
+                    sa.select(
+                        DELIVERIES.c.notification_id,
+                        DELIVERIES.c.channel,
+                        DELIVERIES.c.status,
+                        DELIVERIES.c.reason,
+                    ).where(DELIVERIES.c.notification_id.in_(ids))
+                )
+            )
+        assert Counter(r.notification_id for r in rows) == {n: 4 for n in ids}  # one row per channel
+        suppressed = Counter((r.channel, r.reason) for r in rows if r.status == "suppressed")
+        assert suppressed == {("sms", "opted_out"): 60}  # nobody's duplicate, nobody capped
+    finally:
+        for services in workers:
+            await services.close()
+        await api.close()
