@@ -52,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     unsubscribe_mailto: str | None = None  # an address for `List-Unsubscribe: <mailto:...>`
     unsubscribe_exempt: tuple[str, ...] = ("transactional",)  # categories whose email has no link
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (the inbox)
+    console_secret: Secret | None = None  # signs console links; unset, only API keys sign in
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -205,4 +206,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("unsubscribe_mailto", "NOTIGATE_UNSUBSCRIBE_MAILTO", _mailto),
     ("unsubscribe_exempt", "NOTIGATE_UNSUBSCRIBE_EXEMPT", _names),
     ("cors_origins", "NOTIGATE_CORS_ORIGINS", _origins),
+    ("console_secret", "NOTIGATE_CONSOLE_SECRET", _secret),
 )

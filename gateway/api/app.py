@@ -20,7 +20,11 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway import __version__
+from gateway.api.activity_routes import activity_router
 from gateway.api.auth import ApiKeyAuthentication
+from gateway.api.bundle_routes import bundle_router
+from gateway.api.console_links import console_link_router, link_authenticator
+from gateway.api.console_routes import console_router
 from gateway.api.context import Gateway
 from gateway.api.errors import EXCEPTION_HANDLERS
 from gateway.api.health_routes import HealthRoutes
@@ -29,9 +33,11 @@ from gateway.api.intake_routes import intake_router
 from gateway.api.ops_routes import ops_router
 from gateway.api.policy_routes import policy_router
 from gateway.api.schedule_routes import schedule_router
+from gateway.api.status_routes import status_router
 from gateway.api.tracking_routes import tracking_router
 from gateway.api.users_routes import users_router
 from gateway.errors import Unavailable
+from gateway.policy.compiled import CompiledPolicy
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store import migrate
@@ -61,7 +67,10 @@ def create_app(
         )
     # Most routes take an API key; the inbox's take a user's inbox token, the tracking
     # webhooks a provider's signature, health checks nothing: each says so in the OpenAPI.
-    keyed: list[Any] = [policy_router(gateway)]
+    keyed: list[Any] = [
+        policy_router(gateway),
+        bundle_router(_policy_of(gateway), gateway.settings.bundle_paths),
+    ]
     handlers: list[Any] = []
     middleware: list[Any] = []
     on_startup: list[Callable[[], Awaitable[None]]] = []
@@ -70,8 +79,11 @@ def create_app(
         full = gateway.services
         health = HealthRoutes(full)
         keyed += [intake_router(full), users_router(full), ops_router(full), schedule_router(full)]
-        handlers += [health.router, inbox_router(full), tracking_router(full)]
-        middleware.append(DefineMiddleware(ApiKeyAuthentication, keys=full.api_keys))
+        keyed += [activity_router(full), status_router(full), console_link_router(full)]
+        handlers += [health.router, inbox_router(full), tracking_router(full), console_router()]
+        middleware.append(
+            DefineMiddleware(ApiKeyAuthentication, keys=full.api_keys, delegation=link_authenticator(full))
+        )
         on_startup += [_schema_is_current(full), full.start]
         on_shutdown += [full.close, health.close]
     handlers.append(Router(path="/", route_handlers=keyed, security=[{"apiKey": []}]))
@@ -108,6 +120,13 @@ def create_app(
         ),
         debug=False,
     )
+
+
+def _policy_of(gateway: Gateway) -> Callable[[], CompiledPolicy]:
+    """The policy in force, read per request: the full gateway's services know it."""
+    if gateway.services is not None:
+        return gateway.services.current_policy
+    return lambda: gateway.policy
 
 
 def _cors(settings: Settings) -> CORSConfig | None:

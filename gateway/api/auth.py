@@ -6,6 +6,7 @@ for what its scopes do not allow is 403; both in the contract's error shape.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -24,10 +25,18 @@ INBOX_PATHS = r"^/v1/inbox(/|$)"
 TRACKING_PATHS = r"^/v1/(webhooks/sendgrid|webhooks/twilio/status|unsubscribe/[^/]+)$"
 
 
+# Another kind of bearer credential that stands for a key (console links): returns the key it
+# grants and what to expose as `request.auth`, or None for a token that is not of its kind.
+Delegation = Callable[[str], Awaitable[tuple[ApiKey, object] | None]]
+
+
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
-    def __init__(self, app: ASGIApp, keys: ApiKeyStore) -> None:
+    """Routes marked `exclude_from_auth` in their `opt` (the console's static files) are open."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeyStore, delegation: Delegation | None = None) -> None:
         super().__init__(app, exclude=[*(f"^{p}" for p in OPEN_PATHS), INBOX_PATHS, TRACKING_PATHS])
         self.keys = keys
+        self.delegation = delegation
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -39,6 +48,8 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
                 "send an API key as `Authorization: Bearer <key>` (create one with `notigate keys create`)",
                 code="missing_api_key",
             )
+        if self.delegation is not None and (delegated := await self.delegation(token.strip())) is not None:
+            return AuthenticationResult(user=delegated[0], auth=delegated[1])
         key = await self.keys.authenticate(token.strip())
         if key is None:
             raise Unauthorized("this API key is unknown or revoked", code="invalid_api_key")

@@ -104,6 +104,18 @@ class ApiKeyStore:
         key_id, _, secret = token.partition(".")
         if not key_id or not secret:
             return None
+        key, expected = await self._lookup(key_id)
+        if key is None or key.revoked_at is not None or not hmac.compare_digest(expected, _hash(secret)):
+            return None
+        return key
+
+    async def by_id(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not, through the same short cache (console links
+        name the key that issued them and are checked against it on every request)."""
+        key, _ = await self._lookup(key_id)
+        return key
+
+    async def _lookup(self, key_id: str) -> tuple[ApiKey | None, str]:
         cached = self._cache.get(key_id)
         if cached is None or time.monotonic() - cached[0] > self.cache_seconds:
             async with self.database.connect() as connection:
@@ -114,10 +126,7 @@ class ApiKeyStore:
                 row.secret_hash if row else "",
             )
             self._cache[key_id] = cached
-        _, key, expected = cached
-        if key is None or key.revoked_at is not None or not hmac.compare_digest(expected, _hash(secret)):
-            return None
-        return key
+        return cached[1], cached[2]
 
 
 def _key(row: sa.Row[object]) -> ApiKey:
