@@ -98,7 +98,7 @@ async function ensureSignedIn() {
 
 let rendering = 0;
 
-export async function render() {
+export async function render({ focus = false } = {}) {
   const ticket = ++rendering;
   const { name, params } = route();
   markNav(name);
@@ -113,7 +113,9 @@ export async function render() {
   const heading = h("h1", { tabindex: "-1" }, page.title);
   const body = h("div", { class: "page" }, loading());
   clear(main()).append(heading, body);
-  if (document.activeElement === document.body || document.activeElement?.closest("nav")) heading.focus();
+  // After a move between pages, the new page's heading takes the focus (screen readers announce
+  // it); on a first load the focus stays at the top, where Tab reaches the skip link first.
+  if (focus) heading.focus();
   try {
     await page.render(body, params, session.principal);
   } catch (error) {
@@ -132,7 +134,7 @@ function takeLinkFromUrl() {
 
 window.addEventListener("hashchange", () => {
   takeLinkFromUrl();
-  render();
+  render({ focus: true });
 });
 takeLinkFromUrl();
 render();
