@@ -36,6 +36,8 @@ def run(settings: Settings, var: Path = Path("var")) -> int:
         env["NOTIGATE_INBOX_SECRET"] = _saved_secret(var, "inbox-secret")
     if not env.get("NOTIGATE_UNSUBSCRIBE_SECRET"):
         env["NOTIGATE_UNSUBSCRIBE_SECRET"] = _saved_secret(var, "unsubscribe-secret")
+    if not env.get("NOTIGATE_CONSOLE_SECRET"):
+        env["NOTIGATE_CONSOLE_SECRET"] = _saved_secret(var, "console-secret")
     redis: RedisServer | None = None
     if "REDIS_URL" not in os.environ:
         raw = os.environ.get("NOTIGATE_DEV_REDIS_PORT") or str(DEV_REDIS_PORT)
@@ -123,6 +125,7 @@ def _banner(settings: Settings, env: dict[str, str], key: str, var: Path) -> Non
         f"""
 Notigate is running (Ctrl-C stops everything)
   API        {base}        OpenAPI: {base}/schema
+  Console    {base}/console/   (sign in with the API key below)
   API key    {key}
              (admin, every event; saved in {saved})
   Redis      {env["REDIS_URL"]}
@@ -165,7 +168,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _saved_secret(var: Path, name: str) -> str:
-    """A signing key (inbox tokens, unsubscribe links), kept in var/ so tokens and links survive
+    """A signing key (inbox tokens, unsubscribe links, console links), kept in var/ so tokens and links survive
     a dev restart and every API process and worker signs and checks with the same one."""
     saved = var / name
     if saved.exists():

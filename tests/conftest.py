@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ settings.register_profile("repeatable", derandomize=True, database=None, print_b
 settings.register_profile("explore", max_examples=2000, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 RUNTIMES = available_runtimes()
+_STARTED = time.time()
 
 
 def shipped_paths() -> BundlePaths:
@@ -164,3 +166,11 @@ async def services(
     await opened.start()
     yield opened
     await opened.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where the console's browser tests left their screenshots, for a reviewer to look at."""
+    shots = REPO / "var" / "screenshots"
+    fresh = [p for p in shots.glob("*.png") if p.stat().st_mtime >= _STARTED] if shots.is_dir() else []
+    if fresh:
+        terminalreporter.write_line(f"console screenshots ({len(fresh)}): {shots}")

@@ -73,7 +73,11 @@ def test_dev_runs_redis_api_and_worker_and_delivers_to_the_outbox(tmp_path: Path
         key = (var / "dev-api-key").read_text().strip()
         assert key in log.read_text()  # the banner prints a ready key
         assert f"redis://127.0.0.1:{redis_port}" in log.read_text()  # its own Redis, not the machine's
+        assert f"Console    {base}/console/" in log.read_text()
         headers = {"authorization": f"Bearer {key}"}
+        assert httpx.get(f"{base}/console/").status_code == 200
+        link = httpx.post(f"{base}/v1/console-links", json={}, headers=headers)
+        assert link.status_code == 201, link.text  # dev keeps a console secret in var/
         user = {
             "user_id": "u_1",
             "timezone": "Europe/Paris",

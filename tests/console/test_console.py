@@ -71,6 +71,8 @@ def test_explains_a_quiet_hours_deferral_with_its_time_and_rule(
     expect(trace).to_contain_text("quiet_hours")
     expect(trace).to_contain_text("inside quiet hours 22:00-08:00 (America/Los_Angeles)")
     print("screenshot:", screenshot(page, "why"))
+    page.get_by_role("heading", name="Decision").evaluate("(el) => el.closest('section').scrollIntoView()")
+    screenshot(page, "why-decision", full_page=False)  # the one docs/console.png is taken from
 
     # The rule's link opens the policy file at its line.
     email.get_by_role("link", name="policies/marketing.yaml:29").click()
