@@ -168,8 +168,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _saved_secret(var: Path, name: str) -> str:
-    """A signing key (inbox tokens, unsubscribe links, console links), kept in var/ so tokens and links survive
-    a dev restart and every API process and worker signs and checks with the same one."""
+    """A signing key (inbox tokens, unsubscribe and console links), kept in var/ so tokens and links
+    survive a dev restart and every API process and worker signs and checks with the same one."""
     saved = var / name
     if saved.exists():
         return saved.read_text().strip()

@@ -15,12 +15,13 @@ from typing import Annotated
 
 import msgspec
 from litestar import MediaType, Response, Router, get
+from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
 
 from gateway.errors import NotFound
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.compiler import BundlePaths
-from gateway.policy.describe import describe
+from gateway.policy.describe import BundleView, describe
 from gateway.policy.diagnostics import display_path
 
 MAX_FILE_BYTES = 1_048_576
@@ -37,6 +38,7 @@ def bundle_router(policy: Callable[[], CompiledPolicy], paths: Callable[[], Bund
     @get(
         "/policy/bundle",
         summary="The bundle in force: rules in precedence order, tiers, caps, schedules, with file and line",
+        responses={200: ResponseSpec(data_container=BundleView, description="The bundle, as people read it")},
     )
     async def bundle() -> Response[bytes]:
         current = policy()

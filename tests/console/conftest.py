@@ -1,5 +1,5 @@
 """A live gateway (uvicorn and a worker, each on its own thread and event loop, on SQLite and
-the suite's Redis) and one headless Chromium per test process, for the console's browser tests.
+the suite's Redis) and one headless Chromium per test module, for the console's browser tests.
 
 Screenshots of every page go to `var/screenshots/` (git-ignored); the run's summary prints where.
 """
@@ -148,9 +148,10 @@ def _wait_until_up(url: str, within: float = 30) -> None:
     raise AssertionError(f"the gateway at {url} did not become ready within {within}s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_gateway(redis_server: RedisServer) -> Iterator[LiveGateway]:
-    """`notigate serve` and `notigate worker` as they run for real, in threads of this process."""
+    """`notigate serve` and `notigate worker` as they run for real, in threads of this process,
+    stopped after the module: nothing of theirs may run (or log) beside the rest of the suite."""
     root = Path(tempfile.mkdtemp(prefix="console-gateway-"))
     outbox = root / "outbox"
     settings = make_settings(
@@ -188,8 +189,11 @@ def live_gateway(redis_server: RedisServer) -> Iterator[LiveGateway]:
             raise thread.error
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium for the module's tests. Not for the session: Playwright's sync API keeps an
+    event loop running on this thread while it is open, and the rest of the suite (run by the
+    same xdist worker afterwards) needs `asyncio.run` there."""
     executable = chromium_path()
     if executable is None:
         pytest.fail(INSTALL_HINT, pytrace=False)  # never skipped: CI must run these

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.console.conftest import PHONE, LiveGateway, screenshot, sign_in
@@ -298,3 +299,26 @@ def test_an_admin_issued_console_link_signs_in_with_its_narrower_scope(
     page.get_by_label("Event").select_option("order.shipped")
     page.get_by_role("button", name="Explain").click()
     expect(page.get_by_role("heading", name="Trace, step by step")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("wall", "zone", "instant"),
+    [
+        ("2026-11-21T23:30", "America/Los_Angeles", "2026-11-22T07:30:00Z"),
+        ("2026-07-01T09:00", "Europe/Paris", "2026-07-01T07:00:00Z"),
+        # 02:30 does not exist on 8 March 2026 in Los Angeles: the first instant after the gap
+        # plus the half hour into it, as the engine's own arithmetic does.
+        ("2026-03-08T02:30", "America/Los_Angeles", "2026-03-08T10:30:00Z"),
+        # 01:30 happens twice on 1 November 2026: the first one.
+        ("2026-11-01T01:30", "America/Los_Angeles", "2026-11-01T08:30:00Z"),
+        ("2026-03-29T12:00", "Australia/Lord_Howe", "2026-03-29T01:00:00Z"),
+    ],
+)
+def test_a_local_clock_time_in_a_zone_becomes_the_right_instant(
+    page: Page, live_gateway: LiveGateway, wall: str, zone: str, instant: str
+) -> None:
+    page.goto("/console/")
+    got = page.evaluate(
+        "async ([wall, zone]) => (await import('/console/js/zones.js')).zonedToUtc(wall, zone)", [wall, zone]
+    )
+    assert got == instant

@@ -20,9 +20,13 @@ export function zonedToUtc(localValue, zone) {
   const [y, mo, d] = date.split("-").map(Number);
   const [hh, mm] = (time || "00:00").split(":").map(Number);
   const wall = Date.UTC(y, mo - 1, d, hh, mm);
-  let guess = wall - offsetAt(wall, zone) * 60000;
-  guess = wall - offsetAt(guess, zone) * 60000; // a second pass settles a guess across a change
-  return new Date(guess).toISOString().replace(".000Z", "Z");
+  const first = wall - offsetAt(wall, zone) * 60000;
+  const second = wall - offsetAt(first, zone) * 60000; // settles a guess made across a change
+  // `second` reads back as the wall time unless that time does not exist (a spring-forward
+  // gap); then the later guess is the first instant after the gap plus the time into it.
+  const exists = wall - offsetAt(second, zone) * 60000 === second;
+  const instant = exists ? second : Math.max(first, second);
+  return new Date(instant).toISOString().replace(".000Z", "Z");
 }
 
 export function browserZone() {
