@@ -28,26 +28,23 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import msgspec
+from dataclasses import dataclass
 
 from gateway.batching import MicroBatcher
 from gateway.decisions import decide_or_reject, validate_intent
 from gateway.errors import HistoryUnavailable
 from gateway.failpoints import failpoint
-from gateway.history import RedisHistory, Reservation, UserHistory, Verdict, identity_of
+from gateway.history import RedisHistory, Reservation, UserHistory, identity_of
 from gateway.ids import new_id
 from gateway.metrics import INTENTS_ACCEPTED, POLICY_EVALUATION
-from gateway.model import Decision, Delivery, Intent, Suppression, UserState
-from gateway.policy.compiled import Cap, CompiledPolicy, Plan
-from gateway.policy.engine import preference_cap
+from gateway.model import Intent, UserState
+from gateway.policy.compiled import CompiledPolicy
 from gateway.queue.dispatch import Dispatcher
 from gateway.quota import Quota, QuotaSpec
+from gateway.reservations import Reserving
+from gateway.store import records
 from gateway.store.database import Database
-from gateway.store.grouping import fold_key
-from gateway.store.intake import IntakeWriter, JobSpec, Pending
+from gateway.store.intake import IntakeWriter, Pending
 from gateway.store.recipients import SqlRecipients
 from gateway.store.undecided import Undecided, UndecidedStore
 from gateway.templating.preview import render_messages
@@ -84,110 +81,6 @@ class _Staged:
     @property
     def undecided(self) -> bool:
         return bool(self.pending.notification["status"] == "undecided")
-
-
-@dataclass(slots=True)
-class _Reserving:
-    """One intent's decision while its deliveries are being reserved.
-
-    A delivery the reservation refuses (a concurrent intent for the same user got there
-    first) becomes a suppression; a refused head of a `first` fallback chain passes the
-    turn to the next standby, which is then reserved in the next round.
-    """
-
-    request: IntakeRequest
-    user: UserState
-    now: dt.datetime
-    decision: Decision
-    plan: Plan | None
-    ids: dict[str, str]
-    delivered: list[Delivery] = field(default_factory=list)
-    standby: list[Delivery] = field(default_factory=list)
-    suppressed: list[Suppression] = field(default_factory=list)
-    kept: list[Reservation] = field(default_factory=list)
-    asking: list[tuple[Delivery, Reservation]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.delivered = list(self.decision.deliveries)
-        self.standby = list(self.decision.standby)
-        self.suppressed = list(self.decision.suppressed)
-        self.ask(self.delivered)
-
-    def ask(self, wanted: Sequence[Delivery]) -> None:
-        if self.plan is None:
-            return
-        r = self.request
-        self.asking = [
-            (
-                d,
-                _reservation(
-                    d,
-                    self.ids[d.channel],
-                    r.intent,
-                    self.decision,
-                    self.plan,
-                    self.user,
-                    self.now,
-                    r.notification_id or "",
-                    identity_of(r.producer, r.intent.idempotency_key),
-                ),
-            )
-            for d in wanted
-        ]
-
-    def settle(self, verdicts: Sequence[Verdict]) -> None:
-        asked, self.asking = self.asking, []
-        promoted: list[Delivery] = []
-        for (delivery, item), verdict in zip(asked, verdicts, strict=True):
-            if verdict.kind == "ok":
-                self.kept.append(item)
-                continue
-            self.delivered.remove(delivery)
-            if verdict.kind == "duplicate":
-                refusal = Suppression(
-                    channel=delivery.channel,
-                    reason="duplicate",
-                    rule=self.decision.rule,
-                    detail=f"an identical message was committed concurrently, "
-                    f"as notification {verdict.notification_id}",
-                )
-            else:
-                cap = verdict.cap
-                refusal = Suppression(
-                    channel=delivery.channel,
-                    reason="frequency_capped",
-                    rule=cap,
-                    detail=f"cap {cap} was reached by a concurrent delivery",
-                    digest=self.overflow_digest(delivery.channel, cap),
-                )
-            self.suppressed.append(refusal)
-            if self.standby and delivery.channel in self.decision.fallback:
-                promoted.append(self.standby.pop(0))
-        self.delivered.extend(promoted)
-        self.ask(promoted)
-
-    def overflow_digest(self, channel: str, cap_name: str) -> str | None:
-        """Where a message this cap refused folds, as the engine would have said: the rule's
-        digest for a cap with `overflow: digest`, and for the user's own preference cap."""
-        if self.plan is None:
-            return None
-        policy_cap = next((c for c in self.plan.caps.get(channel, ()) if c.name == cap_name), None)
-        if policy_cap is not None and policy_cap.overflow != "digest":
-            return None
-        return self.plan.rule.digest
-
-    def final(self) -> Decision:
-        decision = self.decision
-        if len(self.delivered) == len(decision.deliveries) and self.standby == decision.standby:
-            return decision
-        refused = {s.channel for s in self.suppressed}
-        return msgspec.structs.replace(
-            decision,
-            deliveries=self.delivered,
-            standby=self.standby,
-            suppressed=self.suppressed,
-            fallback=[c for c in decision.fallback if c not in refused],
-        )
 
 
 class Intake:
@@ -324,15 +217,14 @@ class Intake:
             log.warning("Redis unreachable at intake (%s): storing %d intents undecided", exc, len(requests))
             return [_undecided(r, now) for r in requests]
         out: list[_Staged | BaseException | None] = []
-        reserving: list[tuple[int, _Reserving]] = []
+        reserving: list[tuple[int, IntakeRequest, Reserving]] = []
         for n, r in enumerate(requests, 1):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a batch decides for ~100 µs an intent: let urgent work in
             user_id = r.intent.user_id
             user = users.get(user_id) or UserState(user_id=user_id)
-            seen = histories[user_id].for_intent(
-                r.notification_id or "", identity_of(r.producer, r.intent.idempotency_key)
-            )
+            identity = identity_of(r.producer, r.intent.idempotency_key)
+            seen = histories[user_id].for_intent(r.notification_id or "", identity)
             try:
                 with POLICY_EVALUATION.time():
                     decision = decide_or_reject(r.intent, user, now, seen, policy)
@@ -345,15 +237,15 @@ class Intake:
             # Each channel is delivered at most once per notification: ids by channel, fixed now,
             # name the reservations and then the rows.
             ids = {d.channel: new_id("d") for d in (*decision.deliveries, *decision.standby)}
-            work = _Reserving(r, user, now, decision, plan, ids)
+            work = Reserving(r.intent, r.notification_id or "", identity, user, now, decision, plan, ids)
             # Later intents of this batch for the same user decide as if this one were sent.
             histories[user_id] = histories[user_id].plus([item for _, item in work.asking])
-            reserving.append((len(out), work))
+            reserving.append((len(out), r, work))
             out.append(None)  # staged once reserved
         try:
-            while asking := [w for _, w in reserving if w.asking]:
+            while asking := [w for _, _, w in reserving if w.asking]:
                 verdicts = await self.history.reserve_many(
-                    [(w.request.intent.user_id, [item for _, item in w.asking]) for w in asking], now
+                    [(w.intent.user_id, [item for _, item in w.asking]) for w in asking], now
                 )
                 for w, answer in zip(asking, verdicts, strict=True):
                     w.settle(answer)
@@ -361,15 +253,17 @@ class Intake:
             log.warning(
                 "Redis failed while reserving (%s): storing %d intents undecided", exc, len(reserving)
             )
-            for index, w in reserving:
-                out[index] = _undecided(w.request, now)
+            for index, r, _ in reserving:
+                out[index] = _undecided(r, now)
             return out  # type: ignore[return-value]
         failpoint("intake.reserved")  # reserved in Redis, not yet stored: a crash leaves provisional entries
-        for n, (index, w) in enumerate(reserving, 1):
+        for n, (index, r, w) in enumerate(reserving, 1):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            r = w.request
-            pending = _rows(r.intent, w.final(), r.notification_id or "", r.producer, now, policy, w.ids)
+            decision = w.final()
+            pending = records.decided(
+                r.intent, decision, r.notification_id or "", r.producer, now, policy, w.ids
+            )
             out[index] = _Staged(r.intent.user_id, pending, w.kept)
         return out  # type: ignore[return-value]
 
@@ -399,7 +293,13 @@ class Intake:
             if isinstance(staged, BaseException):
                 # A rule removed since acceptance, ...: record why and move on.
                 log.warning("cannot decide %s: %s", request.notification_id, staged)
-                staged = _unroutable(request, now, str(staged))
+                staged = _Staged(
+                    request.intent.user_id,
+                    records.unroutable(
+                        request.intent, request.notification_id or "", request.producer, now, str(staged)
+                    ),
+                    [],
+                )
             if staged.undecided:  # Redis is still away: let the next pass (anyone's) take them
                 await self.undecided.release(self.owner, [r.notification_id or "" for r in requests[n:]])
                 break
@@ -432,205 +332,9 @@ def _late_request(row: Undecided) -> IntakeRequest:
     )
 
 
-def _reservation(
-    delivery: Delivery,
-    delivery_id: str,
-    intent: Intent,
-    decision: Decision,
-    plan: Plan,
-    user: UserState,
-    now: dt.datetime,
-    notification_id: str,
-    identity: str,
-) -> Reservation:
-    caps: list[Cap] = []
-    if "caps" not in plan.bypass:
-        caps = list(plan.caps.get(delivery.channel, ()))
-        own = preference_cap(user.preferences, intent.event, delivery.channel)
-        if own is not None:
-            caps.append(own)
-    return Reservation(
-        delivery_id=delivery_id,
-        notification_id=notification_id,
-        event=intent.event,
-        channel=delivery.channel,
-        category=decision.category,
-        priority=intent.priority,
-        fingerprint=delivery.fingerprint,
-        # A batched item counts from its arrival: the engine finds its batch by the window's
-        # close, which travels with it (a full batch's last item goes now, yet still belongs
-        # to the window whose count it completed).
-        at=now if delivery.batch is not None else delivery.send_at or now,
-        dedup=plan.rule.dedup,
-        caps=caps,
-        batched=delivery.batch is not None,
-        batch_closes_at=delivery.batch.closes_at if delivery.batch is not None else None,
-        identity=identity,
-    )
-
-
-def _rows(
-    intent: Intent,
-    decision: Decision,
-    notification_id: str,
-    producer: str,
-    now: dt.datetime,
-    policy: CompiledPolicy,
-    ids: dict[str, str],
-) -> Pending:
-    tier = policy.tiers[decision.tier]
-    rank = policy.tier_rank(decision.tier)
-    chain = {channel: i for i, channel in enumerate(decision.fallback)}
-    rows: list[dict[str, Any]] = []
-    specs: list[JobSpec] = []
-    for group, status_of in ((decision.deliveries, None), (decision.standby, "standby")):
-        for delivery in group:
-            delivery_id = ids[delivery.channel]
-            status = status_of or ("scheduled" if delivery.send_at is not None else "pending")
-            rows.append(
-                {
-                    "id": delivery_id,
-                    "notification_id": notification_id,
-                    "user_id": intent.user_id,
-                    "event": intent.event,
-                    "channel": delivery.channel,
-                    "status": status,
-                    "reason": None,
-                    "detail": None,
-                    "rule": delivery.rule,
-                    "tier": delivery.tier,
-                    "queue": delivery.queue,
-                    "template": delivery.template,
-                    "providers": delivery.providers,
-                    "chain_position": chain.get(delivery.channel),
-                    "recipients": delivery.recipients,
-                    "estimated_cost": delivery.estimated_cost,
-                    "fingerprint": delivery.fingerprint,
-                    "batch_key": delivery.batch.key if delivery.batch else None,
-                    "batch_max": delivery.batch.max_size if delivery.batch else None,
-                    "batch_closes_at": delivery.batch.closes_at if delivery.batch else None,
-                    "grouped_into": None,
-                    "send_at": delivery.send_at,
-                    "expires_at": delivery.expires_at,
-                    "attempts": 0,
-                    "next_attempt_at": None,
-                    "lease_owner": None,
-                    "lease_until": None,
-                    "provider": None,
-                    "provider_message_id": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            if status_of is None:
-                specs.append(
-                    JobSpec(delivery_id, delivery.queue, delivery.send_at or now, tier.chunk_size, rank)
-                )
-    for suppression in decision.suppressed:
-        rows.append(_suppressed_row(suppression, intent, notification_id, now))
-    return Pending(
-        notification=_notification(intent, notification_id, producer, now, "decided", decision),
-        deliveries=rows,
-        job_specs=specs,
-        idempotency=(producer, intent.idempotency_key) if intent.idempotency_key else None,
-    )
-
-
-def _suppressed_row(
-    suppression: Suppression, intent: Intent, notification_id: str, now: dt.datetime
-) -> dict[str, Any]:
-    return {
-        "id": new_id("d"),
-        "notification_id": notification_id,
-        "user_id": intent.user_id,
-        "event": intent.event,
-        "channel": suppression.channel,
-        "status": "suppressed",
-        "reason": suppression.reason,
-        "detail": suppression.detail
-        + (
-            f"; folded into the next {suppression.digest}"
-            if suppression.digest and "folded" not in suppression.detail
-            else ""
-        ),
-        "rule": suppression.rule,
-        "tier": None,
-        "queue": None,
-        "template": None,
-        "providers": None,
-        "chain_position": None,
-        "recipients": 0,
-        "estimated_cost": 0.0,
-        "fingerprint": None,
-        # A capped message the policy folds into a digest waits under the digest's key,
-        # where the user's next digest of that channel picks it up (`DeliveryStore.claim_in`).
-        "batch_key": fold_key(intent.user_id, suppression.digest) if suppression.digest else None,
-        "batch_max": None,
-        "batch_closes_at": None,
-        "grouped_into": None,
-        "send_at": None,
-        "expires_at": None,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "lease_owner": None,
-        "lease_until": None,
-        "provider": None,
-        "provider_message_id": None,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _notification(
-    intent: Intent,
-    notification_id: str,
-    producer: str,
-    now: dt.datetime,
-    status: str,
-    decision: Decision | None,
-) -> dict[str, Any]:
-    return {
-        "id": notification_id,
-        "event": intent.event,
-        "user_id": intent.user_id,
-        "priority": intent.priority,
-        "data": intent.data,
-        "channels": intent.channels,
-        "locale": intent.locale,
-        "send_at": intent.send_at,
-        "idempotency_key": intent.idempotency_key,
-        "producer": producer,
-        "status": status,
-        "category": decision.category if decision else None,
-        "tier": decision.tier if decision else None,
-        "rule": decision.rule if decision else None,
-        "policy_version": decision.policy_version if decision else None,
-        "fallback": decision.fallback if decision else None,
-        "created_at": now,
-        "decided_at": now if decision else None,
-        "decide_owner": None,
-        "decide_until": None,
-    }
-
-
 def _undecided(request: IntakeRequest, now: dt.datetime) -> _Staged:
     """An intent stored without a decision (Redis is away): decided later by `decide_pending()`."""
-    intent, producer = request.intent, request.producer
-    pending = Pending(
-        notification=_notification(intent, request.notification_id or "", producer, now, "undecided", None),
-        deliveries=[],
-        job_specs=[],
-        idempotency=(producer, intent.idempotency_key) if intent.idempotency_key else None,
+    intent = request.intent
+    return _Staged(
+        intent.user_id, records.undecided(intent, request.notification_id or "", request.producer, now), []
     )
-    return _Staged(intent.user_id, pending, [])
-
-
-def _unroutable(request: IntakeRequest, now: dt.datetime, why: str) -> _Staged:
-    """An intent that can no longer be decided (its rule was removed meanwhile): say so."""
-    intent, notification_id = request.intent, request.notification_id or ""
-    note = _notification(intent, notification_id, request.producer, now, "decided", None)
-    why_row = _suppressed_row(
-        Suppression(channel="*", reason="policy", detail=why, rule="none"), intent, notification_id, now
-    )
-    pending = Pending(notification=note, deliveries=[why_row], job_specs=[], idempotency=None)
-    return _Staged(intent.user_id, pending, [])
