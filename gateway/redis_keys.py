@@ -51,9 +51,10 @@ class Keys:
         """arq queue (sorted set of job ids) of a tier."""
         return f"{self.prefix}:queue:{name}"
 
-    def relay_wakeup(self) -> str:
-        """List the relay blocks on, so new outbox rows are enqueued without polling delay."""
-        return f"{self.prefix}:relay:wakeup"
+    def wake(self) -> str:
+        """Pub/sub channel: the name of a queue that was just given jobs, for its workers to
+        wake up and take them (`gateway.queue.wakeup`)."""
+        return f"{self.prefix}:wake"
 
     def inbox_channel(self, user_id: str) -> str:
         """Pub/sub channel: `{"user_id", "item_id"}` after an in-app item is stored, for the

@@ -4,7 +4,8 @@ arq's own `enqueue_job` runs a WATCH/MULTI transaction per job (~1,400 jobs/s); 
 and the intake path need far more. One Lua call here writes a batch of jobs in arq's own
 format (`arq.jobs.serialize_job`, with our JSON serializer) to arq's own keys, skipping
 any job id that already exists or already finished: enqueueing the same outbox row twice
-is harmless, which is what lets the relay retry freely.
+is harmless, which is what lets the relay retry freely. The same call publishes each queue
+it filled on the wake-up channel (`gateway.queue.wakeup`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ DELIVER = "deliver"
 _ENQUEUE = """
 local jobs = cjson.decode(ARGV[1])
 local taken = {}
+local woken = {}
 for i, job in ipairs(jobs) do
   if redis.call('EXISTS', ARGV[2] .. job.id) == 0 and redis.call('EXISTS', ARGV[3] .. job.id) == 0 then
     redis.call('PSETEX', ARGV[2] .. job.id, job.ttl, job.body)
     redis.call('ZADD', job.queue, job.score, job.id)
     taken[i] = 1
+    if not woken[job.name] then
+      woken[job.name] = true
+      redis.call('PUBLISH', ARGV[4], job.name)
+    end
   else
     taken[i] = 0
   end
@@ -78,12 +84,15 @@ class Enqueuer:
                 {
                     "id": job.id,
                     "queue": self.keys.queue(job.queue),
+                    "name": job.queue,
                     "score": score,
                     "ttl": score - now_ms + expires_extra_ms,
                     "body": body.decode(),
                 }
             )
-        await self._script(args=[msgspec.json.encode(payload), job_key_prefix, result_key_prefix])
+        await self._script(
+            args=[msgspec.json.encode(payload), job_key_prefix, result_key_prefix, self.keys.wake()]
+        )
         return [job.id for job in jobs]
 
     async def whereabouts(self, job_ids: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -49,7 +49,7 @@ class Relay:
         grace: dt.timedelta = dt.timedelta(seconds=1),
         overdue: dt.timedelta = dt.timedelta(seconds=60),
         batch: int = 500,
-        interval: float = 0.25,
+        interval: float = 1.0,  # rows wait `grace` (1 s) for the intake's own push anyway
         reconcile_every: float = 5.0,
     ) -> None:
         self.database = database

@@ -34,6 +34,7 @@ from gateway.providers.registry import ProviderRegistry
 from gateway.queue.consumer import QueueConsumer
 from gateway.queue.enqueue import DELIVER, deserialize, serialize
 from gateway.queue.relay import Relay
+from gateway.queue.wakeup import WakeableWorker, Wakeups
 from gateway.scheduler import Scheduler
 from gateway.services import Services
 from gateway.settings import Settings
@@ -45,6 +46,10 @@ from gateway.templating.render import TemplateRenderer
 from gateway.tracking.unsubscribe import UnsubscribeLinks
 
 log = logging.getLogger("gateway.worker")
+# How long an idle queue's loop rests before looking again by itself: wake-ups (published
+# with every job queued) end its rest at once, so this only bounds a wake-up lost while the
+# subscription reconnects, and costs an idle worker one look per queue per interval.
+IDLE_POLL = 1.0
 
 
 async def deliver(ctx: dict[str, Any], job_id: str, delivery_ids: list[str]) -> int:
@@ -63,8 +68,10 @@ class WorkerProcess:
         renderer: Renderer | None = None,
         services: Services | None = None,
         registry: ProviderRegistry | None = None,
+        idle_poll: float = IDLE_POLL,
     ) -> None:
         self.settings = settings
+        self.idle_poll = idle_poll
         self.services = services or Services(settings)
         policy = self.services.policy
         self.queues = list(queues) if queues else sorted({t.queue for t in policy.tiers.values()})
@@ -120,11 +127,16 @@ class WorkerProcess:
         await pipeline.start()
         self.pipeline = pipeline
         redis_settings = RedisSettings.from_dsn(self.settings.redis_url)
+        wakes = {queue: asyncio.Event() for queue in self.queues}
         self.consumers = [
-            QueueConsumer(queue, functools.partial(self._arq_worker, queue, redis_settings), self.stop)
+            QueueConsumer(
+                queue, functools.partial(self._arq_worker, queue, redis_settings, wakes[queue]), self.stop
+            )
             for queue in self.queues
         ]
         tasks = [asyncio.create_task(c.run(), name=f"consume-{c.queue}") for c in self.consumers]
+        wakeups = Wakeups(services.redis, services.keys, wakes)
+        tasks.append(asyncio.create_task(wakeups.run(self.stop), name="wake-ups"))
         if self.with_relay:
             relay = Relay(
                 services.database,
@@ -153,15 +165,18 @@ class WorkerProcess:
         finally:
             await self._shutdown(tasks)
 
-    def _arq_worker(self, queue: str, redis_settings: RedisSettings, on_startup: StartupShutdown) -> Worker:
-        worker = Worker(
+    def _arq_worker(
+        self, queue: str, redis_settings: RedisSettings, wake: asyncio.Event, on_startup: StartupShutdown
+    ) -> Worker:
+        worker = WakeableWorker(
+            wake=wake,
+            idle=self.idle_poll,
             functions=[func(deliver, name=DELIVER, timeout=self.settings.job_timeout)],
             queue_name=self.services.keys.queue(queue),
             redis_settings=redis_settings,
             max_jobs=self.settings.worker_concurrency,
             job_timeout=self.settings.job_timeout,
             keep_result=60,
-            poll_delay=0.02,
             handle_signals=False,
             job_serializer=serialize,
             job_deserializer=deserialize,

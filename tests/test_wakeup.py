@@ -1,0 +1,56 @@
+"""Workers are woken by the jobs queued for them, not by polling (real Redis, real arq loop).
+
+Each worker here rests a whole minute between looks of its own (`idle_poll=60`): a message
+that goes out within the test's bounds went because a wake-up, or its own due time, ended
+the rest. How fast that is, is measured in bench/, not here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gateway.metrics import REGISTRY
+from gateway.services import Services
+from tests.harness import ADA, admin_key, client, delivery_statuses, eventually, running_worker, store_user
+
+OTP = {
+    "event": "security.otp",
+    "user_id": "u_ada",
+    "priority": "urgent",
+    "data": {"code": "123456", "minutes": 10},
+}
+SHIPPED = {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1", "carrier": "UPS"}}
+
+
+async def sent(services: Services, notification_id: str) -> bool:
+    statuses = await delivery_statuses(services, notification_id)
+    return bool(statuses) and "delivered" in statuses.values()
+
+
+async def test_a_resting_worker_is_woken_by_the_job_queued_for_it(services: Services) -> None:
+    await store_user(services, ADA)
+    async with client(services, await admin_key(services)) as http, running_worker(services, idle_poll=60):
+        await eventually(lambda: _consuming(services), within=30)  # resting now: nothing is queued
+        for intent in (OTP, SHIPPED):
+            response = await http.post("/v1/intents", json=intent)
+            assert response.status_code == 202, response.text
+            notification_id = response.json()["notification_id"]
+            await eventually(lambda n=notification_id: sent(services, n), within=20)
+
+
+async def test_a_resting_worker_takes_a_scheduled_job_when_it_is_due(services: Services) -> None:
+    await store_user(services, ADA)
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).isoformat()
+    async with client(services, await admin_key(services)) as http, running_worker(services, idle_poll=60):
+        response = await http.post("/v1/intents", json={**SHIPPED, "send_at": soon})
+        assert response.status_code == 202, response.text
+        # Queued in the future: its wake-up came early, so only the rest's own deadline (the
+        # job's due time) can make the worker look again in time.
+        await eventually(lambda: sent(services, response.json()["notification_id"]), within=20)
+
+
+async def _consuming(services: Services) -> bool:
+    return all(
+        REGISTRY.get_sample_value("notigate_worker_consuming", {"queue": queue}) == 1
+        for queue in ("critical", "standard")
+    )
