@@ -25,17 +25,14 @@ Process = Callable[[list[T]], Awaitable[list[R | BaseException]]]
 
 
 class MicroBatcher(Generic[T, R]):
-    """See the module docstring. Items submitted with `first=True` (urgent intents) make up
-    the next batch on their own, ahead of every waiting ordinary item: a bulk request of
-    thousands of recipients queued a moment earlier delays a one-time code by the batch
-    already in progress at most."""
+    """See the module docstring. One batch is processed at a time; work that must not wait
+    for another kind's batches (urgent intents) gets a batcher of its own."""
 
     def __init__(self, process: Process[T, R], *, name: str, max_batch: int = 500) -> None:
         self.process = process
         self.name = name
         self.max_batch = max_batch
-        self._first: deque[tuple[T, asyncio.Future[R]]] = deque()
-        self._rest: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._waiting: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # processed without an exception of their own
@@ -51,34 +48,32 @@ class MicroBatcher(Generic[T, R]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for lane in (self._first, self._rest):
-            while lane:
-                _, future = lane.popleft()
-                if not future.done():
-                    future.set_exception(RuntimeError(f"{self.name} stopped"))
+        while self._waiting:
+            _, future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(RuntimeError(f"{self.name} stopped"))
 
-    def _put(self, item: T, first: bool) -> asyncio.Future[R]:
+    def _put(self, item: T) -> asyncio.Future[R]:
         if self._task is None:
             raise RuntimeError(f"{self.name} is not started")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        (self._first if first else self._rest).append((item, future))
+        self._waiting.append((item, future))
         self._ready.set()
         return future
 
-    async def submit(self, item: T, *, first: bool = False) -> R:
-        return await self._put(item, first)
+    async def submit(self, item: T) -> R:
+        return await self._put(item)
 
-    async def submit_many(self, items: list[T], *, first: bool = False) -> list[R | BaseException]:
+    async def submit_many(self, items: list[T]) -> list[R | BaseException]:
         """Several items at once (they share batches); one result or exception each, in order."""
-        futures = [self._put(item, first) for item in items]
+        futures = [self._put(item) for item in items]
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
-        """The next batch: the urgent items alone if any wait (a small batch is a quick one), else
-        the ordinary ones in arrival order."""
-        lane = self._first or self._rest
+        """The next batch: what waits, in arrival order, up to `max_batch`."""
+        lane = self._waiting
         batch = [lane.popleft() for _ in range(min(len(lane), self.max_batch))]
-        if not self._first and not self._rest:
+        if not lane:
             self._ready.clear()
         return batch
 

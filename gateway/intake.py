@@ -111,20 +111,29 @@ class Intake:
         self.batcher: MicroBatcher[IntakeRequest, IntakeResult | _Staged] = MicroBatcher(
             self._stage_batch, name="intake", max_batch=max_batch
         )
+        # Urgent intents are decided in batches of their own, alongside the ordinary ones rather
+        # than after the batch in progress (same-user order holds within each lane; across them,
+        # the reservation script's atomic checks decide, and urgent never counts toward caps).
+        self.urgent: MicroBatcher[IntakeRequest, IntakeResult | _Staged] = MicroBatcher(
+            self._stage_batch, name="intake-urgent", max_batch=max_batch
+        )
 
     async def start(self) -> None:
         await self.batcher.start()
+        await self.urgent.start()
 
     async def stop(self) -> None:
         await self.batcher.stop()
+        await self.urgent.stop()
 
     async def accept(self, intent: Intent, producer: str, quota: QuotaSpec | None = None) -> IntakeResult:
         validate_intent(intent, self.policy())
-        urgent = intent.priority == "urgent"  # ahead of queued bulk work, in both batches
-        staged = await self.batcher.submit(IntakeRequest(intent, producer, quota), first=urgent)
+        urgent = intent.priority == "urgent"  # in the urgent lane, of batches and of commits
+        lane = self.urgent if urgent else self.batcher
+        staged = await lane.submit(IntakeRequest(intent, producer, quota))
         if isinstance(staged, IntakeResult):
             return staged
-        result = await self._store(staged, first=urgent)
+        result = await self._store(staged, urgent=urgent)
         if not result.replay:
             INTENTS_ACCEPTED.labels(intent.priority).inc()
         return result
@@ -153,9 +162,9 @@ class Intake:
                 INTENTS_ACCEPTED.labels(intent.priority).inc()
         return results
 
-    async def _store(self, staged: _Staged, *, first: bool = False) -> IntakeResult:
+    async def _store(self, staged: _Staged, *, urgent: bool = False) -> IntakeResult:
         try:
-            result = await self.writer.submit(staged.pending, first=first)
+            result = await self.writer.submit(staged.pending, urgent=urgent)
         except BaseException:
             await self._release(staged.user_id, staged.reservations)
             raise

@@ -9,7 +9,9 @@ pays that fsync once per batch). Failures to reach the database surface as `Unav
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,62 @@ SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
 )
+
+
+class WriteGate:
+    """This process's SQLite writers, one at a time, urgent ones first.
+
+    SQLite has one write lock per database. Two transactions of one process that reach for
+    it together make the loser sleep in SQLite's busy handler (1, 2, 5, 10 ms, ...), however
+    soon the lock frees, and two that both read first can fail outright. Queued here instead,
+    a writer starts the moment the one before it commits, and an urgent intent's commit goes
+    before every ordinary one waiting: it waits at most for the transaction in progress.
+    Writers in other processes still meet at SQLite's own lock.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._holder: asyncio.Task[Any] | None = None
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._rest: deque[asyncio.Future[None]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def held(self, urgent: bool) -> AsyncIterator[None]:
+        me = asyncio.current_task()
+        if self._held and self._holder is me:
+            raise RuntimeError("a write transaction was opened inside another one of the same task")
+        await self._acquire(urgent)
+        self._holder = me
+        try:
+            yield
+        finally:
+            self._holder = None
+            self._release()
+
+    async def _acquire(self, urgent: bool) -> None:
+        if not self._held and not self._urgent and not self._rest:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        lane = self._urgent if urgent else self._rest
+        lane.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed the gate just as we were cancelled: pass it on
+            else:
+                lane.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        for lane in (self._urgent, self._rest):
+            while lane:
+                turn = lane.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # the gate passes straight on: still held
+                    return
+        self._held = False
 
 
 class Database:
@@ -60,12 +118,22 @@ class Database:
                 connect_args={"timeout": 5, "command_timeout": 30},
             )
         self.engine: AsyncEngine = create_async_engine(url, **options)
+        self.gate: WriteGate | None = None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self.gate = WriteGate()
 
     @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction; a database that cannot be reached raises Unavailable, not a 500."""
+    async def begin(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A transaction; a database that cannot be reached raises Unavailable, not a 500.
+
+        On SQLite the transaction waits its turn at the `WriteGate` (`urgent` ones first)."""
+        gate = self.gate.held(urgent) if self.gate is not None else contextlib.nullcontext()
+        async with gate, self._transaction() as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.begin() as connection:
                 yield connection

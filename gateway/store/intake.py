@@ -99,15 +99,22 @@ class IntakeWriter:
         self.commit: GroupCommit[Pending, CommitResult] = GroupCommit(
             database, self._store, clock=clock, name="intake", max_batch=max_batch
         )
+        # Urgent intents commit in a lane of their own: never in a batch behind ordinary ones,
+        # and first at the write gate (`Database.begin`).
+        self.urgent: GroupCommit[Pending, CommitResult] = GroupCommit(
+            database, self._store, clock=clock, name="intake-urgent", max_batch=max_batch, urgent=True
+        )
 
     async def start(self) -> None:
         await self.commit.start()
+        await self.urgent.start()
 
     async def stop(self) -> None:
         await self.commit.stop()
+        await self.urgent.stop()
 
-    async def submit(self, pending: Pending, *, first: bool = False) -> CommitResult:
-        return await self.commit.submit(pending, first=first)
+    async def submit(self, pending: Pending, *, urgent: bool = False) -> CommitResult:
+        return await (self.urgent if urgent else self.commit).submit(pending)
 
     async def _store(
         self, connection: AsyncConnection, batch: list[Pending], now: dt.datetime
