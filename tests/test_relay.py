@@ -33,7 +33,7 @@ async def test_a_job_that_failed_in_arq_is_queued_again_under_a_new_id(
     await store_user(services, ADA)
     async with client(services, await admin_key(services)) as http:
         notification_id = (await http.post("/v1/intents", json=SHIPPED)).json()["notification_id"]
-    await services.dispatcher.flush()  # the jobs are pushed and marked enqueued
+    await eventually(lambda: _all_marked_enqueued(services))  # the intake's push runs after its 202
     async with services.database.connect() as connection:
         before = {r.id for r in await connection.execute(sa.select(JOBS.c.id))}
     assert before
@@ -67,6 +67,13 @@ async def test_a_job_that_failed_in_arq_is_queued_again_under_a_new_id(
 
     async with running_worker(services):  # its relay pushes them; it delivers them
         await eventually(lambda: _delivered(services, notification_id), within=30)
+
+
+async def _all_marked_enqueued(services: Services) -> bool:
+    await services.dispatcher.flush()
+    async with services.database.connect() as connection:
+        rows = list(await connection.execute(sa.select(JOBS.c.enqueued_at)))
+    return bool(rows) and all(r.enqueued_at is not None for r in rows)
 
 
 async def _delivered(services: Services, notification_id: str) -> bool:

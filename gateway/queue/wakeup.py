@@ -91,7 +91,8 @@ class Wakeups:
         while not stop.is_set():
             try:
                 await self._listen(stop)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
+                # RuntimeError: redis-py's pub/sub when its connection was dropped under it.
                 log.info("wake-ups interrupted (%s): queues poll until they are back", type(exc).__name__)
                 for event in self.events.values():
                     event.set()  # whatever was queued meanwhile is looked at once

@@ -136,7 +136,8 @@ async def test_redis_replaced_by_an_empty_one_mid_load(
 
     async with drill(database_url, own_redis, tmp_path) as d:
         load = await run(d, replace_redis)
-        assert all(p.poll() is None for p in d.workers)  # both resumed by themselves
+        exits = [p.poll() for p in d.workers]
+        assert exits == [None] * len(d.workers), f"worker exit codes {exits}"  # both rode it out
         await assert_none_lost_or_doubled(d, load)
 
 
