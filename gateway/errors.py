@@ -54,6 +54,12 @@ class RateLimited(ClientError):
         self.retry_after = retry_after
 
 
+class Overloaded(RateLimited):
+    """Sheddable intake (low priority, bulk) refused while deliveries are behind (`admission`)."""
+
+    code = "overloaded"
+
+
 class ServerError(NotigateError):
     status = 500
     code = "internal_error"

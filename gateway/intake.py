@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from gateway.batching import MicroBatcher
 from gateway.decisions import decide_or_reject, validate_intent
-from gateway.errors import HistoryUnavailable
+from gateway.errors import ClientError, HistoryUnavailable
 from gateway.failpoints import failpoint
 from gateway.history import RedisHistory, Reservation, UserHistory, identity_of
 from gateway.ids import new_id
@@ -160,6 +160,49 @@ class Intake:
         for intent, result in zip(intents, results, strict=True):
             if not result.replay:
                 INTENTS_ACCEPTED.labels(intent.priority).inc()
+        return results
+
+    async def probe(self, intent: Intent) -> None:
+        """Check a bulk request before storing it, on its first recipient: an unknown channel,
+        an event no rule routes, or data its templates cannot render is a 422 now, not ten
+        thousand refusals later. Nothing is reserved or stored."""
+        policy = self.policy()
+        validate_intent(intent, policy)
+        user = (await self.recipients.get_users([intent.user_id])).get(intent.user_id)
+        user = user or UserState(user_id=intent.user_id)
+        decision = decide_or_reject(intent, user, self.clock(), [], policy)
+        render_messages(decision, intent, user, policy)
+
+    async def expand(
+        self, intents: Sequence[Intent], producer: str, bulk_id: str
+    ) -> list[IntakeResult | ClientError]:
+        """A chunk of a bulk request's recipients (`gateway.fanout`), each stored as its own
+        notification naming the request. Unlike `accept_many`, one recipient's refusal (a
+        template its locale cannot render) is that recipient's answer, not the chunk's: the
+        request was accepted long ago. Any other failure stores nothing and raises, for the
+        chunk to be expanded again."""
+        outcomes = await self.batcher.submit_many([IntakeRequest(i, producer) for i in intents])
+        failed = next(
+            (o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, ClientError)), None
+        )
+        if failed is not None:
+            for outcome in outcomes:
+                if isinstance(outcome, _Staged):
+                    await self._release(outcome.user_id, outcome.reservations)
+            raise failed
+        for outcome in outcomes:
+            if isinstance(outcome, _Staged):
+                outcome.pending.notification["bulk_id"] = bulk_id
+        stored = iter(await asyncio.gather(*(self._store(o) for o in outcomes if isinstance(o, _Staged))))
+        results: list[IntakeResult | ClientError] = []
+        for intent, outcome in zip(intents, outcomes, strict=True):
+            if isinstance(outcome, ClientError):
+                results.append(outcome)
+                continue
+            result = outcome if isinstance(outcome, IntakeResult) else next(stored)
+            if not result.replay:
+                INTENTS_ACCEPTED.labels(intent.priority).inc()
+            results.append(result)
         return results
 
     async def _store(self, staged: _Staged, *, urgent: bool = False) -> IntakeResult:

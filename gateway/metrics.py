@@ -30,6 +30,17 @@ log = logging.getLogger("gateway.metrics")
 
 REGISTRY = CollectorRegistry()
 
+INTAKE_SHED = Counter(
+    "notigate_intake_shed",
+    "Intents and bulk requests answered 429 because deliveries are behind (admission control), by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+BULK_EXPANDED = Counter(
+    "notigate_bulk_recipients_expanded",
+    "Recipients of bulk requests expanded into notifications (stored, replayed or refused).",
+    registry=REGISTRY,
+)
 INTENTS_ACCEPTED = Counter(
     "notigate_intents_accepted",
     "Intents accepted and stored (replays of an idempotency key not counted), by priority.",

@@ -337,7 +337,7 @@ class DeadLetterPage(Struct, frozen=True, kw_only=True):
 
 
 class BulkIntent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One intent for many users: each gets its own notification id."""
+    """One intent for many users: stored whole, then expanded into one notification each."""
 
     event: EventName
     user_ids: Annotated[list[UserId], Meta(min_length=1, max_length=10_000)]
@@ -364,13 +364,26 @@ class BulkIntent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
         ]
 
 
-class BulkItem(Struct, frozen=True, kw_only=True):
-    user_id: str
-    notification_id: str
-    status: Literal["accepted", "replayed"]
-
-
 class BulkAccepted(Struct, frozen=True, kw_only=True):
-    accepted: int
-    replayed: int
-    notifications: list[BulkItem]
+    """A bulk request stored whole; workers expand it into one notification per recipient."""
+
+    bulk_id: str
+    recipients: int  # distinct user ids
+    status_url: str
+
+
+class BulkStatus(Struct, frozen=True, kw_only=True):
+    """How far a bulk request has come: recipients expanded into notifications, and what
+    became of those notifications' deliveries."""
+
+    bulk_id: str
+    event: str
+    priority: str
+    state: Literal["accepted", "expanding", "expanded"]
+    recipients: int
+    expanded: int  # recipients stored as notifications (or refused) so far
+    refused: int  # recipients whose intent could not be accepted (e.g. their locale's template)
+    first_refusal: str | None
+    created_at: dt.datetime
+    expanded_at: dt.datetime | None
+    deliveries: dict[str, int]  # delivery status -> how many, over the notifications it produced

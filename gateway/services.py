@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from gateway.admission import Admission, Limits
 from gateway.decisions import utcnow
 from gateway.history import RedisHistory
 from gateway.intake import Intake
@@ -26,6 +27,7 @@ from gateway.quota import Quota
 from gateway.redis_config import warn_if_unsafe
 from gateway.redis_keys import Keys
 from gateway.settings import Settings
+from gateway.store.bulk_requests import BulkStore
 from gateway.store.database import Database
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.intake import IntakeWriter
@@ -83,6 +85,18 @@ class Services:
             dispatcher=self.dispatcher,
             clock=clock,
             owner=self.owner,
+        )
+
+        self.bulk = BulkStore(self.database)
+        self.admission = Admission(
+            self.redis,
+            self.keys,
+            self.bulk,
+            queues=lambda: [tier.queue for tier in self.current_policy().tiers.values()],
+            limits=Limits(
+                backlog=settings.shed_backlog, wait=settings.shed_wait, unexpanded=settings.shed_unexpanded
+            ),
+            clock=clock,
         )
 
     def current_policy(self) -> CompiledPolicy:

@@ -40,6 +40,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_timeout: float = 30.0  # seconds a queue job may run; also the lease on its deliveries
     worker_concurrency: int = 50  # jobs a worker runs at once, per queue
     relay_reconcile: float = 5.0  # seconds between the relay's checks for lost jobs and orphaned deliveries
+    # Admission control (docs/configuration.md): past either backlog, `low` intents and bulk
+    # requests are answered 429 while urgent and normal intake go on.
+    shed_backlog: int = 20_000  # jobs due and waiting in any one queue
+    shed_wait: float = 300.0  # seconds the oldest due job of any queue has waited
+    shed_unexpanded: int = 500_000  # bulk recipients accepted and not yet expanded
+    expand_backlog: int = 2_000  # jobs due in a queue above which workers pause bulk expansion
     inbox_secret: Secret | None = None  # signs inbox tokens; unset, the inbox API answers 503
     worker_metrics_port: int | None = None  # a worker's Prometheus port (on `host`); off when unset
     scheduler_interval: float = 30.0  # seconds between a worker's scheduler passes; 0: no scheduler
@@ -196,6 +202,10 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("job_timeout", "NOTIGATE_JOB_TIMEOUT", _seconds),
     ("worker_concurrency", "NOTIGATE_WORKER_CONCURRENCY", _positive),
     ("relay_reconcile", "NOTIGATE_RELAY_RECONCILE", _seconds),
+    ("shed_backlog", "NOTIGATE_SHED_BACKLOG", _positive),
+    ("shed_wait", "NOTIGATE_SHED_WAIT", _seconds),
+    ("shed_unexpanded", "NOTIGATE_SHED_UNEXPANDED", _positive),
+    ("expand_backlog", "NOTIGATE_EXPAND_BACKLOG", _positive),
     ("inbox_secret", "NOTIGATE_INBOX_SECRET", _inbox_secret),
     ("worker_metrics_port", "NOTIGATE_WORKER_METRICS_PORT", _port),
     ("scheduler_interval", "NOTIGATE_SCHEDULER_INTERVAL", _seconds_or_off),

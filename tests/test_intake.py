@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from gateway.fanout import BulkFanout
 from gateway.history import UserHistory
 from gateway.model import Intent
 from gateway.services import Services
@@ -155,41 +156,45 @@ async def test_concurrent_intents_never_exceed_a_cap(services: Services) -> None
     assert pushes.count("suppressed") == 5
 
 
-async def test_bulk_intake_gives_one_id_per_recipient(services: Services, tmp_path: Path) -> None:
+async def test_bulk_intake_gives_one_notification_per_recipient(services: Services, tmp_path: Path) -> None:
     token = await admin_key(services)
     users = [f"u_{i:04d}" for i in range(1200)]
+    digest = {"event": "marketing.weekly_digest", "priority": "low", "data": {"week": "W47"}}
     async with client(services, token) as http:
         response = await http.post(
-            "/v1/intents/bulk",
-            json={
-                "event": "marketing.weekly_digest",
-                "user_ids": users,
-                "priority": "low",
-                "data": {"week": "W47"},
-                "idempotency_key": "digest-W47",
-            },
+            "/v1/intents/bulk", json={**digest, "user_ids": users, "idempotency_key": "digest-W47"}
         )
         assert response.status_code == 202, response.text
-        body = response.json()
-        assert (body["accepted"], body["replayed"]) == (1200, 0)
-        assert [item["user_id"] for item in body["notifications"]] == users
-        assert len({item["notification_id"] for item in body["notifications"]}) == 1200
-        again = (
-            await http.post(
-                "/v1/intents/bulk",
-                json={
-                    "event": "marketing.weekly_digest",
-                    "user_ids": users[:10],
-                    "priority": "low",
-                    "data": {"week": "W47"},
-                    "idempotency_key": "digest-W47",
-                },
+        bulk_id = response.json()["bulk_id"]
+        assert await BulkFanout(
+            store=services.bulk,
+            intake=services.intake,
+            redis=services.redis,
+            keys=services.keys,
+            queues=lambda: ["bulk"],
+            owner="test",
+            clock=services.clock,
+            lease=dt.timedelta(seconds=30),
+            expand_backlog=100_000,
+        ).expand_one()
+        progress = (await http.get(f"/v1/intents/bulk/{bulk_id}")).json()
+        # The same recipients sent one at a time with the derived keys are replays of those.
+        again = await http.post(
+            "/v1/intents",
+            json={**digest, "user_id": users[7], "idempotency_key": f"digest-W47:{users[7]}"},
+        )
+    assert (progress["state"], progress["expanded"], progress["refused"]) == ("expanded", 1200, 0)
+    async with services.database.connect() as connection:
+        stored = dict(
+            (r.user_id, r.id)
+            for r in await connection.execute(
+                sa.select(NOTIFICATIONS.c.user_id, NOTIFICATIONS.c.id).where(
+                    NOTIFICATIONS.c.bulk_id == bulk_id
+                )
             )
-        ).json()
-    assert again["replayed"] == 10
-    assert [i["notification_id"] for i in again["notifications"]] == [
-        i["notification_id"] for i in body["notifications"][:10]
-    ]
+        )
+    assert sorted(stored) == users
+    assert again.status_code == 200 and again.json()["notification_id"] == stored[users[7]]
     assert await count(services, NOTIFICATIONS) == 1200
 
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from gateway.api.auth import require_event
 from gateway.errors import ClientError, NotFound
-from gateway.model import Accepted, BulkAccepted, BulkIntent, BulkItem, Intent, NotificationStatus, to_json
+from gateway.ids import new_id
+from gateway.model import Accepted, BulkAccepted, BulkIntent, BulkStatus, Intent, NotificationStatus, to_json
 from gateway.quota import QuotaSpec
 from gateway.services import Services
+from gateway.store.bulk_requests import NewBulk
 from gateway.store.keys import ApiKey
-
-BULK_CHUNK = 500
 
 
 def intake_router(services: Services) -> Router:
@@ -48,6 +49,8 @@ def intake_router(services: Services) -> Router:
         key = request.user
         require_event(key, data.event)
         check_size(data.data, "data")
+        if data.priority == "low":
+            await services.admission.admit("low")
         # The quota is taken with the rest of the intent's micro-batch: one Redis round trip.
         result = await services.intake.accept(data, producer=key.name, quota=quota(key, 1))
         return Response(
@@ -57,31 +60,69 @@ def intake_router(services: Services) -> Router:
     @post(
         "/intents/bulk",
         status_code=202,
-        summary="One intent for many users (up to 10,000), stored in batches; one notification id each",
+        summary="One intent for many users (up to 10,000): stored at once, expanded by workers",
         request_max_body_size=settings.max_bulk_bytes,
+        responses={
+            200: ResponseSpec(
+                data_container=BulkAccepted,
+                description="The idempotency key was seen: the first bulk request's id",
+            )
+        },
     )
-    async def accept_bulk(data: JSONBody[BulkIntent], request: Request[ApiKey, ApiKey, Any]) -> BulkAccepted:
+    async def accept_bulk(
+        data: JSONBody[BulkIntent], request: Request[ApiKey, ApiKey, Any]
+    ) -> Response[BulkAccepted]:
+        """Answers once the request is durable; workers then decide and store one notification
+        per recipient (each with the idempotency key `<key>:<user_id>`, or `<bulk_id>:<user_id>`
+        without a key), at the pace deliveries allow. Progress: `GET /v1/intents/bulk/{bulk_id}`.
+        While deliveries are behind, bulk requests are answered 429 `overloaded`."""
         key = request.user
         require_event(key, data.event)
         check_size(data.data, "data")
-        intents = data.intents()
-        spec = quota(key, len(intents))
+        await services.admission.admit("bulk")
+        user_ids = list(dict.fromkeys(data.user_ids))
+        spec = quota(key, len(user_ids))
         if (wait := (await services.quota.take_many([spec]))[0]) > 0:
             raise spec.refusal(wait)
-        items: list[BulkItem] = []
-        for start in range(0, len(intents), BULK_CHUNK):
-            for result in await services.intake.accept_many(
-                intents[start : start + BULK_CHUNK], producer=key.name
-            ):
-                items.append(
-                    BulkItem(
-                        user_id=result.user_id,
-                        notification_id=result.notification_id,
-                        status="replayed" if result.replay else "accepted",
-                    )
-                )
-        replayed = sum(1 for item in items if item.status == "replayed")
-        return BulkAccepted(accepted=len(items) - replayed, replayed=replayed, notifications=items)
+        await services.intake.probe(data.intents()[0])
+        stored = msgspec.to_builtins(data)
+        del stored["user_ids"]
+        bulk_id, replay = await services.bulk.create(
+            NewBulk(
+                id=new_id("b"),
+                producer=key.name,
+                idempotency_key=data.idempotency_key,
+                event=data.event,
+                priority=data.priority,
+                intent=stored,
+                user_ids=user_ids,
+            ),
+            services.clock(),
+        )
+        return Response(
+            BulkAccepted(bulk_id=bulk_id, recipients=len(user_ids), status_url=f"/v1/intents/bulk/{bulk_id}"),
+            status_code=200 if replay else 202,
+        )
+
+    @get("/intents/bulk/{bulk_id:str}", summary="A bulk request's progress: expanded, delivered, failed")
+    async def bulk_status(bulk_id: FromPath[str], request: Request[ApiKey, ApiKey, Any]) -> BulkStatus:
+        key = request.user
+        progress = await services.bulk.progress(bulk_id)
+        if progress is None or not (key.admin or progress.producer == key.name):
+            raise NotFound(f"no bulk request {bulk_id!r}", field="bulk_id")
+        return BulkStatus(
+            bulk_id=progress.id,
+            event=progress.event,
+            priority=progress.priority,
+            state=progress.state,  # type: ignore[arg-type]
+            recipients=progress.recipients,
+            expanded=progress.expanded,
+            refused=progress.refused,
+            first_refusal=progress.first_refusal,
+            created_at=progress.created_at,
+            expanded_at=progress.expanded_at,
+            deliveries=progress.deliveries,
+        )
 
     @get("/notifications/{notification_id:str}", summary="A notification's deliveries and every attempt")
     async def notification(
@@ -96,4 +137,6 @@ def intake_router(services: Services) -> Router:
             raise NotFound(f"no notification {notification_id!r}", field="notification_id")
         return status
 
-    return Router(path="/v1", route_handlers=[accept, accept_bulk, notification], tags=["intake"])
+    return Router(
+        path="/v1", route_handlers=[accept, accept_bulk, bulk_status, notification], tags=["intake"]
+    )

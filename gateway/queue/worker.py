@@ -24,9 +24,11 @@ from arq.connections import RedisSettings
 from arq.typing import StartupShutdown
 from arq.worker import Worker, func
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
 from gateway.delivery.pipeline import DeliveryPipeline, Renderer
 from gateway.errors import ConfigError, Unavailable
+from gateway.fanout import BulkFanout
 from gateway.metrics import Scrape
 from gateway.providers.base import AdapterDeps
 from gateway.providers.guard import ProviderGuard
@@ -148,6 +150,18 @@ class WorkerProcess:
             )
             tasks.append(asyncio.create_task(relay.run(self.stop), name="relay"))
             tasks.append(asyncio.create_task(self._decide_late(), name="late-decisions"))
+            fanout = BulkFanout(
+                store=services.bulk,
+                intake=services.intake,
+                redis=services.redis,
+                keys=services.keys,
+                queues=lambda: [tier.queue for tier in services.current_policy().tiers.values()],
+                owner=self.owner,
+                clock=services.clock,
+                lease=dt.timedelta(seconds=self.settings.job_timeout),
+                expand_backlog=self.settings.expand_backlog,
+            )
+            tasks.append(asyncio.create_task(fanout.run(self.stop), name="bulk-fanout"))
             if self.settings.scheduler_interval > 0:
                 scheduler = Scheduler(
                     policy=services.current_policy,
@@ -239,7 +253,7 @@ class WorkerProcess:
                 )
                 if decided:
                     log.info("decided %d intents accepted while Redis was away", decided)
-            except (Unavailable, OSError) as exc:
+            except (Unavailable, RedisError, OSError) as exc:  # Redis or the database away
                 log.info("late decisions waiting: %s", exc)
                 decided = 0
             if not decided:

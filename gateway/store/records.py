@@ -43,6 +43,7 @@ def notification_row(
         "decided_at": now if decision else None,
         "decide_owner": None,
         "decide_until": None,
+        "bulk_id": None,
     }
 
 

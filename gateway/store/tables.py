@@ -78,6 +78,44 @@ class NotificationRow(SQLModel, table=True):
     # The lease of the worker deciding it late (`gateway.store.undecided`), while undecided.
     decide_owner: str | None = Field(default=None, max_length=80)
     decide_until: dt.datetime | None = _time(nullable=True)
+    # The bulk request that produced it (`bulk_requests`), for that request's status.
+    bulk_id: str | None = Field(default=None, max_length=40, index=True)
+
+
+class BulkRequestRow(SQLModel, table=True):
+    """A bulk request, stored whole at once and expanded into notifications by workers.
+
+    `expanded` is the cursor into `user_ids`: the recipients before it are stored (or were
+    refused, counted in `refused`). `claim_owner`/`claim_until` lease it to one worker.
+    """
+
+    __tablename__ = "bulk_requests"
+    __table_args__ = (
+        sa.UniqueConstraint("producer", "idempotency_key", name="uq_bulk_requests_producer_key"),
+        sa.Index(
+            "ix_bulk_requests_unfinished",
+            "created_at",
+            postgresql_where=sa.text("state <> 'expanded'"),
+            sqlite_where=sa.text("state <> 'expanded'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    producer: str = Field(max_length=64)
+    idempotency_key: str | None = Field(default=None, max_length=400)
+    event: str = Field(max_length=128)
+    priority: str = Field(max_length=8)
+    intent: dict[str, Any] = _json()  # the BulkIntent as posted, less `user_ids`
+    user_ids: list[str] = _json()
+    recipients: int
+    expanded: int
+    refused: int
+    first_refusal: str | None = Field(default=None, max_length=1000)
+    state: str = Field(max_length=16)  # "accepted", "expanding", "expanded"
+    claim_owner: str | None = Field(default=None, max_length=80)
+    claim_until: dt.datetime | None = _time(nullable=True)
+    created_at: dt.datetime = _time()
+    expanded_at: dt.datetime | None = _time(nullable=True)
 
 
 class DeliveryRow(SQLModel, table=True):

@@ -277,7 +277,7 @@ async def test_a_bulk_request_takes_one_token_per_recipient(services: Services) 
         second = await http.post("/v1/intents/bulk", json=bulk(*users))
         single = await http.post("/v1/intents", json=shipped(1))
     assert first.status_code == 202, first.text
-    assert first.json()["accepted"] == 5  # admitted whole, though larger than the burst
+    assert first.json()["recipients"] == 5  # admitted whole, though larger than the burst
     # Five tokens from a bucket of three leaves it two below empty: about three seconds to wait.
     assert retry_after(second) >= 2
     assert retry_after(single) >= 2

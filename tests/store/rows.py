@@ -50,6 +50,7 @@ def notification_row(notification_id: str | None = None, **values: Any) -> dict[
         "decided_at": T0,
         "decide_owner": None,
         "decide_until": None,
+        "bulk_id": None,
     }
     row.update(values)
     return row
