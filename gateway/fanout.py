@@ -58,7 +58,7 @@ class BulkFanout:
         clock: Callable[[], dt.datetime],
         lease: dt.timedelta,
         expand_backlog: int,
-        chunk: int = 500,
+        chunk: int = 100,  # one group commit's worth: short write transactions between deliveries'
         idle: float = 1.0,
     ) -> None:
         self.store = store

@@ -28,7 +28,7 @@ from gateway.redis_config import warn_if_unsafe
 from gateway.redis_keys import Keys
 from gateway.settings import Settings
 from gateway.store.bulk_requests import BulkStore
-from gateway.store.database import Database
+from gateway.store.database import Database, Lane
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.intake import IntakeWriter
 from gateway.store.keys import ApiKeyStore
@@ -50,6 +50,7 @@ class Services:
         *,
         policy: CompiledPolicy | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        intake_lane: Lane = "normal",  # a worker's intake (bulk expansion) writes after its deliveries'
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -64,7 +65,9 @@ class Services:
         self.recipients = SqlRecipients(self.database)
         self.enqueuer = Enqueuer(self.redis, self.keys)
         self.dispatcher = Dispatcher(self.database, self.enqueuer, clock)
-        self.writer = IntakeWriter(self.database, idempotency_window=self._idempotency_window, clock=clock)
+        self.writer = IntakeWriter(
+            self.database, idempotency_window=self._idempotency_window, clock=clock, lane=intake_lane
+        )
         self.history = RedisHistory(
             self.redis,
             self.keys,

@@ -74,7 +74,7 @@ class WorkerProcess:
     ) -> None:
         self.settings = settings
         self.idle_poll = idle_poll
-        self.services = services or Services(settings)
+        self.services = services or Services(settings, intake_lane="background")
         policy = self.services.policy
         self.queues = list(queues) if queues else sorted({t.queue for t in policy.tiers.values()})
         unknown = set(self.queues) - {t.queue for t in policy.tiers.values()}

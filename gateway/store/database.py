@@ -14,7 +14,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import sqlalchemy as sa
@@ -33,29 +33,34 @@ SQLITE_PRAGMAS = (
 )
 
 
+Lane = Literal["urgent", "normal", "background"]
+LANES: tuple[Lane, ...] = ("urgent", "normal", "background")
+
+
 class WriteGate:
-    """This process's SQLite writers, one at a time, urgent ones first.
+    """This process's SQLite writers, one at a time, by lane: urgent, normal, background.
 
     SQLite has one write lock per database. Two transactions of one process that reach for
     it together make the loser sleep in SQLite's busy handler (1, 2, 5, 10 ms, ...), however
     soon the lock frees, and two that both read first can fail outright. Queued here instead,
-    a writer starts the moment the one before it commits, and an urgent intent's commit goes
-    before every ordinary one waiting: it waits at most for the transaction in progress.
+    a writer starts the moment the one before it commits. An urgent intent's commit goes
+    before every other one waiting: it waits at most for the transaction in progress. A
+    worker's background writes (expanding bulk requests) go after its deliveries' claims and
+    outcomes, so a campaign being expanded never makes a delivery job outlive its lease.
     Writers in other processes still meet at SQLite's own lock.
     """
 
     def __init__(self) -> None:
         self._held = False
         self._holder: asyncio.Task[Any] | None = None
-        self._urgent: deque[asyncio.Future[None]] = deque()
-        self._rest: deque[asyncio.Future[None]] = deque()
+        self._waiting: dict[Lane, deque[asyncio.Future[None]]] = {lane: deque() for lane in LANES}
 
     @contextlib.asynccontextmanager
-    async def held(self, urgent: bool) -> AsyncIterator[None]:
+    async def held(self, lane: Lane) -> AsyncIterator[None]:
         me = asyncio.current_task()
         if self._held and self._holder is me:
             raise RuntimeError("a write transaction was opened inside another one of the same task")
-        await self._acquire(urgent)
+        await self._acquire(lane)
         self._holder = me
         try:
             yield
@@ -63,26 +68,27 @@ class WriteGate:
             self._holder = None
             self._release()
 
-    async def _acquire(self, urgent: bool) -> None:
-        if not self._held and not self._urgent and not self._rest:
+    async def _acquire(self, lane: Lane) -> None:
+        if not self._held and not any(self._waiting.values()):
             self._held = True
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        lane = self._urgent if urgent else self._rest
-        lane.append(turn)
+        queue = self._waiting[lane]
+        queue.append(turn)
         try:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
                 self._release()  # handed the gate just as we were cancelled: pass it on
             else:
-                lane.remove(turn)
+                queue.remove(turn)
             raise
 
     def _release(self) -> None:
-        for lane in (self._urgent, self._rest):
-            while lane:
-                turn = lane.popleft()
+        for lane in LANES:
+            queue = self._waiting[lane]
+            while queue:
+                turn = queue.popleft()
                 if not turn.done():
                     turn.set_result(None)  # the gate passes straight on: still held
                     return
@@ -124,11 +130,11 @@ class Database:
             self.gate = WriteGate()
 
     @contextlib.asynccontextmanager
-    async def begin(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def begin(self, *, lane: Lane = "normal") -> AsyncIterator[AsyncConnection]:
         """A transaction; a database that cannot be reached raises Unavailable, not a 500.
 
-        On SQLite the transaction waits its turn at the `WriteGate` (`urgent` ones first)."""
-        gate = self.gate.held(urgent) if self.gate is not None else contextlib.nullcontext()
+        On SQLite the transaction waits its turn at the `WriteGate`, by `lane`."""
+        gate = self.gate.held(lane) if self.gate is not None else contextlib.nullcontext()
         async with gate, self._transaction() as connection:
             yield connection
 

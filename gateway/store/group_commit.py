@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.batching import MicroBatcher
-from gateway.store.database import Database
+from gateway.store.database import Database, Lane
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,13 +32,13 @@ class GroupCommit(Generic[T, R]):
         clock: Callable[[], dt.datetime],
         name: str,
         max_batch: int = 500,
-        urgent: bool = False,
+        lane: Lane = "normal",
     ) -> None:
         self.database = database
         self.write = write
         self.clock = clock
         self.name = name
-        self.urgent = urgent  # its transactions go first at the database's write gate
+        self.lane = lane  # its transactions' turn at the database's write gate
         self.batcher: MicroBatcher[T, R] = MicroBatcher(self._transaction, name=name, max_batch=max_batch)
 
     @property
@@ -60,5 +60,5 @@ class GroupCommit(Generic[T, R]):
         return await self.batcher.submit(item)
 
     async def _transaction(self, items: list[T]) -> list[R | BaseException]:
-        async with self.database.begin(urgent=self.urgent) as connection:
+        async with self.database.begin(lane=self.lane) as connection:
             return list(await self.write(connection, items, self.clock()))

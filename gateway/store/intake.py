@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
 from gateway.store.bulk import insert_rows
-from gateway.store.database import Database
+from gateway.store.database import Database, Lane
 from gateway.store.group_commit import GroupCommit
 from gateway.store.tables import DeliveryRow, IdempotencyRow, JobRow, NotificationRow
 
@@ -93,16 +93,17 @@ class IntakeWriter:
         idempotency_window: Callable[[], dt.timedelta],
         clock: Callable[[], dt.datetime],
         max_batch: int = 200,  # a commit in progress is what an urgent intent may wait for
+        lane: Lane = "normal",  # of its ordinary commits; "background" in workers (bulk expansion)
     ) -> None:
         self.database = database
         self.idempotency_window = idempotency_window
         self.commit: GroupCommit[Pending, CommitResult] = GroupCommit(
-            database, self._store, clock=clock, name="intake", max_batch=max_batch
+            database, self._store, clock=clock, name="intake", max_batch=max_batch, lane=lane
         )
         # Urgent intents commit in a lane of their own: never in a batch behind ordinary ones,
         # and first at the write gate (`Database.begin`).
         self.urgent: GroupCommit[Pending, CommitResult] = GroupCommit(
-            database, self._store, clock=clock, name="intake-urgent", max_batch=max_batch, urgent=True
+            database, self._store, clock=clock, name="intake-urgent", max_batch=max_batch, lane="urgent"
         )
 
     async def start(self) -> None:

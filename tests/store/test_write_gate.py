@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import sqlalchemy as sa
 
-from gateway.store.database import Database
+from gateway.store.database import Database, Lane
 
 
 @pytest.fixture
@@ -20,26 +20,28 @@ async def sqlite(sqlite_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-async def test_an_urgent_writer_goes_before_ordinary_ones_that_queued_earlier(sqlite: Database) -> None:
+async def test_writers_take_turns_by_lane_urgent_first_background_last(sqlite: Database) -> None:
     release = asyncio.Event()
 
-    async def write(who: str, *, urgent: bool = False, hold: bool = False) -> None:
-        async with sqlite.begin(urgent=urgent) as connection:
+    async def write(who: str, *, lane: Lane = "normal", hold: bool = False) -> None:
+        async with sqlite.begin(lane=lane) as connection:
             await connection.execute(sa.text("INSERT INTO log (who) VALUES (:who)"), {"who": who})
             if hold:
                 await release.wait()
 
     holder = asyncio.create_task(write("holder", hold=True))
     await asyncio.sleep(0.05)  # the holder is inside its transaction
-    waiting = [asyncio.create_task(write(f"ordinary-{n}")) for n in range(3)]
+    waiting = [asyncio.create_task(write("background", lane="background"))]
     await asyncio.sleep(0.01)
-    waiting.append(asyncio.create_task(write("urgent", urgent=True)))
+    waiting += [asyncio.create_task(write(f"ordinary-{n}")) for n in range(3)]
+    await asyncio.sleep(0.01)
+    waiting.append(asyncio.create_task(write("urgent", lane="urgent")))
     await asyncio.sleep(0.01)
     release.set()
     await asyncio.gather(holder, *waiting)
     async with sqlite.connect() as connection:
         order = [r.who for r in await connection.execute(sa.text("SELECT who FROM log ORDER BY n"))]
-    assert order == ["holder", "urgent", "ordinary-0", "ordinary-1", "ordinary-2"]
+    assert order == ["holder", "urgent", "ordinary-0", "ordinary-1", "ordinary-2", "background"]
 
 
 async def test_a_writer_cancelled_while_waiting_does_not_keep_the_gate(sqlite: Database) -> None:
