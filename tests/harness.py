@@ -13,6 +13,7 @@ import httpx
 import sqlalchemy as sa
 
 from gateway.api.app import create_app
+from gateway.fanout import BulkFanout
 from gateway.model import UserState
 from gateway.queue.worker import WorkerProcess
 from gateway.services import Services
@@ -130,3 +131,22 @@ async def accept(services: Services, intents: list[dict[str, Any]], at: dt.datet
         return ids
     finally:
         services.clock.now = None  # type: ignore[attr-defined]
+
+
+def bulk_fanout(
+    services: Services, owner: str = "test", *, expand_backlog: int = 100_000, chunk: int = 100
+) -> BulkFanout:
+    """A worker's bulk expander on the test's services (`BulkFanout.expand_one` to run it once)."""
+    return BulkFanout(
+        store=services.bulk,
+        intake=services.intake,
+        redis=services.redis,
+        keys=services.keys,
+        queues=lambda: [t.queue for t in services.policy.tiers.values()],
+        owner=owner,
+        clock=services.clock,
+        lease=dt.timedelta(seconds=30),
+        expand_backlog=expand_backlog,
+        chunk=chunk,
+        idle=0.05,
+    )

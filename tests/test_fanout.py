@@ -14,7 +14,7 @@ from gateway.admission import Limits
 from gateway.fanout import BulkFanout
 from gateway.services import Services
 from gateway.store.tables import BulkRequestRow
-from tests.harness import ADA, NOTIFICATIONS, admin_key, client, count, store_user
+from tests.harness import ADA, NOTIFICATIONS, admin_key, bulk_fanout, client, count, store_user
 
 BULK = BulkRequestRow.__table__  # type: ignore[attr-defined]
 DIGEST = {"event": "marketing.weekly_digest", "priority": "low", "data": {"week": "W47"}}
@@ -23,19 +23,7 @@ DIGEST = {"event": "marketing.weekly_digest", "priority": "low", "data": {"week"
 def fanout(
     services: Services, owner: str = "w1", *, expand_backlog: int = 2_000, chunk: int = 100
 ) -> BulkFanout:
-    return BulkFanout(
-        store=services.bulk,
-        intake=services.intake,
-        redis=services.redis,
-        keys=services.keys,
-        queues=lambda: [t.queue for t in services.policy.tiers.values()],
-        owner=owner,
-        clock=services.clock,
-        lease=dt.timedelta(seconds=30),
-        expand_backlog=expand_backlog,
-        chunk=chunk,
-        idle=0.05,
-    )
+    return bulk_fanout(services, owner, expand_backlog=expand_backlog, chunk=chunk)
 
 
 async def post_bulk(services: Services, token: str, users: list[str], **extra: Any) -> Any:

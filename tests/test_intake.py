@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.fanout import BulkFanout
 from gateway.history import UserHistory
 from gateway.model import Intent
 from gateway.services import Services
@@ -21,6 +20,7 @@ from tests.harness import (
     JOBS,
     NOTIFICATIONS,
     admin_key,
+    bulk_fanout,
     client,
     count,
     delivery_statuses,
@@ -166,17 +166,7 @@ async def test_bulk_intake_gives_one_notification_per_recipient(services: Servic
         )
         assert response.status_code == 202, response.text
         bulk_id = response.json()["bulk_id"]
-        assert await BulkFanout(
-            store=services.bulk,
-            intake=services.intake,
-            redis=services.redis,
-            keys=services.keys,
-            queues=lambda: ["bulk"],
-            owner="test",
-            clock=services.clock,
-            lease=dt.timedelta(seconds=30),
-            expand_backlog=100_000,
-        ).expand_one()
+        assert await bulk_fanout(services).expand_one()
         progress = (await http.get(f"/v1/intents/bulk/{bulk_id}")).json()
         # The same recipients sent one at a time with the derived keys are replays of those.
         again = await http.post(

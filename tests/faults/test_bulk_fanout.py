@@ -4,18 +4,16 @@ recipient of an accepted bulk request ends with one notification, delivered once
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import subprocess
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from gateway.fanout import BulkFanout
 from gateway.redis_server import RedisServer
 from gateway.services import Services
 from tests.faults.checks import all_final, assert_exactly_once
 from tests.faults.procs import env_of, logs, stop, worker
-from tests.harness import ADA, NOTIFICATIONS, admin_key, client, eventually, store_user
+from tests.harness import ADA, NOTIFICATIONS, admin_key, bulk_fanout, client, eventually, store_user
 
 SHIPPED = {"event": "order.shipped", "data": {"order_id": "A-1", "carrier": "UPS"}}
 
@@ -48,7 +46,7 @@ async def test_a_worker_killed_mid_expansion_leaves_every_recipient_to_the_next_
     doomed = worker(env_of(services, outbox), failpoints="bulk.chunk_stored=exit")
     try:
         try:  # off the event loop: this process's own writes must commit meanwhile (SQLite)
-            code = await asyncio.to_thread(doomed.wait, 60)
+            code = await asyncio.to_thread(doomed.wait, 120)
         except subprocess.TimeoutExpired:
             code = None
         assert code == 137, logs(outbox.parent)  # it stored the chunk and died before the cursor moved
@@ -73,17 +71,7 @@ async def test_a_bulk_request_expanded_while_redis_is_away_is_decided_once_it_is
     users = [f"u_{i:02d}" for i in range(12)]
     bulk_id = await post_bulk(services, users)
     own_redis.kill()
-    fanout = BulkFanout(
-        store=services.bulk,
-        intake=services.intake,
-        redis=services.redis,
-        keys=services.keys,
-        queues=lambda: ["standard"],
-        owner="w1",
-        clock=services.clock,
-        lease=dt.timedelta(seconds=30),
-        expand_backlog=1_000,
-    )
+    fanout = bulk_fanout(services, "w1", expand_backlog=1_000)
     stop_ = asyncio.Event()
     running = asyncio.create_task(fanout.run(stop_))
     await asyncio.sleep(1.5)  # it cannot read the queues' backlog: it waits, nothing half-done
