@@ -115,6 +115,7 @@ async def test_metrics_count_intake_decisions_deliveries_and_queues(services: Se
         after = await http.get("/metrics")  # the key is not needed, but does no harm either
     assert after.status_code == 200
     assert after.headers["content-type"].startswith("text/plain")
+    assert after.headers["content-type"].count("charset") == 1  # Litestar once added a second
     text = after.text
 
     def grew(name: str, **labels: str) -> float:
