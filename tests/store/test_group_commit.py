@@ -117,7 +117,7 @@ async def test_only_committed_batches_are_counted(database: Database) -> None:
             *(commit.submit(item) for item in ("a", "poison", "b")), return_exceptions=True
         )
         assert all(isinstance(outcome, RuntimeError) for outcome in failed)
-        assert await asyncio.gather(commit.submit("c"), commit.submit("d")) == ["stored c", "stored d"]
+        assert list(await asyncio.gather(commit.submit("c"), commit.submit("d"))) == ["stored c", "stored d"]
     assert len(write.batches) == 2
     assert (commit.commits, commit.items) == (1, 2)
 
