@@ -41,7 +41,8 @@ MEANINGS: dict[ErrorStatus, str] = {
     413: "The body is larger than the limit (`NOTIGATE_MAX_BODY_BYTES`, bulk: `NOTIGATE_MAX_BULK_BYTES`)",
     415: "The body is not `application/json`",
     422: "A field is invalid; `field` names it (e.g. `intent.priority`), `message` says what is valid",
-    429: "The key's intake quota is spent; `Retry-After` says in how many seconds to retry",
+    429: "The key's intake quota is spent (`rate_limited`), or deliveries are behind and this "
+    "sheddable work waits (`overloaded`); `Retry-After` says in how many seconds to retry",
     503: "A dependency (database, Redis) cannot be reached, or the feature is not configured on this "
     "gateway (the message names the variable); nothing was stored half-way, retry later",
 }

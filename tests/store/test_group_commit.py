@@ -52,9 +52,11 @@ class Recorder:
 
 @asynccontextmanager
 async def running(
-    database: Database, write: Callable[..., Awaitable[list[str]]], **options: int
+    database: Database, write: Callable[..., Awaitable[list[str]]], max_batch: int = 500
 ) -> AsyncIterator[GroupCommit[str, str]]:
-    commit: GroupCommit[str, str] = GroupCommit(database, write, clock=lambda: T0, name="test", **options)
+    commit: GroupCommit[str, str] = GroupCommit(
+        database, write, clock=lambda: T0, name="test", max_batch=max_batch
+    )
     await commit.start()
     try:
         yield commit
