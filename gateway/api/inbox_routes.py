@@ -187,6 +187,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
     )
     async def stream(
         request: Request[Any, Any, Any],
+        # Declared for the document; `reader` reads it (or the header) like every inbox route.
         token: Annotated[
             str | None,
             QueryParameter(description="The inbox token (`it_...`), for clients that cannot set headers"),
