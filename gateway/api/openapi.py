@@ -13,12 +13,19 @@ gateway itself under `/schema/assets/`: the page works on a machine with no inte
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Router
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
 from litestar.params import PathParameter, QueryParameter
 from litestar.static_files import create_static_files_router
 from openapi_ui_bundles import swagger_ui
@@ -65,6 +72,19 @@ def errors(*groups: ErrorStatus | tuple[ErrorStatus, ...]) -> dict[int, Response
         status: ResponseSpec(data_container=ErrorBody, description=MEANINGS[status], generate_examples=False)
         for status in sorted(statuses)
     }
+
+
+def raw_body(media_type: str, schema: Schema, description: str) -> type[Operation]:
+    """`operation_class=` for a route that reads its body itself (a provider's signed webhook,
+    a one-click form): Litestar documents only bodies it parses, so the operation says it."""
+
+    class WithBody(Operation):
+        def __init__(self, **fields: Any) -> None:
+            super().__init__(**fields)
+            content = {media_type: OpenAPIMediaType(schema=schema)}
+            self.request_body = RequestBody(content=content, description=description, required=True)
+
+    return WithBody
 
 
 # Parameters several routes take, described once.

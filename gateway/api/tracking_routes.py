@@ -16,9 +16,10 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import PathParameter
 
-from gateway.api.openapi import BODY, PARAMS, errors
+from gateway.api.openapi import BODY, PARAMS, errors, raw_body
 from gateway.errors import ClientError, Unauthorized, Unavailable
 from gateway.services import Services
 from gateway.tracking import sendgrid, twilio, unsubscribe
@@ -75,6 +76,11 @@ def tracking_router(services: Services) -> Router:
         status_code=200,
         security=[],
         responses=errors(BODY, 401, 503),
+        operation_class=raw_body(
+            "application/json",
+            Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT)),
+            "SendGrid's events, as it posts them (`event`, `sg_message_id`, `email`, `timestamp`, ...)",
+        ),
     )
     async def sendgrid_events(request: Request[Any, Any, Any]) -> WebhookAnswer:
         key = settings.sendgrid_webhook_public_key
@@ -106,6 +112,11 @@ def tracking_router(services: Services) -> Router:
         status_code=200,
         security=[],
         responses=errors(BODY, 401, 503),
+        operation_class=raw_body(
+            "application/x-www-form-urlencoded",
+            Schema(type=OpenAPIType.OBJECT, additional_properties=Schema(type=OpenAPIType.STRING)),
+            "Twilio's status callback form (`MessageSid`, `MessageStatus`, `ErrorCode`, ...)",
+        ),
     )
     async def twilio_status(request: Request[Any, Any, Any]) -> WebhookAnswer:
         token = settings.twilio_auth_token
@@ -155,6 +166,15 @@ def tracking_router(services: Services) -> Router:
         status_code=200,
         security=[],
         responses=errors(BODY, 404, 503),
+        operation_class=raw_body(
+            "application/x-www-form-urlencoded",
+            Schema(
+                type=OpenAPIType.OBJECT,
+                properties={"List-Unsubscribe": Schema(type=OpenAPIType.STRING, const="One-Click")},
+                required=["List-Unsubscribe"],
+            ),
+            "RFC 8058's one-click form, as mail clients post it",
+        ),
     )
     async def unsubscribe_now(token: UnsubscribeToken, request: Request[Any, Any, Any]) -> Response[Any]:
         user_id, category = unsubscribe.verify(settings.unsubscribe_secret, token)
