@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -342,6 +343,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     configure_logging(settings)
     app = create_app(settings)  # raises PolicyError on a bundle the checker rejects
+    logging.getLogger("gateway.api").info(
+        "serving the API on http://%s:%d with %d process(es); %s", host, port, processes, settings.describe()
+    )
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -523,8 +527,6 @@ def cmd_users_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def configure_logging(settings: Settings) -> None:
-    import logging
-
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_http_logs()
 

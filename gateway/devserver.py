@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,14 @@ DEV_REDIS_PORT = 6390
 
 
 def run(settings: Settings, var: Path = Path("var")) -> int:
+    if (problem := _bind_problem(settings.host, settings.port)) is not None:
+        # Said before anything starts: the API would die after the banner claimed it runs.
+        print(
+            f"notigate dev: cannot serve the API on {settings.host}:{settings.port}: {problem}\n"
+            f"  set NOTIGATE_PORT to a free port, e.g. NOTIGATE_PORT={settings.port + 1} ./dev run",
+            file=sys.stderr,
+        )
+        return 1
     var.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("NOTIGATE_PROVIDER_PROFILE", "dev")
@@ -83,6 +92,17 @@ def run(settings: Settings, var: Path = Path("var")) -> int:
                 child.kill()
         if redis is not None:
             redis.stop()
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port (bound as uvicorn binds it), or None."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _processes(settings: Settings) -> list[tuple[str, list[str]]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.parse
 
 
 def redact(kind: str, value: str) -> str:
@@ -21,6 +22,16 @@ def redact(kind: str, value: str) -> str:
     if kind == "webhook":
         return re.sub(r"(//[^/]+).*", r"\1/…", value)
     return "***"
+
+
+def mask_url(url: str) -> str:
+    """A connection URL (database, Redis) with its password as `***`: where, never how to get in."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 class Secret:

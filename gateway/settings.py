@@ -17,7 +17,7 @@ import msgspec
 from gateway.errors import ConfigError
 from gateway.policy.cel import RUNTIME_NAMES
 from gateway.policy.compiler import BundlePaths
-from gateway.redact import Secret
+from gateway.redact import Secret, mask_url
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +80,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"choose auto, {', '.join(RUNTIME_NAMES)}"
             )
         return settings
+
+    def describe(self) -> str:
+        """What a process runs with, for its first log line; URLs masked, no secret shown."""
+        return (
+            f"provider profile {self.provider_profile}, database {mask_url(self.database_url)}, "
+            f"Redis {mask_url(self.redis_url)} (key prefix {self.redis_prefix!r}), "
+            f"policies {self.policies_dir}"
+        )
 
     def public_base(self) -> str:
         """The base URL providers and mail clients call, without a trailing slash."""

@@ -50,7 +50,7 @@ async def admin_key(services: Services, name: str = "admin", **options: Any) -> 
 async def client(services: Services, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(services.settings, services=services)
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar's ASGI types are narrower
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers) as http:
         yield http
 

@@ -111,3 +111,25 @@ def test_dev_runs_redis_api_and_worker_and_delivers_to_the_outbox(tmp_path: Path
     assert not _listening(api_port) and not _listening(redis_port)  # nothing left behind
     # Everything it wrote stayed under --var.
     assert {p.name for p in var.iterdir()} >= {"dev-api-key", "notigate.db", "outbox", "redis"}
+
+
+def test_a_busy_port_is_named_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIGATE_")}
+        env.update(NOTIGATE_PORT=str(port), NOTIGATE_HOST="127.0.0.1")
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "dev", "--var", str(tmp_path / "var")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot serve the API on 127.0.0.1:{port}" in done.stderr
+    assert "set NOTIGATE_PORT to a free port" in done.stderr
+    assert "started" not in done.stderr and "http://" not in done.stdout  # no child, no banner
+    assert not (tmp_path / "var").exists()

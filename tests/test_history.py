@@ -80,7 +80,7 @@ async def die(services: Services, history: RedisHistory) -> None:
 
 
 async def provisional(services: Services) -> dict[bytes, bytes]:
-    found: dict[bytes, bytes] = await services.redis.hgetall(services.keys.provisional("u_ada"))
+    found: dict[bytes, bytes] = await services.redis.hgetall(services.keys.provisional("u_ada"))  # type: ignore[misc]
     return found
 
 

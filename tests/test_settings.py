@@ -48,3 +48,19 @@ def test_an_invalid_value_names_the_variable_and_the_value(variable: str, value:
     with pytest.raises(ConfigError, match=hint) as raised:
         Settings.from_env({variable: value})
     assert variable in str(raised.value)
+
+
+def test_describe_says_what_a_process_runs_with_and_masks_passwords() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql+asyncpg://notigate:pg-s3cret@db:5432/notigate",
+            "REDIS_URL": "redis://:redis-s3cret@cache:6379/0",
+            "NOTIGATE_PROVIDER_PROFILE": "live",
+        }
+    )
+    described = settings.describe()
+    assert "provider profile live" in described
+    assert "postgresql+asyncpg://notigate:***@db:5432/notigate" in described
+    assert "redis://:***@cache:6379/0" in described
+    assert "s3cret" not in described
+    assert "sqlite+aiosqlite:///var/notigate.db" in Settings().describe()  # nothing to mask

@@ -8,6 +8,7 @@ the rest. How fast that is, is measured in bench/, not here.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from gateway.metrics import REGISTRY
 from gateway.services import Services
@@ -35,7 +36,7 @@ async def test_a_resting_worker_is_woken_by_the_job_queued_for_it(services: Serv
             response = await http.post("/v1/intents", json=intent)
             assert response.status_code == 202, response.text
             notification_id = response.json()["notification_id"]
-            await eventually(lambda n=notification_id: sent(services, n), within=20)
+            await eventually(functools.partial(sent, services, notification_id), within=20)
 
 
 async def test_a_resting_worker_takes_a_scheduled_job_when_it_is_due(services: Services) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Router, get
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
+from gateway.api.openapi import KEYED, PARAMS, Cursor, NotificationId, errors
 from gateway.errors import NotFound
 from gateway.model import UserId
 from gateway.services import Services
@@ -26,12 +27,18 @@ Keyed = Request[ApiKey, Any, Any]
 
 
 def activity_router(services: Services) -> Router:
-    @get("/users/{user_id:str}/notifications", summary="A user's recent notifications, newest first")
+    @get(
+        "/users/{user_id:str}/notifications",
+        summary="A user's recent notifications, newest first",
+        description="A page at a time. An admin key sees every producer's; any other key only "
+        "the notifications it sent itself.",
+        responses=errors(KEYED, PARAMS),
+    )
     async def recent(
-        user_id: FromPath[UserId],
+        user_id: Annotated[UserId, PathParameter(description="The recipient's id")],
         request: Keyed,
-        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200, description="Notifications per page")] = 50,
+        cursor: Cursor = None,
     ) -> activity.NotificationPage:
         key = request.user
         return await activity.recent_for_user(
@@ -41,8 +48,11 @@ def activity_router(services: Services) -> Router:
     @get(
         "/notifications/{notification_id:str}/timeline",
         summary="Each delivery's story: accepted, scheduled, attempts, provider events, dead letter",
+        description="The same notification `GET /v1/notifications/{id}` answers, told in time "
+        "order per delivery. Another producer's notification is a 404.",
+        responses=errors(KEYED, PARAMS, 404),
     )
-    async def notification_timeline(notification_id: FromPath[str], request: Keyed) -> NotificationTimeline:
+    async def notification_timeline(notification_id: NotificationId, request: Keyed) -> NotificationTimeline:
         key = request.user
         status = await services.deliveries.status(notification_id)
         if status is None or not (

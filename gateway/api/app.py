@@ -15,11 +15,7 @@ from typing import Any
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 
-from gateway import __version__
 from gateway.api.activity_routes import activity_router
 from gateway.api.auth import ApiKeyAuthentication
 from gateway.api.bundle_routes import bundle_router
@@ -30,6 +26,7 @@ from gateway.api.errors import EXCEPTION_HANDLERS
 from gateway.api.health_routes import HealthRoutes
 from gateway.api.inbox_routes import inbox_router
 from gateway.api.intake_routes import intake_router
+from gateway.api.openapi import assets_router, openapi_config
 from gateway.api.ops_routes import ops_router
 from gateway.api.policy_routes import policy_router
 from gateway.api.schedule_routes import schedule_router
@@ -71,7 +68,7 @@ def create_app(
         policy_router(gateway),
         bundle_router(_policy_of(gateway), gateway.settings.bundle_paths),
     ]
-    handlers: list[Any] = []
+    handlers: list[Any] = [assets_router()]
     middleware: list[Any] = []
     on_startup: list[Callable[[], Awaitable[None]]] = []
     on_shutdown: list[Callable[[], Awaitable[None]]] = []
@@ -95,29 +92,7 @@ def create_app(
         on_shutdown=on_shutdown,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=gateway.settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Notigate",
-            version=__version__,
-            description="Policy-driven notification gateway. Every call carries "
-            '`Authorization: Bearer <key>`; every error body is `{"error": {"code", "message", "field"}}`.',
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
-            components=Components(
-                security_schemes={
-                    "apiKey": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        description="`<key id>.<secret>` from `notigate keys create`",
-                    ),
-                    "inboxToken": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        description="A user's inbox token, `it_...` (`POST /v1/users/{id}/inbox-token`); "
-                        "also taken as `?token=` where no header can be set (EventSource)",
-                    ),
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
 

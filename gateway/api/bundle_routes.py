@@ -18,6 +18,7 @@ from litestar import MediaType, Response, Router, get
 from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
 
+from gateway.api.openapi import KEYED, PARAMS, errors
 from gateway.errors import NotFound
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.compiler import BundlePaths
@@ -38,7 +39,12 @@ def bundle_router(policy: Callable[[], CompiledPolicy], paths: Callable[[], Bund
     @get(
         "/policy/bundle",
         summary="The bundle in force: rules in precedence order, tiers, caps, schedules, with file and line",
-        responses={200: ResponseSpec(data_container=BundleView, description="The bundle, as people read it")},
+        description="What the console's policy page shows: every rule in the order the engine "
+        "tries them, with the file and line each comes from.",
+        responses={
+            200: ResponseSpec(data_container=BundleView, description="The bundle, as people read it"),
+            **errors(KEYED),
+        },
     )
     async def bundle() -> Response[bytes]:
         current = policy()
@@ -49,9 +55,22 @@ def bundle_router(policy: Callable[[], CompiledPolicy], paths: Callable[[], Bund
             cached[current.version] = body
         return Response(content=body, media_type=MediaType.JSON)
 
-    @get("/policy/file", summary="The text of one of the bundle's files, by the path traces cite")
+    @get(
+        "/policy/file",
+        summary="The text of one of the bundle's files, by the path traces cite",
+        description="Only the bundle's own files (policies, templates, providers.yaml) are "
+        "served; any other path is a 404.",
+        responses=errors(KEYED, PARAMS, 404),
+    )
     async def bundle_file(
-        path: Annotated[str, QueryParameter(min_length=1, max_length=1024)],
+        path: Annotated[
+            str,
+            QueryParameter(
+                min_length=1,
+                max_length=1024,
+                description="A file as traces cite it (`policies/social.yaml`)",
+            ),
+        ],
     ) -> BundleFile:
         text = await asyncio.to_thread(_read, paths(), path)  # off the event loop: it walks directories
         if text is None:

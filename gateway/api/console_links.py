@@ -28,6 +28,7 @@ from litestar.params import JSONBody
 
 from gateway import signing
 from gateway.api.auth import require_admin
+from gateway.api.openapi import ADMIN, BODY, KEYED, errors
 from gateway.errors import Forbidden, Unauthorized, Unavailable
 from gateway.model import EventPattern
 from gateway.redact import Secret
@@ -174,6 +175,10 @@ def console_link_router(services: Services) -> Router:
         "/console-links",
         status_code=201,
         summary="Issue a link that signs the console in with a narrowed, expiring copy of this key",
+        description="Admin keys only. The link carries the issuer's id, the event patterns (no wider "
+        "than the issuer's), admin or not, and an expiry, signed with `NOTIGATE_CONSOLE_SECRET` "
+        "(503 while unset); revoking the issuing key voids it. A console link cannot issue links.",
+        responses=errors(ADMIN, BODY),
     )
     async def create_link(
         data: JSONBody[LinkRequest], request: Request[ApiKey, Any, Any]
@@ -186,7 +191,12 @@ def console_link_router(services: Services) -> Router:
         link = issue(services.settings.console_secret, request.user, data, services.clock())
         return Response(link, status_code=201)
 
-    @get("/keys/current", summary="The key (or console link) this request is signed with, and its scope")
+    @get(
+        "/keys/current",
+        summary="The key (or console link) this request is signed with, and its scope",
+        description="What the console shows as the signed-in identity; any key may ask.",
+        responses=errors(KEYED),
+    )
     async def current(request: Request[ApiKey, Any, Any]) -> Principal:
         key, link = request.user, request.auth
         return Principal(

@@ -15,11 +15,15 @@ from collections.abc import Awaitable
 import msgspec
 from litestar import Response, Router, get
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.metrics import Scrape
 from gateway.services import Services
 
+# Litestar appends `; charset=utf-8` to every text/ type: given prometheus_client's own
+# CONTENT_TYPE_LATEST, which names it already, the header would carry it twice.
+EXPOSITION = CONTENT_TYPE_LATEST.split("; charset=")[0]
 CHECK_TIMEOUT = 2.0  # seconds per check: a probe must answer before the prober gives up
 
 
@@ -55,7 +59,13 @@ class HealthRoutes:
         self.scrape.close()
 
     def _healthz(self) -> HTTPRouteHandler:
-        @get("/healthz", summary="Liveness: the process answers (no I/O)", cache=False)
+        @get(
+            "/healthz",
+            summary="Liveness: the process answers (no I/O)",
+            description='Always `{"status": "ok"}` while the process serves: a slow database '
+            "never gets a live process restarted. Open, no key.",
+            cache=False,
+        )
         async def healthz() -> Health:
             return Health(status="ok")
 
@@ -64,7 +74,14 @@ class HealthRoutes:
     def _readyz(self) -> HTTPRouteHandler:
         services = self.services
 
-        @get("/readyz", summary="Readiness: store, Redis and policy", cache=False)
+        @get(
+            "/readyz",
+            summary="Readiness: store, Redis and policy",
+            description="200 when the process can serve intake now; 503 with the same body, naming "
+            f"each failed check, otherwise (each check answers within {CHECK_TIMEOUT:g} s). Open, no key.",
+            cache=False,
+            responses={503: ResponseSpec(data_container=Readiness, description="A check failed")},
+        )
         async def readyz() -> Response[Readiness]:
             checks = dict(
                 zip(
@@ -84,10 +101,17 @@ class HealthRoutes:
     def _metrics(self) -> HTTPRouteHandler:
         scrape = self.scrape
 
-        @get("/metrics", summary="Prometheus metrics (text exposition format)", cache=False)
+        @get(
+            "/metrics",
+            summary="Prometheus metrics (text exposition format)",
+            description="The API process's counters and histograms, and the queues' depths read "
+            "from Redis, in Prometheus' text format. Open, no key: serve it on a private network.",
+            cache=False,
+            media_type=EXPOSITION,
+        )
         async def metrics() -> Response[bytes]:
             body = await asyncio.to_thread(generate_latest, scrape)
-            return Response(body, media_type=CONTENT_TYPE_LATEST)
+            return Response(body, media_type=EXPOSITION)
 
         return metrics
 

@@ -21,12 +21,12 @@ import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import msgspec
 from litestar import Request, Router, get, post
-from litestar.params import FromPath, FromQuery
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from redis.asyncio.client import PubSub
@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from gateway.api import inbox_tokens
 from gateway.api.auth import require_admin
+from gateway.api.openapi import ADMIN, PARAMS, Cursor, ErrorStatus, UserIdInPath, errors
 from gateway.errors import ClientError, Forbidden, NotFound, Unauthorized, Unavailable
 from gateway.services import Services
 from gateway.store import inbox
@@ -70,6 +71,12 @@ class InboxToken(msgspec.Struct, frozen=True):
 
 # In the OpenAPI document: these routes take a user's inbox token, not an API key.
 TOKEN: list[dict[str, list[str]]] = [{"inboxToken": []}]
+# A missing, foreign or expired token is 401, another user's inbox 403, no inbox secret 503.
+TOKEN_ERRORS: tuple[ErrorStatus, ...] = (401, 403, 503)
+ItemId = Annotated[str, PathParameter(description="An inbox item's id")]
+OwnUserId = Annotated[
+    str | None, QueryParameter(description="Optional: the token's own user (403 for anyone else)")
+]
 
 
 def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
@@ -95,13 +102,19 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
             raise NotFound(f"your inbox has no item {item_id!r}", field="item_id", code="unknown_item")
         return InboxMark(item=item, unread_count=await inbox.unread_count(database, user_id))
 
-    @get("/inbox", summary="The token's user's inbox, newest first, a page at a time", security=TOKEN)
+    @get(
+        "/inbox",
+        summary="The token's user's inbox, newest first, a page at a time",
+        description="Items not archived, with `next_cursor` for the next page and the unread count.",
+        security=TOKEN,
+        responses=errors(TOKEN_ERRORS, PARAMS),
+    )
     async def feed(
         request: Request[Any, Any, Any],
-        limit: FromQuery[int] = 50,
-        cursor: FromQuery[str | None] = None,
-        unread: FromQuery[bool] = False,
-        user_id: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(description=f"Items per page, 1 to {MAX_LIMIT}")] = 50,
+        cursor: Cursor = None,
+        unread: Annotated[bool, QueryParameter(description="Only unread items")] = False,
+        user_id: OwnUserId = None,
     ) -> InboxPage:
         owner = reader(request, user_id)
         if not 1 <= limit <= MAX_LIMIT:
@@ -116,27 +129,42 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         count = await inbox.unread_count(database, owner)
         return InboxPage(items=items, next_cursor=next_cursor, unread_count=count)
 
-    @post("/inbox/{item_id:str}/read", summary="Mark one item read", status_code=200, security=TOKEN)
-    async def read(request: Request[Any, Any, Any], item_id: FromPath[str]) -> InboxMark:
+    @post(
+        "/inbox/{item_id:str}/read",
+        summary="Mark one item read",
+        description="Answers the item and the new unread count; another user's item is a 404.",
+        status_code=200,
+        security=TOKEN,
+        responses=errors(TOKEN_ERRORS, PARAMS, 404),
+    )
+    async def read(request: Request[Any, Any, Any], item_id: ItemId) -> InboxMark:
         return await mark(reader(request), item_id, archived=False)
 
     @post(
         "/inbox/{item_id:str}/archive",
         summary="Archive one item (out of the feed and the count)",
+        description="Answers the item and the new unread count; another user's item is a 404.",
         status_code=200,
         security=TOKEN,
+        responses=errors(TOKEN_ERRORS, PARAMS, 404),
     )
-    async def archive(request: Request[Any, Any, Any], item_id: FromPath[str]) -> InboxMark:
+    async def archive(request: Request[Any, Any, Any], item_id: ItemId) -> InboxMark:
         return await mark(reader(request), item_id, archived=True)
 
     @post(
         "/inbox/read-all",
         summary="Mark every unread item read (`?up_to=` a time: only items created by then)",
+        description="Answers how many items were marked and the new unread count.",
         status_code=200,
         security=TOKEN,
+        responses=errors(TOKEN_ERRORS, PARAMS),
     )
     async def read_all(
-        request: Request[Any, Any, Any], up_to: FromQuery[dt.datetime | None] = None
+        request: Request[Any, Any, Any],
+        up_to: Annotated[
+            dt.datetime | None,
+            QueryParameter(description="Only items created by then; RFC 3339 with a zone"),
+        ] = None,
     ) -> ReadAll:
         owner = reader(request)
         if up_to is not None and up_to.tzinfo is None:
@@ -146,9 +174,25 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         marked = await inbox.mark_all_read(database, owner, services.clock(), up_to=up_to)
         return ReadAll(marked=marked, unread_count=await inbox.unread_count(database, owner))
 
-    @get("/inbox/stream", summary="New items and the unread count, live (Server-Sent Events)", security=TOKEN)
+    @get(
+        "/inbox/stream",
+        summary="New items and the unread count, live (Server-Sent Events)",
+        description="A `text/event-stream` for `EventSource`, which cannot set headers: give the "
+        'token as `?token=it_...`. Events: `unread` on connect (`{"unread_count": n}`), then '
+        '`item` per new item (`id:` the item id; `{"item": {...}, "unread_count": n}`), and '
+        f"a comment line every {HEARTBEAT:g} s on an idle stream. 503 while Redis cannot be reached.",
+        security=TOKEN,
+        media_type="text/event-stream",
+        responses=errors(TOKEN_ERRORS, PARAMS, 429),
+    )
     async def stream(
-        request: Request[Any, Any, Any], user_id: FromQuery[str | None] = None
+        request: Request[Any, Any, Any],
+        # Declared for the document; `reader` reads it (or the header) like every inbox route.
+        token: Annotated[
+            str | None,
+            QueryParameter(description="The inbox token (`it_...`), for clients that cannot set headers"),
+        ] = None,
+        user_id: OwnUserId = None,
     ) -> ServerSentEvent:
         owner = reader(request, user_id)
         pubsub = services.redis.pubsub()
@@ -165,20 +209,33 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
     @post(
         "/users/{user_id:str}/inbox-token",
         summary="Issue a user's inbox token (admin keys only)",
+        description="A token good for that user's inbox alone, until it expires; signed with "
+        "`NOTIGATE_INBOX_SECRET` (503 while unset). Hand it to the user's browser, never an API key.",
         status_code=201,
         security=[{"apiKey": []}],
+        responses=errors(ADMIN, PARAMS),
     )
     async def issue_token(
-        user_id: FromPath[str], request: Request[ApiKey, ApiKey, Any], ttl: FromQuery[int | None] = None
+        user_id: UserIdInPath,
+        request: Request[ApiKey, ApiKey, Any],
+        ttl: Annotated[
+            int | None,
+            QueryParameter(
+                description="Seconds the token lives, 1 to "
+                f"{int(inbox_tokens.MAX_TTL.total_seconds())}; default "
+                f"{int(inbox_tokens.DEFAULT_TTL.total_seconds())}"
+            ),
+        ] = None,
     ) -> InboxToken:
         require_admin(request.user)
-        lifetime = inbox_tokens.DEFAULT_TTL if ttl is None else dt.timedelta(seconds=ttl)
-        if not dt.timedelta(seconds=1) <= lifetime <= inbox_tokens.MAX_TTL:
+        # Checked as a number first: a timedelta of 10^15 seconds overflows.
+        if ttl is not None and not 1 <= ttl <= inbox_tokens.MAX_TTL.total_seconds():
             raise ClientError(
                 f"ttl {ttl} is out of range: give 1 to {int(inbox_tokens.MAX_TTL.total_seconds())} seconds",
                 field="ttl",
                 code="invalid_ttl",
             )
+        lifetime = inbox_tokens.DEFAULT_TTL if ttl is None else dt.timedelta(seconds=ttl)
         expires_at = (services.clock() + lifetime).replace(microsecond=0)
         token = inbox_tokens.issue(services.settings.inbox_secret, user_id, expires_at)
         return InboxToken(token=token, user_id=user_id, expires_at=expires_at)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody, PathParameter
 
 from gateway.api.auth import require_event
+from gateway.api.openapi import BODY, KEYED, PARAMS, NotificationId, errors
 from gateway.errors import ClientError, NotFound
 from gateway.ids import new_id
 from gateway.model import Accepted, BulkAccepted, BulkIntent, BulkStatus, Intent, NotificationStatus, to_json
@@ -17,6 +18,10 @@ from gateway.quota import QuotaSpec
 from gateway.services import Services
 from gateway.store.bulk_requests import NewBulk
 from gateway.store.keys import ApiKey
+
+BulkId = Annotated[
+    str, PathParameter(description="A bulk request's id, as `POST /v1/intents/bulk` answered it")
+]
 
 
 def intake_router(services: Services) -> Router:
@@ -38,11 +43,18 @@ def intake_router(services: Services) -> Router:
         "/intents",
         status_code=202,
         summary="Accept an intent: decided, stored and queued before this answers",
+        description="The policy decides channels, timing and providers; the notification, its "
+        "deliveries and their queue jobs are stored in one commit before the 202. An "
+        "`idempotency_key` seen from this key within the policy's window answers 200 with the "
+        "first notification's id. Data a template cannot render is a 422 naming the template "
+        "and variable. The key must be allowed the event (403), and its quota not spent (429); "
+        "while deliveries are behind, `low` priority intents are answered 429 `overloaded`.",
         responses={
             200: ResponseSpec(
                 data_container=Accepted,
                 description="The idempotency key was seen: the first notification's id",
-            )
+            ),
+            **errors(KEYED, BODY, 403, 429),
         },
     )
     async def accept(data: JSONBody[Intent], request: Request[ApiKey, ApiKey, Any]) -> Response[Accepted]:
@@ -61,12 +73,19 @@ def intake_router(services: Services) -> Router:
         "/intents/bulk",
         status_code=202,
         summary="One intent for many users (up to 10,000): stored at once, expanded by workers",
+        description="Answers once the request is durable; workers then decide and store one "
+        "notification per recipient against their own state, at the pace deliveries allow. With "
+        "an `idempotency_key` the same request again answers 200 with the first bulk request's "
+        "id. The whole list counts against the key's quota at once (429 when it does not fit), "
+        "and while deliveries are behind, bulk requests are answered 429 `overloaded`. Progress: "
+        "`GET /v1/intents/bulk/{bulk_id}`.",
         request_max_body_size=settings.max_bulk_bytes,
         responses={
             200: ResponseSpec(
                 data_container=BulkAccepted,
                 description="The idempotency key was seen: the first bulk request's id",
-            )
+            ),
+            **errors(KEYED, BODY, 403, 429),
         },
     )
     async def accept_bulk(
@@ -104,8 +123,14 @@ def intake_router(services: Services) -> Router:
             status_code=200 if replay else 202,
         )
 
-    @get("/intents/bulk/{bulk_id:str}", summary="A bulk request's progress: expanded, delivered, failed")
-    async def bulk_status(bulk_id: FromPath[str], request: Request[ApiKey, ApiKey, Any]) -> BulkStatus:
+    @get(
+        "/intents/bulk/{bulk_id:str}",
+        summary="A bulk request's progress: expanded, delivered, failed",
+        description="How many recipients were expanded into notifications or refused, and their "
+        "deliveries by status. A key sees only its own bulk requests (an admin key, all).",
+        responses=errors(KEYED, PARAMS, 404),
+    )
+    async def bulk_status(bulk_id: BulkId, request: Request[ApiKey, ApiKey, Any]) -> BulkStatus:
         key = request.user
         progress = await services.bulk.progress(bulk_id)
         if progress is None or not (key.admin or progress.producer == key.name):
@@ -124,9 +149,15 @@ def intake_router(services: Services) -> Router:
             deliveries=progress.deliveries,
         )
 
-    @get("/notifications/{notification_id:str}", summary="A notification's deliveries and every attempt")
+    @get(
+        "/notifications/{notification_id:str}",
+        summary="A notification's deliveries and every attempt",
+        description="Each delivery's status, provider and attempts. A key sees only the "
+        "notifications it sent (an admin key sees all): another producer's is a 404.",
+        responses=errors(KEYED, PARAMS, 404),
+    )
     async def notification(
-        notification_id: FromPath[str], request: Request[ApiKey, ApiKey, Any]
+        notification_id: NotificationId, request: Request[ApiKey, ApiKey, Any]
     ) -> NotificationStatus:
         key = request.user
         status = await services.deliveries.status(notification_id)

@@ -6,15 +6,18 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.openapi import ResponseSpec
+from litestar.params import PathParameter, QueryParameter
 
 from gateway.api.auth import require_admin
+from gateway.api.openapi import ADMIN, PARAMS, Cursor, errors
 from gateway.errors import NotFound
 from gateway.model import DeadLetter, DeadLetterPage
 from gateway.services import Services
 from gateway.store.keys import ApiKey
 
 Admin = Request[ApiKey, ApiKey, Any]
+DeadLetterId = Annotated[str, PathParameter(description="A dead letter's id, from the list")]
 
 
 class Replayed(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,18 +28,31 @@ class Replayed(msgspec.Struct, frozen=True, kw_only=True):
 def ops_router(services: Services) -> Router:
     store = services.deliveries
 
-    @get("/dead-letters", summary="Deliveries that ran out of retries, newest first")
+    @get(
+        "/dead-letters",
+        summary="Deliveries that ran out of retries, newest first",
+        description="Admin keys only; each letter names its delivery, channel, last error and "
+        "whether it was replayed.",
+        responses=errors(ADMIN, PARAMS),
+    )
     async def list_dead_letters(
         request: Admin,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
-        include_replayed: FromQuery[bool] = False,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="Letters per page")] = 50,
+        cursor: Cursor = None,
+        include_replayed: Annotated[
+            bool, QueryParameter(description="Also list letters already replayed")
+        ] = False,
     ) -> DeadLetterPage:
         require_admin(request.user)
         return await store.dead_letters(limit, cursor, include_replayed)
 
-    @get("/dead-letters/{dead_letter_id:str}", summary="One dead letter")
-    async def get_dead_letter(dead_letter_id: FromPath[str], request: Admin) -> DeadLetter:
+    @get(
+        "/dead-letters/{dead_letter_id:str}",
+        summary="One dead letter",
+        description="Admin keys only.",
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def get_dead_letter(dead_letter_id: DeadLetterId, request: Admin) -> DeadLetter:
         require_admin(request.user)
         letter = await store.dead_letter(dead_letter_id)
         if letter is None:
@@ -47,8 +63,14 @@ def ops_router(services: Services) -> Router:
         "/dead-letters/{dead_letter_id:str}/replay",
         status_code=202,
         summary="Send a dead-lettered delivery again, with a fresh retry budget",
+        description="Admin keys only. 202 with the new delivery's id; a letter already replayed "
+        "answers 200 with the delivery that replay made, and sends nothing again.",
+        responses={
+            200: ResponseSpec(data_container=Replayed, description="Already replayed: that delivery"),
+            **errors(ADMIN, PARAMS, 404),
+        },
     )
-    async def replay(dead_letter_id: FromPath[str], request: Admin) -> Response[Replayed]:
+    async def replay(dead_letter_id: DeadLetterId, request: Admin) -> Response[Replayed]:
         require_admin(request.user)
         replayed = await store.replay(dead_letter_id, services.clock())
         if replayed is None:

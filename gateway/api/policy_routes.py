@@ -15,6 +15,7 @@ from litestar.params import JSONBody
 
 from gateway.api.auth import require_event
 from gateway.api.context import Gateway
+from gateway.api.openapi import BODY, KEYED, errors
 from gateway.decisions import decide_for, dry_run
 from gateway.model import Decision, DryRunRequest, to_json
 from gateway.policy.compiled import CompiledPolicy
@@ -55,7 +56,13 @@ def policy_router(gateway: Gateway) -> Router:
         "/dry-run",
         status_code=200,
         summary="Explain what the gateway would do with an intent",
-        responses={200: ResponseSpec(data_container=Decision, description="The decision, with its trace")},
+        description="Decides without storing, sending or counting anything. Where `user` or "
+        "`history` is absent the stored state is used; `at` replaces the clock. Every delivery and "
+        "suppression is traced to the policy rule, file, line and CEL expression that made it.",
+        responses={
+            200: ResponseSpec(data_container=Decision, description="The decision, with its trace"),
+            **errors(KEYED, BODY, 403, 404),
+        },
     )
     async def dry_run_handler(
         data: JSONBody[DryRunRequest], request: Request[Any, Any, Any]
@@ -74,7 +81,13 @@ def policy_router(gateway: Gateway) -> Router:
         "/templates/preview",
         status_code=200,
         summary="Render an intent's messages per channel, without sending",
-        responses={200: ResponseSpec(data_container=Preview, description="The rendered messages")},
+        description="The messages each channel the policy picks would carry (standby channels "
+        "too), from the dry run's request. A message that cannot render answers 422 "
+        "`template_error` naming the template, line and variable.",
+        responses={
+            200: ResponseSpec(data_container=Preview, description="The rendered messages"),
+            **errors(KEYED, BODY, 403, 404),
+        },
     )
     async def preview_handler(
         data: JSONBody[DryRunRequest], request: Request[Any, Any, Any]
@@ -89,7 +102,13 @@ def policy_router(gateway: Gateway) -> Router:
         rendered = preview(decision, data.intent, user, gateway.policy)
         return Response(content=msgspec.json.encode(rendered), media_type=MediaType.JSON)
 
-    @get("/policy", summary="The policy version and rules in force")
+    @get(
+        "/policy",
+        summary="The policy version and rules in force",
+        description="The version (a hash of the bundle), the CEL runtime, each file with its "
+        "digest, and each rule with its events, condition, tiers and channels.",
+        responses=errors(KEYED),
+    )
     async def policy_handler() -> PolicySummary:
         return summarize(gateway.policy)
 

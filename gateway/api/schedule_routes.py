@@ -16,9 +16,10 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, get, post
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from gateway.api.auth import require_admin
+from gateway.api.openapi import ADMIN, BODY, KEYED, PARAMS, Cursor, NotificationId, errors
 from gateway.cron import next_occurrence
 from gateway.errors import NotFound
 from gateway.model import NotificationStatus, zone
@@ -104,6 +105,9 @@ def _run(run: Run) -> ScheduleRun:
     return msgspec.convert(run, ScheduleRun, from_attributes=True)
 
 
+ScheduleName = Annotated[str, PathParameter(description="The schedule's name in the policy")]
+
+
 def schedule_router(services: Services) -> Router:
     store = ScheduleStore(services.database)
     cancels = CancelStore(services.database)
@@ -152,7 +156,11 @@ def schedule_router(services: Services) -> Router:
         return await store.zones(services.policy.defaults.timezone) or [services.policy.defaults.timezone]
 
     @get(
-        "/schedules", summary="The policy's recurring schedules: next occurrence per zone, paused, last runs"
+        "/schedules",
+        summary="The policy's recurring schedules: next occurrence per zone, paused, last runs",
+        description=f"Each schedule of the policy with its next occurrence in up to {MAX_ZONES} of "
+        "the recipients' zones, whether it is paused and by whom, and its latest runs.",
+        responses=errors(KEYED),
     )
     async def list_schedules() -> ScheduleList:
         states, present, now = await store.states(), await zones(), services.clock()
@@ -160,8 +168,13 @@ def schedule_router(services: Services) -> Router:
             schedules=[await describe(s, states.get(s.name), present, now) for s in services.policy.schedules]
         )
 
-    @get("/schedules/{name:str}", summary="One recurring schedule")
-    async def get_schedule(name: FromPath[str]) -> ScheduleInfo:
+    @get(
+        "/schedules/{name:str}",
+        summary="One recurring schedule",
+        description="As in the list; 404 for a name the policy does not have.",
+        responses=errors(KEYED, PARAMS, 404),
+    )
+    async def get_schedule(name: ScheduleName) -> ScheduleInfo:
         schedule = find(name)
         states = await store.states()
         return await describe(schedule, states.get(name), await zones(), services.clock())
@@ -173,20 +186,39 @@ def schedule_router(services: Services) -> Router:
         state = await store.set_paused(name, paused, request.user.name, now)
         return await describe(schedule, state, await zones(), now)
 
-    @post("/schedules/{name:str}/pause", status_code=200, summary="Hold a schedule off (admin)")
-    async def pause(name: FromPath[str], request: Keyed) -> ScheduleInfo:
+    @post(
+        "/schedules/{name:str}/pause",
+        status_code=200,
+        summary="Hold a schedule off (admin)",
+        description="A paused schedule fires nowhere until resumed; occurrences missed meanwhile "
+        "are not caught up beyond the schedule's misfire window.",
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def pause(name: ScheduleName, request: Keyed) -> ScheduleInfo:
         return await set_paused(name, request, True)
 
-    @post("/schedules/{name:str}/resume", status_code=200, summary="Let a paused schedule fire again (admin)")
-    async def resume(name: FromPath[str], request: Keyed) -> ScheduleInfo:
+    @post(
+        "/schedules/{name:str}/resume",
+        status_code=200,
+        summary="Let a paused schedule fire again (admin)",
+        description="Resuming a schedule that is not paused changes nothing.",
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def resume(name: ScheduleName, request: Keyed) -> ScheduleInfo:
         return await set_paused(name, request, False)
 
-    @get("/scheduled", summary="Notifications with deliveries still waiting for their send time")
+    @get(
+        "/scheduled",
+        summary="Notifications with deliveries still waiting for their send time",
+        description="Soonest first, a page at a time: deliveries held by `send_at`, quiet hours or "
+        "a batch window. A key sees its own notifications (an admin key, all).",
+        responses=errors(KEYED, PARAMS),
+    )
     async def scheduled(
         request: Keyed,
-        user_id: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        user_id: Annotated[str | None, QueryParameter(description="Only this recipient's")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="Notifications per page")] = 50,
+        cursor: Cursor = None,
     ) -> ScheduledPage:
         key = request.user
         page, next_cursor = await cancels.waiting(
@@ -215,9 +247,13 @@ def schedule_router(services: Services) -> Router:
         "/notifications/{notification_id:str}/cancel",
         status_code=200,
         summary="Cancel a notification's deliveries that have not been sent (idempotent)",
+        description="Deliveries still waiting (scheduled, pending, retrying) become `cancelled`; "
+        "those sent or under way are left as they are. The body's `reason` is optional. A key may "
+        "cancel only its own notifications (another's is a 404).",
+        responses=errors(KEYED, BODY, 404),
     )
     async def cancel(
-        notification_id: FromPath[str], request: Keyed, data: JSONBody[CancelRequest | None] = None
+        notification_id: NotificationId, request: Keyed, data: JSONBody[CancelRequest | None] = None
     ) -> Cancellation:
         key = request.user
         producer = await services.deliveries.producer_of(notification_id)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
-from litestar.params import FromPath
+from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.params import PathParameter
 
+from gateway.api.openapi import BODY, PARAMS, errors, raw_body
 from gateway.errors import ClientError, Unauthorized, Unavailable
 from gateway.services import Services
 from gateway.tracking import sendgrid, twilio, unsubscribe
@@ -41,6 +43,9 @@ class Unsubscribed(msgspec.Struct, frozen=True):
     changed: bool  # False when the category was already off (or the user is gone)
 
 
+UnsubscribeToken = Annotated[str, PathParameter(description="The signed token of the unsubscribe link")]
+
+
 def _answer(done: Recorded) -> WebhookAnswer:
     return WebhookAnswer(done.stored, done.duplicates, done.unmatched, done.marked, done.opted_out)
 
@@ -61,7 +66,22 @@ def tracking_router(services: Services) -> Router:
     settings = services.settings
     recorder = EventRecorder(services.database, services.recipients, services.current_policy, services.clock)
 
-    @post("/webhooks/sendgrid", summary="SendGrid's Signed Event Webhook", status_code=200, security=[])
+    @post(
+        "/webhooks/sendgrid",
+        summary="SendGrid's Signed Event Webhook",
+        description="SendGrid's JSON array of events, signed with its ECDSA key (the "
+        "`X-Twilio-Email-Event-Webhook-Signature` and `-Timestamp` headers; no API key). Each event "
+        "is stored once; bounces and spam reports retire the address. 503 until "
+        "`NOTIGATE_SENDGRID_WEBHOOK_PUBLIC_KEY` is set.",
+        status_code=200,
+        security=[],
+        responses=errors(BODY, 401, 503),
+        operation_class=raw_body(
+            "application/json",
+            Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT)),
+            "SendGrid's events, as it posts them (`event`, `sg_message_id`, `email`, `timestamp`, ...)",
+        ),
+    )
     async def sendgrid_events(request: Request[Any, Any, Any]) -> WebhookAnswer:
         key = settings.sendgrid_webhook_public_key
         if not key:
@@ -86,8 +106,17 @@ def tracking_router(services: Services) -> Router:
     @post(
         twilio.PATH.removeprefix("/v1"),
         summary="Twilio's message status callback",
+        description="Twilio's form-encoded `MessageStatus` callback, signed with the account's "
+        "Auth Token (`X-Twilio-Signature`, checked against `NOTIGATE_PUBLIC_URL`; no API key). "
+        "503 until `TWILIO_AUTH_TOKEN` is set.",
         status_code=200,
         security=[],
+        responses=errors(BODY, 401, 503),
+        operation_class=raw_body(
+            "application/x-www-form-urlencoded",
+            Schema(type=OpenAPIType.OBJECT, additional_properties=Schema(type=OpenAPIType.STRING)),
+            "Twilio's status callback form (`MessageSid`, `MessageStatus`, `ErrorCode`, ...)",
+        ),
     )
     async def twilio_status(request: Request[Any, Any, Any]) -> WebhookAnswer:
         token = settings.twilio_auth_token
@@ -109,10 +138,13 @@ def tracking_router(services: Services) -> Router:
     @get(
         "/unsubscribe/{token:str}",
         summary="The page an unsubscribe link opens: a button, never an unsubscribe by itself",
+        description="An HTML page with one button that POSTs the one-click form: a GET never "
+        "unsubscribes, as mail scanners follow every link. A link that is not ours is a 404.",
         media_type=MediaType.HTML,
         security=[],
+        responses=errors(PARAMS, 404, 503),
     )
-    async def unsubscribe_page(token: FromPath[str]) -> Response[str]:
+    async def unsubscribe_page(token: UnsubscribeToken) -> Response[str]:
         # A GET never unsubscribes: mail scanners and link previews follow every link.
         _, category = unsubscribe.verify(settings.unsubscribe_secret, token)
         name = html.escape(category)
@@ -125,8 +157,26 @@ def tracking_router(services: Services) -> Router:
         )
         return Response(page, media_type=MediaType.HTML, headers={"Cache-Control": "no-store"})
 
-    @post("/unsubscribe/{token:str}", summary="RFC 8058 one-click unsubscribe", status_code=200, security=[])
-    async def unsubscribe_now(token: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+    @post(
+        "/unsubscribe/{token:str}",
+        summary="RFC 8058 one-click unsubscribe",
+        description="The form body `List-Unsubscribe=One-Click` turns the link's category off for "
+        "the link's user (email); repeated clicks change nothing more. An HTML page for a browser "
+        "(`Accept: text/html`), JSON otherwise.",
+        status_code=200,
+        security=[],
+        responses=errors(BODY, 404, 503),
+        operation_class=raw_body(
+            "application/x-www-form-urlencoded",
+            Schema(
+                type=OpenAPIType.OBJECT,
+                properties={"List-Unsubscribe": Schema(type=OpenAPIType.STRING, const="One-Click")},
+                required=["List-Unsubscribe"],
+            ),
+            "RFC 8058's one-click form, as mail clients post it",
+        ),
+    )
+    async def unsubscribe_now(token: UnsubscribeToken, request: Request[Any, Any, Any]) -> Response[Any]:
         user_id, category = unsubscribe.verify(settings.unsubscribe_secret, token)
         form = await request.form()
         if form.get("List-Unsubscribe") != "One-Click":

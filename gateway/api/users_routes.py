@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, Router, delete, get, post, put
-from litestar.params import FromPath, JSONBody
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody, PathParameter
 
 from gateway.api.auth import require_admin
+from gateway.api.openapi import ADMIN, BODY, PARAMS, UserIdInPath, errors
 from gateway.errors import ClientError, NotFound
 from gateway.model import Device, Preference, UserState
 from gateway.services import Services
 from gateway.store.keys import ApiKey
 
 Admin = Request[ApiKey, ApiKey, Any]
+DeviceToken = Annotated[str, PathParameter(description="The device's push token, as registered")]
 
 
 def users_router(services: Services) -> Router:
@@ -28,9 +31,15 @@ def users_router(services: Services) -> Router:
     @put(
         "/{user_id:str}",
         summary="Create or replace a recipient (contacts, devices, preferences, quiet hours)",
+        description="201 when the recipient is new, 200 when replaced; the body's `user_id` must be "
+        "the path's (422 `user_mismatch`). Addresses a provider refused for good stay refused.",
+        responses={
+            201: ResponseSpec(data_container=UserState, description="A new recipient"),
+            **errors(ADMIN, BODY),
+        },
     )
     async def put_user(
-        user_id: FromPath[str], data: JSONBody[UserState], request: Admin
+        user_id: UserIdInPath, data: JSONBody[UserState], request: Admin
     ) -> Response[UserState]:
         require_admin(request.user)
         if data.user_id != user_id:
@@ -42,39 +51,76 @@ def users_router(services: Services) -> Router:
         created = await recipients.put_user(data, services.clock())
         return Response(await existing(user_id), status_code=201 if created else 200)
 
-    @get("/{user_id:str}", summary="A recipient as the gateway knows it (unusable addresses left out)")
-    async def get_user(user_id: FromPath[str], request: Admin) -> UserState:
+    @get(
+        "/{user_id:str}",
+        summary="A recipient as the gateway knows it (unusable addresses left out)",
+        description="Addresses that bounced, complained or were refused for good are left out.",
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def get_user(user_id: UserIdInPath, request: Admin) -> UserState:
         require_admin(request.user)
         return await existing(user_id)
 
-    @delete("/{user_id:str}", summary="Forget a recipient", status_code=204)
-    async def delete_user(user_id: FromPath[str], request: Admin) -> None:
+    @delete(
+        "/{user_id:str}",
+        summary="Forget a recipient",
+        description="Removes the recipient's state: contacts, devices and preferences.",
+        status_code=204,
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def delete_user(user_id: UserIdInPath, request: Admin) -> None:
         require_admin(request.user)
         if not await recipients.delete_user(user_id):
             raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
 
-    @get("/{user_id:str}/preferences", summary="A recipient's preferences, most specific row wins")
-    async def get_preferences(user_id: FromPath[str], request: Admin) -> list[Preference]:
+    @get(
+        "/{user_id:str}/preferences",
+        summary="A recipient's preferences, most specific row wins",
+        description="Each row turns an event (exact or `prefix.*`) on a channel (or `*`) on or "
+        "off, optionally with a frequency cap.",
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def get_preferences(user_id: UserIdInPath, request: Admin) -> list[Preference]:
         require_admin(request.user)
         return (await existing(user_id)).preferences
 
-    @put("/{user_id:str}/preferences", summary="Replace a recipient's preferences")
+    @put(
+        "/{user_id:str}/preferences",
+        summary="Replace a recipient's preferences",
+        description="The list replaces every preference row of an existing recipient.",
+        responses=errors(ADMIN, BODY, 404),
+    )
     async def put_preferences(
-        user_id: FromPath[str], data: JSONBody[list[Preference]], request: Admin
+        user_id: UserIdInPath, data: JSONBody[list[Preference]], request: Admin
     ) -> list[Preference]:
         require_admin(request.user)
         if not await recipients.put_preferences(user_id, data):
             raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
         return (await existing(user_id)).preferences
 
-    @get("/{user_id:str}/devices", summary="A recipient's push devices")
-    async def get_devices(user_id: FromPath[str], request: Admin) -> list[Device]:
+    @get(
+        "/{user_id:str}/devices",
+        summary="A recipient's push devices",
+        description="Devices whose token a push provider refused for good are left out.",
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def get_devices(user_id: UserIdInPath, request: Admin) -> list[Device]:
         require_admin(request.user)
         return (await existing(user_id)).contacts.devices
 
-    @post("/{user_id:str}/devices", summary="Register (or re-activate) a push device", status_code=201)
+    @post(
+        "/{user_id:str}/devices",
+        summary="Register (or re-activate) a push device",
+        description="201 when the device is new, 200 when it was known (a refused token is "
+        "re-activated); the answer lists the recipient's devices.",
+        status_code=201,
+        responses={
+            200: ResponseSpec(data_container=list[Device], description="A known device"),
+            **errors(ADMIN, BODY, 404),
+        },
+    )
     async def add_device(
-        user_id: FromPath[str], data: JSONBody[Device], request: Admin
+        user_id: UserIdInPath, data: JSONBody[Device], request: Admin
     ) -> Response[list[Device]]:
         require_admin(request.user)
         added = await recipients.add_device(user_id, data, services.clock())
@@ -82,8 +128,14 @@ def users_router(services: Services) -> Router:
             raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
         return Response((await existing(user_id)).contacts.devices, status_code=201 if added else 200)
 
-    @delete("/{user_id:str}/devices/{token:str}", summary="Remove a push device", status_code=204)
-    async def remove_device(user_id: FromPath[str], token: FromPath[str], request: Admin) -> None:
+    @delete(
+        "/{user_id:str}/devices/{token:str}",
+        summary="Remove a push device",
+        description="404 names `token` when the recipient has no such device.",
+        status_code=204,
+        responses=errors(ADMIN, PARAMS, 404),
+    )
+    async def remove_device(user_id: UserIdInPath, token: DeviceToken, request: Admin) -> None:
         require_admin(request.user)
         if not await recipients.remove_device(user_id, token):
             raise NotFound(

@@ -8,6 +8,7 @@ own adapter with credentials from the environment.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,10 @@ LIVE_ADAPTERS = {
 }
 # Adapters that write to our own systems rather than to an outside provider.
 INTERNAL_ADAPTERS = frozenset({"inbox"})
+# Adapters that work without their credentials (SMTP sends without AUTH when none are set).
+OPTIONAL_CREDENTIALS = frozenset({"smtp"})
+
+log = logging.getLogger("gateway.providers")
 
 
 class ProviderRegistry:
@@ -74,10 +79,19 @@ class ProviderRegistry:
         deps = deps or AdapterDeps()
         specs = {name: ProviderSpec.parse(name, raw, env) for name, raw in data["providers"].items()}
         adapters: dict[str, Adapter] = {}
+        left_out: dict[str, list[str]] = {}
         problems: list[str] = []  # every missing credential at once, not one per restart
         for name, spec in specs.items():
             try:
-                if profile == "live" or (spec.adapter in INTERNAL_ADAPTERS and deps.database is not None):
+                unset = _unset_credentials(spec) if profile == "live" else []
+                if unset and len(unset) == len(spec.credential_vars):
+                    left_out[name] = unset
+                elif unset:
+                    problems.append(
+                        f"provider {name!r} is partly configured: set {', '.join(unset)} as well "
+                        "(or none of its credentials, to leave it out)"
+                    )
+                elif profile == "live" or (spec.adapter in INTERNAL_ADAPTERS and deps.database is not None):
                     adapters[name] = _live_adapter(spec, deps)
                 else:
                     adapters[name] = _profile_adapter(profiles[profile], spec, env, base)
@@ -85,7 +99,33 @@ class ProviderRegistry:
                 problems.append(str(exc))
         if problems:
             raise ConfigError("; ".join(problems))
+        if left_out:
+            _warn_left_out(left_out, data.get("routes", {}), adapters)
         return cls(adapters, profile, specs)
+
+
+def _unset_credentials(spec: ProviderSpec) -> list[str]:
+    """The provider's credential variables that are unset.
+
+    All of them unset: the operator does not use it, and it is left out of its chains (the
+    pipeline skips it as `not configured`), so a deployment runs with the providers it has.
+    Some set and others not is a mistake that stops the worker, naming every one missing.
+    SMTP sends without AUTH when it has no credentials, so its adapter judges them itself.
+    """
+    if spec.adapter in OPTIONAL_CREDENTIALS:
+        return []
+    return [variable for variable in spec.credential_vars.values() if not spec.environ.get(variable)]
+
+
+def _warn_left_out(
+    left_out: Mapping[str, list[str]], routes: Mapping[str, list[str]], adapters: Mapping[str, Adapter]
+) -> None:
+    named = "; ".join(f"{name} (set {', '.join(unset)})" for name, unset in left_out.items())
+    log.warning("providers left out of their chains, their credentials unset: %s", named)
+    for channel, chain in routes.items():
+        if chain and not any(name in adapters for name in chain):
+            chained = ", ".join(chain)
+            log.warning("channel %s has no configured provider (%s): its sends will fail", channel, chained)
 
 
 def _profile_adapter(

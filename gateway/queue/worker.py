@@ -173,7 +173,13 @@ class WorkerProcess:
                     interval=self.settings.scheduler_interval,
                 )
                 tasks.append(asyncio.create_task(scheduler.run(self.stop), name="scheduler"))
-        log.info("worker %s serving queues %s", self.owner, ", ".join(self.queues))
+        log.info(
+            "worker %s serving queues %s with providers %s; %s",
+            self.owner,
+            ", ".join(self.queues),
+            ", ".join(sorted(self.registry.adapters)) or "none",
+            self.settings.describe(),
+        )
         try:
             return await self._supervise(tasks)
         finally:

@@ -59,7 +59,7 @@ def retry_after(response: httpx.Response) -> int:
 def raw_client(services: Services) -> httpx.AsyncClient:
     """A client that sends no Authorization header of its own."""
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(services.settings, services=services)),
+        transport=httpx.ASGITransport(app=create_app(services.settings, services=services)),  # type: ignore[arg-type]
         base_url="http://gateway",
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -52,11 +53,12 @@ def client(policy: CompiledPolicy) -> Iterator[TestClient]:  # type: ignore[type
         yield test_client
 
 
-def error_of(response) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    body = response.json()
+def error_of(response: Any) -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "field"}
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "field"}
+    return error
 
 
 def test_dry_run_returns_exactly_what_decide_returns(client: TestClient, policy: CompiledPolicy) -> None:  # type: ignore[type-arg]
@@ -160,11 +162,11 @@ def test_dry_run_history_changes_the_decision(client: TestClient) -> None:  # ty
     ],
 )
 def test_bad_input_gets_a_contract_error_naming_the_field(
-    client: TestClient,
-    body: dict,
+    client: TestClient[Any],
+    body: dict[str, Any],
     status: int,
     code: str,
-    field: str,  # type: ignore[type-arg]
+    field: str,
 ) -> None:
     response = client.post("/v1/dry-run", json=body)
     assert response.status_code == status, response.text

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
 from gateway.api.app import create_app
 from gateway.providers.registry import ProviderRegistry
@@ -38,8 +38,8 @@ from tests.console.browser import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
 
 T = TypeVar("T")
 SCREENSHOTS = REPO / "var" / "screenshots"
-LAPTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+LAPTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @dataclass

@@ -209,5 +209,7 @@ async def test_push_fans_out_to_every_device_and_retires_the_dead_one(
     )
     table = DeviceRow.__table__  # type: ignore[attr-defined]
     async with quick_services.database.connect() as connection:
-        rows = dict((await connection.execute(sa.select(table.c.token, table.c.active))).all())
+        rows: dict[str, bool] = dict(
+            (await connection.execute(sa.select(table.c.token, table.c.active))).all()
+        )
     assert rows == {wire_fcm.VALID_TOKEN: True, wire_fcm.UNREGISTERED_TOKEN: False}

@@ -7,6 +7,7 @@ breaker, the next delivery obeys.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ async def deliver_in_turn(
             response = await http.post("/v1/intents", json=shipped(n))
             assert response.status_code == 202, response.text
             notification_id = response.json()["notification_id"]
-            await eventually(lambda nid=notification_id: _settled(services, nid, "email", "delivered"))
+            await eventually(functools.partial(_settled, services, notification_id, "email", "delivered"))
             email = (await _status(services, notification_id))["email"]
             seen.append([(a.provider, a.outcome) for a in email.attempts])
     return seen

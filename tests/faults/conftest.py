@@ -11,6 +11,16 @@ from gateway.redis_server import RedisServer
 from gateway.services import Services
 from tests.conftest import make_settings, open_services
 
+# These tests kill and restart real processes and wait up to 2 minutes for a load to settle:
+# they get more than the suite's per-test timeout (pyproject), still bounded.
+FAULT_TIMEOUT = 300
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent == Path(__file__).parent and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(FAULT_TIMEOUT))
+
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:

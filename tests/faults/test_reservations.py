@@ -36,7 +36,7 @@ async def suppressed_reasons(services: Services, ids: list[str]) -> dict[str, st
 
 async def owners_gone(services: Services) -> bool:
     """No provisional entry of u_ada's names a process that still beats."""
-    pending = await services.redis.hvals(services.keys.provisional("u_ada"))
+    pending = await services.redis.hvals(services.keys.provisional("u_ada"))  # type: ignore[misc]
     owners = {value.decode().rsplit("|", 1)[0] for value in pending}
     return not any([await services.redis.exists(services.keys.owner(o)) for o in owners])
 
@@ -57,7 +57,7 @@ async def test_a_retry_after_the_api_died_mid_request_is_not_its_own_duplicate(
             with pytest.raises(httpx.TransportError):  # it died with the request in flight
                 await http.post("/v1/intents", json=intent)
         assert api.process is not None and api.process.wait(timeout=30) == 137
-        assert await services.redis.hlen(services.keys.provisional("u_ada")) > 0  # its reservations remain
+        assert await services.redis.hlen(services.keys.provisional("u_ada")) > 0  # type: ignore[misc]  # its reservations remain
         api.start()
         if not keyed:
             # Without a key a retry is a new intent; it may be held back as a duplicate only

@@ -79,7 +79,13 @@ class Expected:
     retry_after: float | None = None
 
 
-def expected(wire: Wire, scenario: str) -> Expected:
+class WireFacts(Protocol):
+    """What `expected()` reads of a wire: also met by wires that are not HTTP (SMTP)."""
+
+    def invalid_address_code(self) -> str: ...
+
+
+def expected(wire: WireFacts, scenario: str) -> Expected:
     return {
         SUCCESS: Expected(Delivered),
         INVALID_ADDRESS: Expected(Permanent, wire.invalid_address_code(), address_invalid=True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -19,18 +20,43 @@ from tests.providers import wire_fcm, wire_sendgrid, wire_twilio
 PROVIDERS = REPO / "providers.yaml"
 
 
-def test_live_names_every_missing_credential_at_once_and_no_value() -> None:
+def test_live_names_every_problem_at_once_and_no_value() -> None:
     with pytest.raises(ConfigError) as caught:
-        ProviderRegistry.load(PROVIDERS, "live", {"SMTP_PASSWORD": "hunter2-secret"})
+        ProviderRegistry.load(
+            PROVIDERS, "live", {"SMTP_PASSWORD": "hunter2-secret", "TWILIO_ACCOUNT_SID": "AC123"}
+        )
     message = str(caught.value)
-    for variable in (
-        "TWILIO_FROM_NUMBER",
-        "SENDGRID_API_KEY",
-        "FIREBASE_SERVICE_ACCOUNT_JSON",
-        "WEBHOOK_SIGNING_SECRET",
-    ):
-        assert variable in message
-    assert "hunter2-secret" not in message
+    assert "'twilio' is partly configured: set TWILIO_AUTH_TOKEN" in message
+    assert "SMTP_USERNAME" in message  # SMTP's password without its user
+    assert "hunter2-secret" not in message and "AC123" not in message
+
+
+async def test_live_leaves_out_providers_with_no_credentials_and_says_so(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(sqlite_url)
+    with caplog.at_level(logging.WARNING, logger="gateway.providers"):
+        registry = ProviderRegistry.load(
+            PROVIDERS,
+            "live",
+            {"SENDGRID_API_KEY": wire_sendgrid.API_KEY},
+            deps=AdapterDeps(database=database),
+        )
+    try:
+        assert sorted(registry.adapters) == ["inbox", "sendgrid", "smtp"]
+        left_out = next(r.getMessage() for r in caplog.records if "left out" in r.getMessage())
+        for variable in (
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+            "FIREBASE_SERVICE_ACCOUNT_JSON",
+            "WEBHOOK_SIGNING_SECRET",
+        ):
+            assert variable in left_out  # all in one line, not one per restart
+        unserved = {r.args[0] for r in caplog.records if "no configured provider" in r.msg}  # type: ignore[index]
+        assert unserved == {"sms", "push", "webhook"}
+    finally:
+        await registry.close()
+        await database.dispose()
 
 
 def test_dev_writes_files_for_every_outside_provider(tmp_path: Path) -> None:

@@ -52,9 +52,11 @@ class Recorder:
 
 @asynccontextmanager
 async def running(
-    database: Database, write: Callable[..., Awaitable[list[str]]], **options: int
+    database: Database, write: Callable[..., Awaitable[list[str]]], max_batch: int = 500
 ) -> AsyncIterator[GroupCommit[str, str]]:
-    commit: GroupCommit[str, str] = GroupCommit(database, write, clock=lambda: T0, name="test", **options)
+    commit: GroupCommit[str, str] = GroupCommit(
+        database, write, clock=lambda: T0, name="test", max_batch=max_batch
+    )
     await commit.start()
     try:
         yield commit
@@ -117,7 +119,7 @@ async def test_only_committed_batches_are_counted(database: Database) -> None:
             *(commit.submit(item) for item in ("a", "poison", "b")), return_exceptions=True
         )
         assert all(isinstance(outcome, RuntimeError) for outcome in failed)
-        assert await asyncio.gather(commit.submit("c"), commit.submit("d")) == ["stored c", "stored d"]
+        assert list(await asyncio.gather(commit.submit("c"), commit.submit("d"))) == ["stored c", "stored d"]
     assert len(write.batches) == 2
     assert (commit.commits, commit.items) == (1, 2)
 

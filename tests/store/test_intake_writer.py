@@ -102,7 +102,7 @@ async def test_one_key_in_a_later_batch_is_answered_with_the_first_id(
     assert await writer.submit(again) == CommitResult(first.notification_id, replay=True)
     # Two more in one batch, both replays of the stored one.
     twice = await asyncio.gather(writer.submit(intent("k-2")), writer.submit(intent("k-2")))
-    assert twice == [CommitResult(first.notification_id, replay=True)] * 2
+    assert list(twice) == [CommitResult(first.notification_id, replay=True)] * 2
     assert await notification_ids(database) == {first.notification_id}
     assert await count(database, DELIVERIES) == 1
     assert await count(database, JOBS) == 1
@@ -174,7 +174,9 @@ async def test_jobs_are_formed_per_queue_time_and_tier_across_the_batch(
 
 def longest_string(field: str) -> int:
     """The max_length the contract (`BulkIntent`) declares for a string field or its items."""
-    (declared,) = [f.type for f in msgspec.inspect.type_info(BulkIntent).fields if f.name == field]
+    info = msgspec.inspect.type_info(BulkIntent)
+    assert isinstance(info, msgspec.inspect.StructType)
+    (declared,) = [f.type for f in info.fields if f.name == field]
     found = declared.item_type if isinstance(declared, msgspec.inspect.ListType) else declared
     if isinstance(found, msgspec.inspect.UnionType):
         (found,) = [t for t in found.types if isinstance(t, msgspec.inspect.StrType)]

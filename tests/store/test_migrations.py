@@ -117,9 +117,9 @@ def revisions_in_order() -> list[str]:
     assert len(script.get_heads()) == 1, "the migrations have more than one head: merge them"
     ordered = [r.revision for r in reversed(list(script.walk_revisions("base", "heads")))]
     assert ordered[-1] == migrate.head()
-    assert script.get_revision(ordered[0]).down_revision is None  # type: ignore[union-attr]
+    assert script.get_revision(ordered[0]).down_revision is None
     for before, after in itertools.pairwise(ordered):
-        assert script.get_revision(after).down_revision == before  # type: ignore[union-attr]
+        assert script.get_revision(after).down_revision == before
     return ordered
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,8 @@ def write(root: Path, relative: str, body: str) -> None:
     path.write_text(HEAD + body)
 
 
-def ctx(data: dict[str, object], **kw: object) -> dict[str, object]:
-    return context("order.shipped", data, locale=None, user_id="u_1", **kw)  # type: ignore[arg-type]
+def ctx(data: Mapping[str, object], **kw: object) -> dict[str, object]:
+    return context("order.shipped", dict(data), locale=None, user_id="u_1", **kw)  # type: ignore[arg-type]
 
 
 def test_locale_chain() -> None:
