@@ -341,7 +341,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print("notigate serve: --processes must be at least 1", file=sys.stderr)
         return 2
     configure_logging(settings)
-    app = create_app(settings)  # raises PolicyError on a bundle the checker rejects
+    app = create_app(settings, live=True)  # raises PolicyError on a bundle the checker rejects
     options: dict[str, Any] = {
         "host": host,
         "port": port,

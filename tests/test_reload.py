@@ -1,0 +1,177 @@
+"""Live reload in one process: a good change is swapped in, a bad one refused, the loop keeps going.
+
+The bundle is a copy of the shipped one in a temporary directory (without its test suites, so
+each check takes a fraction of a second); the end-to-end test with real `serve` and `worker`
+processes is tests/faults/test_live_reload.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.metrics import REGISTRY
+from gateway.policy.checker import load_policy
+from gateway.policy.compiled import CompiledPolicy
+from gateway.policy.compiler import BundlePaths
+from gateway.reload import LiveBundle, ReloadRefused
+from tests.conftest import REPO
+from tests.harness import eventually
+
+RUNTIME = "cel-expr-python"
+RULE = "  - name: order-updates\n"
+
+
+def copy_bundle(target: Path, *, with_tests: bool = False) -> BundlePaths:
+    """The shipped bundle, copied where a test may edit it."""
+    ignore = None if with_tests else shutil.ignore_patterns("tests")
+    shutil.copytree(REPO / "policies", target / "policies", ignore=ignore)
+    shutil.copytree(REPO / "templates", target / "templates")
+    shutil.copy(REPO / "providers.yaml", target / "providers.yaml")
+    return BundlePaths.for_policies(target / "policies")
+
+
+def edit(paths: BundlePaths, old: str, new: str, file: str = "transactional.yaml") -> None:
+    path = paths.policies / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def email_only(paths: BundlePaths) -> None:
+    """order-updates sends email and in-app only: a change every decision of order.* shows."""
+    edit(paths, RULE, RULE + "    channels: [email, in_app]\n")
+
+
+def break_cel(paths: BundlePaths) -> None:
+    """order-updates gets a condition that does not parse: a change check refuses."""
+    end = '      events: ["order.*"]\n\n  - name: digital-order-updates'
+    edit(paths, end, end.replace("\n\n", '\n      when: "intent.("\n\n'))
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[LiveBundle]:
+    paths = copy_bundle(tmp_path)
+    bundle = LiveBundle(load_policy(paths, runtime=RUNTIME), lambda: paths, runtime=RUNTIME)
+    yield bundle
+    await bundle.stop()
+
+
+def channels(policy: CompiledPolicy, rule: str = "order-updates") -> tuple[str, ...]:
+    found = policy.rule(rule)
+    assert found is not None
+    return tuple(found.channels)
+
+
+async def test_a_valid_change_is_swapped_in_and_the_same_files_again_are_unchanged(live: LiveBundle) -> None:
+    old = live.policy
+    loaded = sample("notigate_policy_reloads_total", outcome="loaded")
+    email_only(live.paths())
+    assert await live.reload("test") == "loaded"
+    assert live.policy is not old and live.policy.version != old.version
+    assert channels(live.policy) == ("email", "in_app")
+    assert "push" in channels(old)  # the old bundle is untouched: a decision under way keeps it
+    assert live.status().last_outcome == "loaded" and live.status().loaded_at == live.last_reload_at
+    assert sample("notigate_policy_reloads_total", outcome="loaded") == loaded + 1
+    assert sample("notigate_policy_info", version=live.policy.version) == 1
+    current = live.policy
+    assert await live.reload("test") == "unchanged"
+    assert live.policy is current
+
+
+async def test_an_invalid_change_is_refused_and_the_last_good_bundle_keeps_serving(
+    live: LiveBundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = live.policy
+    refused = sample("notigate_policy_reloads_total", outcome="refused")
+    break_cel(live.paths())
+    assert await live.reload("test") == "refused"
+    assert live.policy is good
+    status = live.status()
+    assert status.last_outcome == "refused" and status.last_refused is not None
+    assert status.last_refused.version.startswith("sha256:") and status.last_refused.version != good.version
+    assert any("transactional.yaml:" in d for d in status.last_refused.diagnostics)
+    assert sample("notigate_policy_reloads_total", outcome="refused") == refused + 1
+    assert sample("notigate_policy_refused_info", version=status.last_refused.version) == 1
+    assert sample("notigate_policy_info", version=good.version) == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.reload"]
+    assert any("refused" in m and "transactional.yaml:" in m and good.version in m for m in logged)
+
+
+async def test_a_part_that_cannot_take_the_new_bundle_refuses_it(live: LiveBundle) -> None:
+    good = live.policy
+    swapped: list[str] = []
+
+    async def needs_credentials(old: CompiledPolicy, new: CompiledPolicy) -> None:
+        raise ReloadRefused("providers: TWILIO_AUTH_TOKEN is not set")
+
+    live.listeners.append(lambda old, new: swapped.append(new.version))
+    live.preparers.append(needs_credentials)
+    email_only(live.paths())
+    assert await live.reload("test") == "refused"
+    assert live.policy is good and swapped == []
+    assert live.status().last_refused is not None
+    assert live.status().last_refused.diagnostics == ["providers: TWILIO_AUTH_TOKEN is not set"]
+
+
+async def test_the_check_runs_off_the_event_loop(live: LiveBundle) -> None:
+    """While a reload compiles, other tasks keep running (a check on the loop would starve them)."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    email_only(live.paths())
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0)
+        before = ticks
+        assert await live.reload("test") == "loaded"
+        assert ticks > before + 1
+    finally:
+        task.cancel()
+
+
+async def test_a_file_change_is_seen_and_reloaded(live: LiveBundle) -> None:
+    old = live.policy.version
+    live.start("watch")
+    assert live.status().watching == "watch"
+    await asyncio.sleep(0.2)  # the watch is set up on its own task
+    email_only(live.paths())
+    await eventually(lambda: _is_not(live, old), within=15, every=0.1)
+    assert channels(live.policy) == ("email", "in_app")
+
+
+async def test_a_template_change_is_seen_too(live: LiveBundle) -> None:
+    old = live.policy.version
+    live.start("watch")
+    await asyncio.sleep(0.2)
+    template = live.paths().templates / "order.shipped" / "push.yaml"
+    template.write_text(template.read_text() + "\n# reworded\n")
+    await eventually(lambda: _is_not(live, old), within=15, every=0.1)
+
+
+async def test_sighup_reloads(live: LiveBundle) -> None:
+    old = live.policy.version
+    live.start("off")
+    email_only(live.paths())
+    os.kill(os.getpid(), signal.SIGHUP)
+    await eventually(lambda: _is_not(live, old), within=15, every=0.1)
+    assert live.status().watching == "off"
+
+
+async def _is_not(live: LiveBundle, version: str) -> bool:
+    return live.policy.version != version
