@@ -19,6 +19,7 @@ import msgspec
 
 from gateway import __version__
 from gateway.errors import ConfigError, NotigateError
+from gateway.policy import diff_command
 from gateway.policy.cel import RUNTIME_NAMES
 from gateway.policy.compiler import BundlePaths
 from gateway.policy.diagnostics import PolicyError
@@ -74,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--coverage", action="store_true", help="report rules and branches never exercised")
     test.add_argument("--min-coverage", type=float, metavar="N", help="fail below N percent coverage")
     test.set_defaults(command=cmd_test)
+
+    diff = sub.add_parser("diff", help="decide the same intents under two bundles and report what changes")
+    diff_command.add_arguments(diff)
+    diff.set_defaults(command=cmd_diff)
 
     explain = sub.add_parser("explain", help="decide for an intent or a dry-run body and explain it")
     explain.add_argument(
@@ -217,6 +222,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     count = len(result.diagnostics)
     print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
     return 1
+
+
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    return diff_command.run(args, _paths(args, settings), args.runtime or settings.cel_runtime)
 
 
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:

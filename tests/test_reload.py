@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,40 +18,11 @@ import pytest
 from gateway.metrics import REGISTRY
 from gateway.policy.checker import load_policy
 from gateway.policy.compiled import CompiledPolicy
-from gateway.policy.compiler import BundlePaths
 from gateway.reload import LiveBundle, ReloadRefused
-from tests.conftest import REPO
+from tests.bundles import break_cel, copy_bundle, email_only
 from tests.harness import eventually
 
 RUNTIME = "cel-expr-python"
-RULE = "  - name: order-updates\n"
-
-
-def copy_bundle(target: Path, *, with_tests: bool = False) -> BundlePaths:
-    """The shipped bundle, copied where a test may edit it."""
-    ignore = None if with_tests else shutil.ignore_patterns("tests")
-    shutil.copytree(REPO / "policies", target / "policies", ignore=ignore)
-    shutil.copytree(REPO / "templates", target / "templates")
-    shutil.copy(REPO / "providers.yaml", target / "providers.yaml")
-    return BundlePaths.for_policies(target / "policies")
-
-
-def edit(paths: BundlePaths, old: str, new: str, file: str = "transactional.yaml") -> None:
-    path = paths.policies / file
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-
-
-def email_only(paths: BundlePaths) -> None:
-    """order-updates sends email and in-app only: a change every decision of order.* shows."""
-    edit(paths, RULE, RULE + "    channels: [email, in_app]\n")
-
-
-def break_cel(paths: BundlePaths) -> None:
-    """order-updates gets a condition that does not parse: a change check refuses."""
-    end = '      events: ["order.*"]\n\n  - name: digital-order-updates'
-    edit(paths, end, end.replace("\n\n", '\n      when: "intent.("\n\n'))
 
 
 def sample(name: str, **labels: str) -> float:

@@ -22,11 +22,11 @@ import pytest
 
 from gateway.redis_server import RedisServer, free_port
 from gateway.services import Services
+from tests.bundles import break_cel, copy_bundle, email_only
 from tests.conftest import make_settings, open_services
 from tests.faults.checks import all_final
 from tests.faults.procs import Api, env_of, logs, stop, worker
 from tests.harness import ADA, admin_key, eventually, store_user
-from tests.test_reload import break_cel, copy_bundle, email_only
 
 PRODUCED_FOR = "u_steady"
 
