@@ -225,7 +225,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
-    return diff_command.run(args, _paths(args, settings), args.runtime or settings.cel_runtime)
+    paths = _paths(args, settings)
+    return diff_command.run(args, paths, args.runtime or settings.cel_runtime, settings.database_url)
 
 
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +53,21 @@ def from_tests(bundle: LoadedBundle) -> list[Sample]:
         cases, _ = load_cases(doc)
         samples += [Sample("tests", c.intent, c.user, c.now, tuple(c.history)) for c in cases]
     return samples
+
+
+def from_traffic(
+    intents: Sequence[tuple[Intent, dt.datetime]], users: Mapping[str, UserState]
+) -> list[Sample]:
+    """Stored intents, decided again at the time each was accepted, for the user as stored.
+
+    Intents of users deleted since are left out. The history each met is not replayed (it
+    lived in Redis): caps and dedup see none.
+    """
+    return [
+        Sample("store", intent, users[intent.user_id], at)
+        for intent, at in intents
+        if intent.user_id in users
+    ]
 
 
 def events_of(policy: CompiledPolicy, seeds: Iterable[Sample] = ()) -> dict[str, dict[str, Any]]:

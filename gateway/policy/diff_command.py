@@ -9,6 +9,8 @@ into a temporary directory, so the work tree is never touched. BASE defaults to
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
 import io
 import subprocess
 import sys
@@ -24,10 +26,13 @@ from gateway.errors import ConfigError
 from gateway.policy.checker import CheckResult, check
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.compiler import BundlePaths
-from gateway.policy.corpus import Sample, from_tests, generated
+from gateway.policy.corpus import Sample, from_tests, from_traffic, generated
 from gateway.policy.diagnostics import PolicyError
 from gateway.policy.diff import compare
 from gateway.policy.diff_render import FORMATS, breaches, parse_threshold, render
+from gateway.store.database import Database
+from gateway.store.recipients import SqlRecipients
+from gateway.store.traffic import recent_intents
 
 CORPORA = ("tests", "generated")
 
@@ -42,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--corpus", action="append", choices=CORPORA, help="which corpora to decide (default: both)"
     )
+    parser.add_argument(
+        "--from-store",
+        type=float,
+        metavar="DAYS",
+        help="also decide the intents the store (DATABASE_URL) accepted in the last DAYS days",
+    )
+    parser.add_argument("--store-limit", type=int, default=20_000, help="at most this many (20000)")
     parser.add_argument("--samples", type=int, default=2000, help="generated intents (default 2000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated workload (default 1)")
     parser.add_argument("--per-day", type=float, help="intents a day the volumes are scaled to")
@@ -55,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, work_tree: BundlePaths, runtime: str) -> int:
+def run(args: argparse.Namespace, work_tree: BundlePaths, runtime: str, database_url: str) -> int:
     try:
         thresholds = [parse_threshold(raw) for raw in args.fail_on]
     except ValueError as exc:
@@ -64,6 +76,8 @@ def run(args: argparse.Namespace, work_tree: BundlePaths, runtime: str) -> int:
         before, old = _loaded(base_paths, runtime, args.base)
         after, new = _loaded(head_paths, runtime, args.head)
         samples = corpus(args, before, after)
+        if args.from_store:
+            samples += asyncio.run(stored(database_url, args.from_store, args.store_limit))
         report = compare(old, new, samples, per_day=args.per_day)
     report = msgspec.structs.replace(
         report, before=f"{args.base} ({old.version})", after=f"{args.head or 'work tree'} ({new.version})"
@@ -86,6 +100,18 @@ def corpus(args: argparse.Namespace, before: CheckResult, after: CheckResult) ->
             if policy is not None:
                 samples += generated(policy, args.samples // 2, seed=args.seed, seeds=tests)
     return samples
+
+
+async def stored(database_url: str, days: float, limit: int) -> list[Sample]:
+    """The last `days` of intents in the store, with their users as stored."""
+    database = Database(database_url)
+    try:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+        intents = await recent_intents(database, since, limit)
+        users = await SqlRecipients(database).get_users(sorted({i.user_id for i, _ in intents}))
+    finally:
+        await database.dispose()
+    return from_traffic(intents, users)
 
 
 def _loaded(paths: BundlePaths, runtime: str, name: str | None) -> tuple[CheckResult, CompiledPolicy]:

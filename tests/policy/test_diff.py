@@ -15,9 +15,12 @@ from gateway.policy.checker import check
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.corpus import from_tests, generated
 from gateway.policy.diff import compare
+from gateway.policy.diff_command import stored
 from gateway.policy.diff_render import breaches, parse_threshold, render
+from gateway.services import Services
 from tests.bundles import copy_bundle, email_only
 from tests.conftest import shipped_paths
+from tests.harness import ADA, admin_key, client, store_user
 
 RUNTIME = "cel-expr-python"
 
@@ -115,7 +118,9 @@ def git(cwd: Path, *args: str) -> None:
 def test_notigate_diff_against_a_git_ref_prints_the_changed_routes_and_cost(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A policy repository whose branch changes one rule, diffed against main as CI would."""
+    """A policy repository whose branch changes one rule, diffed against main as CI would.
+
+    ~7 s: each of the two runs extracts main's bundle and compiles both bundles."""
     paths = copy_bundle(tmp_path)
     git(tmp_path, "init", "-q", "-b", "main")
     git(tmp_path, "-c", "user.email=ci@example.com", "-c", "user.name=CI", "add", ".")
@@ -132,3 +137,30 @@ def test_notigate_diff_against_a_git_ref_prints_the_changed_routes_and_cost(
     assert "### Policy diff `main (" in out and "`order.shipped`" in out
     assert "decisions changed" in err
     assert main(["diff", "main", "--policies", str(paths.policies), "--fail-on", "sometimes"]) == 2
+
+
+async def test_from_store_decides_the_stored_intents_with_their_stored_users(services: Services) -> None:
+    """Intents accepted through the API are read back with their users, and decided again."""
+    await store_user(services, ADA)
+    await store_user(services, {**ADA, "user_id": "u_gone"})
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        for n, user in enumerate(("u_ada", "u_ada", "u_gone")):
+            body = {
+                "event": "order.shipped",
+                "user_id": user,
+                "data": {"order_id": f"S-{n}", "carrier": "UPS"},
+            }
+            assert (await http.post("/v1/intents", json=body)).status_code == 202
+        assert (await http.delete("/v1/users/u_gone")).status_code in (200, 204)
+    samples = await stored(services.settings.database_url, 1, 100)
+    assert [(s.source, s.intent.user_id, s.intent.data["order_id"]) for s in samples] == [
+        ("store", "u_ada", "S-0"),
+        ("store", "u_ada", "S-1"),
+    ]
+    assert samples[0].user.contacts.email == ADA["contacts"]["email"]  # type: ignore[index]
+    # the newest two when limited: S-1, and S-2 whose user is gone
+    assert await stored(services.settings.database_url, 1, 2) == samples[1:]
+    report = compare(services.policy, services.policy, samples)
+    assert report.samples == 2 and report.changed == 0
+    assert {v.channel for v in report.volumes} >= {"push", "email", "in_app"}
