@@ -18,9 +18,13 @@ import pytest
 from gateway.metrics import REGISTRY
 from gateway.policy.checker import load_policy
 from gateway.policy.compiled import CompiledPolicy
+from gateway.queue.worker import WorkerProcess
+from gateway.redis_server import RedisServer
 from gateway.reload import LiveBundle, ReloadRefused
+from gateway.services import Services
 from tests.bundles import break_cel, copy_bundle, email_only
-from tests.harness import eventually
+from tests.conftest import make_settings, open_services
+from tests.harness import eventually, running_worker
 
 RUNTIME = "cel-expr-python"
 
@@ -145,3 +149,46 @@ async def test_sighup_reloads(live: LiveBundle) -> None:
 
 async def _is_not(live: LiveBundle, version: str) -> bool:
     return live.policy.version != version
+
+
+@pytest.fixture
+async def worker_services(
+    sqlite_url: str, redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Services]:
+    """A gateway on a copy of the bundle, with watching off: the test says when to reload."""
+    monkeypatch.setenv("NOTIGATE_OUTBOX", str(tmp_path / "outbox"))
+    paths = copy_bundle(tmp_path / "bundle")
+    settings = make_settings(
+        sqlite_url, redis_server.url, tmp_path, policies_dir=paths.policies, policy_reload="off"
+    )
+    services = await open_services(settings)
+    yield services
+    await services.close()
+
+
+async def test_a_worker_swaps_its_provider_adapters_when_providers_yaml_changes(
+    worker_services: Services,
+) -> None:
+    providers = worker_services.settings.bundle_paths().providers
+    async with running_worker(worker_services, live=True, relay=False) as process:
+        await eventually(lambda: _has_pipeline(process), within=30)
+        bundle = process.services.bundle
+        old = process.registry
+        assert old is not None and old.specs["sendgrid"].cost == 0.001
+        providers.write_text(providers.read_text().replace("cost: 0.001", "cost: 0.002", 1))
+        assert await bundle.reload("test") == "loaded"
+        assert process.registry is not old and process.pipeline is not None
+        assert process.pipeline.registry is process.registry
+        assert process.registry.specs["sendgrid"].cost == 0.002
+        assert bundle.policy.providers.providers["sendgrid"].cost == 0.002
+        current, version = process.registry, bundle.policy.version
+        # A providers file the worker cannot build adapters from is refused as a whole.
+        providers.write_text(providers.read_text().replace("adapter: devfile", "adapter: twilio", 1))
+        assert await bundle.reload("test") == "refused"
+        assert process.registry is current and bundle.policy.version == version
+        refusal = bundle.status().last_refused
+        assert refusal is not None and "profile adapter 'twilio' is not available" in refusal.diagnostics[0]
+
+
+async def _has_pipeline(process: WorkerProcess) -> bool:
+    return process.pipeline is not None
