@@ -27,7 +27,7 @@ import watchfiles
 
 from gateway import metrics
 from gateway.decisions import utcnow
-from gateway.policy.checker import check
+from gateway.policy.checker import CheckResult, check
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.compiler import BundlePaths
 from gateway.policy.version import policy_version
@@ -117,22 +117,24 @@ class LiveBundle:
             paths = self.paths()
             result = await asyncio.to_thread(check, paths, runtime=self.runtime)
             self.last_reload_at = self.clock()
-            new = result.policy if result.ok else None
-            problems = [d.format() for d in result.diagnostics]
-            commits: list[Callable[[], None]] = []
-            if new is not None and new.version == self.policy.version:
-                outcome: ReloadOutcome = "unchanged"
-                log.info("policy reload (%s): bundle %s unchanged", reason, new.version)
-            elif new is not None:
-                commits, problems = await self._prepare(new)
-            if new is None or problems:
-                version = new.version if new is not None else await asyncio.to_thread(_version_of, paths)
-                outcome = self._refuse(version, problems or ["the bundle did not compile"], reason)
-            elif new.version != self.policy.version:
-                outcome = self._swap(new, commits, reason)
+            outcome = await self._judge(result, paths, reason)
             self.last_outcome = outcome
             metrics.POLICY_RELOADS.labels(outcome).inc()
             return outcome
+
+    async def _judge(self, result: CheckResult, paths: BundlePaths, reason: str) -> ReloadOutcome:
+        new = result.policy if result.ok else None
+        if new is None:
+            version = await asyncio.to_thread(_version_of, paths)
+            problems = [d.format() for d in result.diagnostics] or ["the bundle did not compile"]
+            return self._refuse(version, problems, reason)
+        if new.version == self.policy.version:
+            log.info("policy reload (%s): bundle %s unchanged", reason, new.version)
+            return "unchanged"
+        commits, problems = await self._prepare(new)
+        if problems:
+            return self._refuse(new.version, problems, reason)
+        return self._swap(new, commits, reason)
 
     async def _prepare(self, new: CompiledPolicy) -> tuple[list[Callable[[], None]], list[str]]:
         """Let each part of the process ready itself for `new`; one that cannot refuses it."""

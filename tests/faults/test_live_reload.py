@@ -4,8 +4,8 @@ Real processes on a copy of the shipped bundle (without its suites, so each relo
 quick). A producer posts intents the whole time: not one may fail. After a good change, new
 intents are decided and delivered under the new version (stored on each notification); after
 a broken one, both processes refuse it (their logs, `/metrics`, `GET /v1/policy`) and keep
-serving the last good version. One SQLite run: the store plays no part in a reload. ~30 s on a
-busy machine: two processes start, and each checks the bundle three times.
+serving the last good version. One SQLite run: the store plays no part in a reload. 30-50 s on
+a busy machine, nearly all of it the two processes starting; the reloads take a second each.
 """
 
 from __future__ import annotations
