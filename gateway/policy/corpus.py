@@ -21,6 +21,7 @@ from gateway.model import (
     HistoryEntry,
     Intent,
     Preference,
+    Priority,
     QuietHours,
     UserState,
 )
@@ -102,11 +103,19 @@ def generated(
         event = rng.choice(names)
         user = rng.choice(users)
         now = WEEK_START + dt.timedelta(seconds=rng.randrange(7 * 24 * 3600))
-        priority = rng.choices(PRIORITIES, weights=PRIORITY_WEIGHTS)[0]
+        priority = _priority(rng, policy, event)
         intent = Intent(event=event, user_id=user.user_id, priority=priority, data={**events[event], "n": n})
         history = tuple(_history(rng, names, channels, now))
         samples.append(Sample("generated", intent, user, now, history))
     return samples
+
+
+def _priority(rng: random.Random, policy: CompiledPolicy, event: str) -> Priority:
+    """A priority some rule for `event` routes, weighted like real traffic (mostly normal)."""
+    routed = {p for rule in policy.candidates(event) for p in (rule.priorities or PRIORITIES)}
+    choices: list[Priority] = [p for p in PRIORITIES if p in routed] or list(PRIORITIES)
+    weights = [w for p, w in zip(PRIORITIES, PRIORITY_WEIGHTS, strict=True) if p in choices]
+    return rng.choices(choices, weights=weights)[0]
 
 
 def _user(

@@ -164,3 +164,12 @@ async def test_from_store_decides_the_stored_intents_with_their_stored_users(ser
     report = compare(services.policy, services.policy, samples)
     assert report.samples == 2 and report.changed == 0
     assert {v.channel for v in report.volumes} >= {"push", "email", "in_app"}
+
+
+def test_the_generated_workload_only_sends_priorities_a_rule_routes(
+    twins: tuple[CompiledPolicy, CompiledPolicy],
+) -> None:
+    policy = twins[0]
+    for sample in generated(policy, 300, seed=5):
+        rules = policy.candidates(sample.intent.event)
+        assert any(r.priorities is None or sample.intent.priority in r.priorities for r in rules)
