@@ -19,7 +19,7 @@ from bench.engine_bench import profile_engine, time_engine
 from bench.generators import TOOLS
 from bench.http_bench import HttpSettings, run_http
 from bench.procs import ROOT, BenchError, CpuPlan, pin_self, plan_cpus
-from bench.workload import Case, build_cases, profile_mix
+from bench.workload import Case, build_cases, bundle_cases, profile_mix
 from gateway.policy.cel import RUNTIME_NAMES
 from gateway.policy.checker import load_policy
 from gateway.policy.compiled import CompiledPolicy
@@ -45,6 +45,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mix = parser.add_argument_group("workload")
     mix.add_argument("--cases", type=int, default=2000, help="distinct decide() inputs (default 2000)")
     mix.add_argument("--seed", type=int, default=1, help="seed of the mix (default 1)")
+    mix.add_argument(
+        "--mix",
+        choices=("shipped", "bundle"),
+        default="shipped",
+        help="shipped: the weighted mix written for policies/ (default); bundle: notigate diff's "
+        "generated workload over whatever the bundle routes (gateway/policy/corpus.py)",
+    )
     engine = parser.add_argument_group("part 1: engine")
     engine.add_argument(
         "--runtime",
@@ -119,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _stop_on_sigterm()
     cpus = plan_cpus()
     pin_self(cpus.engine)
-    cases = build_cases(args.cases, args.seed)
     reference = load(RUNTIME_NAMES[0])
+    if args.mix == "shipped":
+        cases = build_cases(args.cases, args.seed)
+    else:
+        cases = bundle_cases(reference, args.cases, args.seed)
     report = text.Report(reference.version, cpus, profile_mix(cases, reference))
     print(text.header(report))
     print()

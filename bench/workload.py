@@ -35,7 +35,8 @@ from gateway.model import (
     UserState,
 )
 from gateway.policy.compiled import CompiledPolicy
-from gateway.policy.engine import decide, fingerprint
+from gateway.policy.corpus import generated
+from gateway.policy.engine import NoMatchingRule, decide, fingerprint
 
 WEEK_START = dt.datetime(2026, 11, 16, tzinfo=dt.UTC)  # a Monday: clocks cover Mon..Sun
 MAX_HISTORY = 30
@@ -381,6 +382,20 @@ def _history(ctx: _Context, specific: list[HistoryEntry]) -> list[HistoryEntry]:
     rows = specific + extra
     rows += _background(ctx, max(0, wanted - len(rows)))
     return sorted(rows[:MAX_HISTORY], key=lambda h: h.at)
+
+
+def bundle_cases(policy: CompiledPolicy, count: int, seed: int = 1) -> list[Case]:
+    """The package's generated workload (what `notigate diff` decides) as bench cases: for a
+    bundle this module's hand-weighted mix was not written for. Intents no rule takes (every
+    candidate's condition false) are left out: they time an error, not a decision."""
+    cases = []
+    for s in generated(policy, count, seed=seed):
+        try:
+            decide(s.intent, s.user, s.now, s.history, policy)
+        except NoMatchingRule:
+            continue
+        cases.append(Case(s.intent.event, s.intent, s.user, s.now, list(s.history)))
+    return cases
 
 
 def build_cases(count: int, seed: int = 1) -> list[Case]:

@@ -20,6 +20,7 @@ import msgspec
 
 from gateway import __version__
 from gateway.errors import ConfigError, NotigateError
+from gateway.policy import diff_command
 from gateway.policy.cel import RUNTIME_NAMES
 from gateway.policy.compiler import BundlePaths
 from gateway.policy.diagnostics import PolicyError
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--coverage", action="store_true", help="report rules and branches never exercised")
     test.add_argument("--min-coverage", type=float, metavar="N", help="fail below N percent coverage")
     test.set_defaults(command=cmd_test)
+
+    diff = sub.add_parser("diff", help="decide the same intents under two bundles and report what changes")
+    diff_command.add_arguments(diff)
+    diff.set_defaults(command=cmd_diff)
 
     explain = sub.add_parser("explain", help="decide for an intent or a dry-run body and explain it")
     explain.add_argument(
@@ -220,6 +225,11 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    paths = _paths(args, settings)
+    return diff_command.run(args, paths, args.runtime or settings.cel_runtime, settings.database_url)
+
+
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.policy.checker import check
     from gateway.policy.explain import render_decision
@@ -342,7 +352,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print("notigate serve: --processes must be at least 1", file=sys.stderr)
         return 2
     configure_logging(settings)
-    app = create_app(settings)  # raises PolicyError on a bundle the checker rejects
+    app = create_app(settings, live=True)  # raises PolicyError on a bundle the checker rejects
     logging.getLogger("gateway.api").info(
         "serving the API on http://%s:%d with %d process(es); %s", host, port, processes, settings.describe()
     )

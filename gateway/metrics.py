@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -91,6 +91,40 @@ WORKER_RESTARTS = Counter(
     ["queue"],
     registry=REGISTRY,
 )
+
+POLICY_RELOADS = Counter(
+    "notigate_policy_reloads",
+    "Policy reloads (file change or SIGHUP), by outcome: loaded (a new version is in force), "
+    "unchanged (same version), refused (the bundle failed check; the last good one keeps serving).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+POLICY_LOADED = Info(
+    "notigate_policy", "The policy bundle version in force in this process.", registry=REGISTRY
+)
+POLICY_LOADED_AT = Gauge(
+    "notigate_policy_loaded_timestamp_seconds",
+    "When the policy version in force was loaded (start-up or the last successful reload).",
+    registry=REGISTRY,
+)
+POLICY_REFUSED = Info(
+    "notigate_policy_refused", "The last policy bundle version a reload refused.", registry=REGISTRY
+)
+POLICY_REFUSED_AT = Gauge(
+    "notigate_policy_refused_timestamp_seconds",
+    "When a reload last refused a bundle; 0 if none was refused since start.",
+    registry=REGISTRY,
+)
+
+
+def set_policy_loaded(version: str, at: dt.datetime) -> None:
+    POLICY_LOADED.info({"version": version})
+    POLICY_LOADED_AT.set(at.timestamp())
+
+
+def set_policy_refused(version: str, at: dt.datetime) -> None:
+    POLICY_REFUSED.info({"version": version})
+    POLICY_REFUSED_AT.set(at.timestamp())
 
 
 def record_outcome(outcome: Outcome, accepted_at: dt.datetime | None, now: dt.datetime) -> None:

@@ -8,6 +8,7 @@ container per test with their own database, Redis and key prefix.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import uuid
@@ -26,6 +27,7 @@ from gateway.queue.enqueue import Enqueuer
 from gateway.quota import Quota
 from gateway.redis_config import warn_if_unsafe
 from gateway.redis_keys import Keys
+from gateway.reload import LiveBundle
 from gateway.settings import Settings
 from gateway.store.bulk_requests import BulkStore
 from gateway.store.database import Database, Lane
@@ -33,6 +35,8 @@ from gateway.store.deliveries import DeliveryStore
 from gateway.store.intake import IntakeWriter
 from gateway.store.keys import ApiKeyStore
 from gateway.store.recipients import SqlRecipients
+
+log = logging.getLogger("gateway.services")
 
 
 def connect_redis(url: str) -> Redis:
@@ -58,7 +62,12 @@ class Services:
         # Names this process wherever it holds something: delivery leases, claims on late
         # decisions, provisional history reservations.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.policy = policy or load_policy(settings.bundle_paths(), runtime=settings.cel_runtime)
+        self.bundle = LiveBundle(
+            policy or load_policy(settings.bundle_paths(), runtime=settings.cel_runtime),
+            settings.bundle_paths,
+            runtime=settings.cel_runtime,
+            clock=clock,
+        )
         self.database = Database(settings.database_url)
         self.redis = connect_redis(settings.redis_url)
         self.keys = Keys(settings.redis_prefix)
@@ -75,6 +84,7 @@ class Services:
             owner=self.owner,
             committed=self.writer.committed,
         )
+        self.bundle.listeners.append(self._policy_changed)
         self.deliveries = DeliveryStore(self.database)
         self.api_keys = ApiKeyStore(self.database)
         self.quota = Quota(self.redis, self.keys)
@@ -102,8 +112,22 @@ class Services:
             clock=clock,
         )
 
+    @property
+    def policy(self) -> CompiledPolicy:
+        """The bundle in force now; a reload may replace it between two reads."""
+        return self.bundle.policy
+
     def current_policy(self) -> CompiledPolicy:
-        return self.policy
+        return self.bundle.policy
+
+    def _policy_changed(self, old: CompiledPolicy, new: CompiledPolicy) -> None:
+        self.history.window = new.history_window
+        if (queues := {t.queue for t in new.tiers.values()}) != {t.queue for t in old.tiers.values()}:
+            log.warning(
+                "policy %s uses queues %s: start a worker for any queue none serves yet",
+                new.version,
+                ", ".join(sorted(queues)),
+            )
 
     def _idempotency_window(self) -> dt.timedelta:
         return self.policy.defaults.idempotency_window

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Literal, get_args
 
 import msgspec
 
@@ -18,6 +19,9 @@ from gateway.errors import ConfigError
 from gateway.policy.cel import RUNTIME_NAMES
 from gateway.policy.compiler import BundlePaths
 from gateway.redact import Secret, mask_url
+
+ReloadMode = Literal["watch", "poll", "off"]  # how serve and worker notice a changed bundle
+RELOAD_MODES: tuple[ReloadMode, ...] = get_args(ReloadMode)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     unsubscribe_exempt: tuple[str, ...] = ("transactional",)  # categories whose email has no link
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (the inbox)
     console_secret: Secret | None = None  # signs console links; unset, only API keys sign in
+    policy_reload: ReloadMode = "watch"  # serve and worker reload the bundle on change: watch, poll or off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -189,6 +194,13 @@ def _level(raw: str) -> str:
     return level
 
 
+def _reload_mode(raw: str) -> ReloadMode:
+    mode = raw.strip().lower()
+    if mode not in RELOAD_MODES:
+        raise ValueError("choose watch (file events), poll (network volumes) or off (SIGHUP only)")
+    return mode
+
+
 # (field, environment variable, parser); docs/configuration.md lists the same table.
 _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("policies_dir", "NOTIGATE_POLICIES", Path),
@@ -225,4 +237,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("unsubscribe_exempt", "NOTIGATE_UNSUBSCRIBE_EXEMPT", _names),
     ("cors_origins", "NOTIGATE_CORS_ORIGINS", _origins),
     ("console_secret", "NOTIGATE_CONSOLE_SECRET", _secret),
+    ("policy_reload", "NOTIGATE_POLICY_RELOAD", _reload_mode),
 )

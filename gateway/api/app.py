@@ -34,7 +34,6 @@ from gateway.api.status_routes import status_router
 from gateway.api.tracking_routes import tracking_router
 from gateway.api.users_routes import users_router
 from gateway.errors import Unavailable
-from gateway.policy.compiled import CompiledPolicy
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store import migrate
@@ -44,13 +43,20 @@ log = logging.getLogger("gateway.api")
 
 def app_from_env() -> Litestar:
     """The app as each of `notigate serve --processes N`'s processes builds it."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), live=True)
 
 
 def create_app(
-    settings: Settings | None = None, *, gateway: Gateway | None = None, services: Services | None = None
+    settings: Settings | None = None,
+    *,
+    gateway: Gateway | None = None,
+    services: Services | None = None,
+    live: bool = False,
 ) -> Litestar:
-    """Build the app; raises PolicyError (with every diagnostic) on a rejected policy bundle."""
+    """Build the app; raises PolicyError (with every diagnostic) on a rejected policy bundle.
+
+    `live` (what `notigate serve` builds) reloads the bundle on file changes and SIGHUP.
+    """
     if gateway is None:
         settings = settings or Settings.from_env()
         services = services or Services(settings)
@@ -66,7 +72,7 @@ def create_app(
     # webhooks a provider's signature, health checks nothing: each says so in the OpenAPI.
     keyed: list[Any] = [
         policy_router(gateway),
-        bundle_router(_policy_of(gateway), gateway.settings.bundle_paths),
+        bundle_router(gateway.current_policy, gateway.settings.bundle_paths),
     ]
     handlers: list[Any] = [assets_router()]
     middleware: list[Any] = []
@@ -83,6 +89,9 @@ def create_app(
         )
         on_startup += [_schema_is_current(full), full.start]
         on_shutdown += [full.close, health.close]
+        if live:
+            on_startup.append(_start_reloads(full))
+            on_shutdown.insert(0, full.bundle.stop)
     handlers.append(Router(path="/", route_handlers=keyed, security=[{"apiKey": []}]))
     return Litestar(
         route_handlers=handlers,
@@ -97,13 +106,6 @@ def create_app(
     )
 
 
-def _policy_of(gateway: Gateway) -> Callable[[], CompiledPolicy]:
-    """The policy in force, read per request: the full gateway's services know it."""
-    if gateway.services is not None:
-        return gateway.services.current_policy
-    return lambda: gateway.policy
-
-
 def _cors(settings: Settings) -> CORSConfig | None:
     """Browsers on the listed origins may call the API: meant for the inbox, whose tokens are
     made for browsers (API keys never belong in one). No origins listed, no CORS at all."""
@@ -116,6 +118,13 @@ def _cors(settings: Settings) -> CORSConfig | None:
         allow_credentials=False,  # tokens travel in a header or the query, never in cookies
         max_age=600,
     )
+
+
+def _start_reloads(services: Services) -> Callable[[], Awaitable[None]]:
+    async def start() -> None:
+        services.bundle.start(services.settings.policy_reload)
+
+    return start
 
 
 def _schema_is_current(services: Services) -> Callable[[], Awaitable[None]]:

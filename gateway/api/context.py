@@ -22,3 +22,7 @@ class Gateway:
     history: HistorySource = field(default_factory=NoStoredState)
     clock: Clock = utcnow
     services: Services | None = None  # the full gateway; None serves decisions only (tests of the engine)
+
+    def current_policy(self) -> CompiledPolicy:
+        """The policy in force, read per request: a full gateway's may be reloaded at any time."""
+        return self.services.current_policy() if self.services is not None else self.policy

@@ -19,6 +19,7 @@ from gateway.api.openapi import BODY, KEYED, errors
 from gateway.decisions import decide_for, dry_run
 from gateway.model import Decision, DryRunRequest, to_json
 from gateway.policy.compiled import CompiledPolicy
+from gateway.reload import ReloadStatus
 from gateway.store.keys import ApiKey
 from gateway.templating.preview import Preview, preview
 
@@ -49,6 +50,7 @@ class PolicySummary(msgspec.Struct, frozen=True):
     rules: list[RuleSummary]
     channels: list[str]
     tiers: list[str]
+    reload: ReloadStatus | None = None  # this process's reloads; None where no reload can happen
 
 
 def policy_router(gateway: Gateway) -> Router:
@@ -72,7 +74,8 @@ def policy_router(gateway: Gateway) -> Router:
         Where `user` or `history` is absent the stored state is used; `at` replaces the clock.
         """
         _in_scope(request, data)
-        decision = await dry_run(data, gateway.policy, gateway.users, gateway.history, gateway.clock)
+        policy = gateway.current_policy()
+        decision = await dry_run(data, policy, gateway.users, gateway.history, gateway.clock)
         # Encoded here with msgspec (~3 us for a 2 KB decision): Litestar's generic
         # serialisation path costs several times that on the hot path.
         return Response(content=to_json(decision), media_type=MediaType.JSON)
@@ -98,8 +101,9 @@ def policy_router(gateway: Gateway) -> Router:
         message that cannot render answers 422 `template_error` naming template and variable.
         """
         _in_scope(request, data)
-        decision, user = await decide_for(data, gateway.policy, gateway.users, gateway.history, gateway.clock)
-        rendered = preview(decision, data.intent, user, gateway.policy)
+        policy = gateway.current_policy()  # the same version decides and renders
+        decision, user = await decide_for(data, policy, gateway.users, gateway.history, gateway.clock)
+        rendered = preview(decision, data.intent, user, policy)
         return Response(content=msgspec.json.encode(rendered), media_type=MediaType.JSON)
 
     @get(
@@ -110,7 +114,11 @@ def policy_router(gateway: Gateway) -> Router:
         responses=errors(KEYED),
     )
     async def policy_handler() -> PolicySummary:
-        return summarize(gateway.policy)
+        """The version in force and its rules; under `notigate serve`, its reloads too."""
+        summary = summarize(gateway.current_policy())
+        if gateway.services is None:
+            return summary
+        return msgspec.structs.replace(summary, reload=gateway.services.bundle.status())
 
     return Router(
         path="/v1", route_handlers=[dry_run_handler, preview_handler, policy_handler], tags=["policy"]

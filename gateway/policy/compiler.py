@@ -95,10 +95,13 @@ class BundlePaths:
 
 
 def default_schemas_dir(root: Path) -> Path:
-    local = root / "schemas"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "schemas"
+    """The bundle's own `schemas/`, else the installed package's (the wheel carries them in
+    `gateway/schemas`), else the source checkout's."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (root / "schemas", package / "schemas", package.parent / "schemas"):
+        if candidate.is_dir():
+            return candidate
+    return package / "schemas"
 
 
 def _yaml_files(directory: Path) -> Iterable[Path]:

@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -30,6 +30,7 @@ from gateway.delivery.pipeline import DeliveryPipeline, Renderer
 from gateway.errors import ConfigError, Unavailable
 from gateway.fanout import BulkFanout
 from gateway.metrics import Scrape
+from gateway.policy.compiled import CompiledPolicy
 from gateway.providers.base import AdapterDeps
 from gateway.providers.guard import ProviderGuard
 from gateway.providers.registry import ProviderRegistry
@@ -37,6 +38,7 @@ from gateway.queue.consumer import QueueConsumer
 from gateway.queue.enqueue import DELIVER, deserialize, serialize
 from gateway.queue.relay import Relay
 from gateway.queue.wakeup import WakeableWorker, Wakeups
+from gateway.reload import ReloadRefused
 from gateway.scheduler import Scheduler
 from gateway.services import Services
 from gateway.settings import Settings
@@ -71,8 +73,10 @@ class WorkerProcess:
         services: Services | None = None,
         registry: ProviderRegistry | None = None,
         idle_poll: float = IDLE_POLL,
+        live: bool = False,
     ) -> None:
         self.settings = settings
+        self.live = live  # reload the bundle on file changes and SIGHUP (`notigate worker`)
         self.idle_poll = idle_poll
         self.services = services or Services(settings, intake_lane="background")
         policy = self.services.policy
@@ -94,6 +98,7 @@ class WorkerProcess:
         self.registry: ProviderRegistry | None = registry
         self.pipeline: DeliveryPipeline | None = None
         self.metrics_server: tuple[Any, Any, Scrape] | None = None  # (server, thread, collector)
+        self._retired: list[asyncio.Task[None]] = []  # provider registries a reload replaced
 
     async def run(self) -> int:
         """Serve until stopped; returns the process's exit code (0 after a requested stop)."""
@@ -128,6 +133,9 @@ class WorkerProcess:
         )
         await pipeline.start()
         self.pipeline = pipeline
+        if self.live:
+            services.bundle.preparers.append(self._providers_for)
+            services.bundle.start(self.settings.policy_reload)
         redis_settings = RedisSettings.from_dsn(self.settings.redis_url)
         wakes = {queue: asyncio.Event() for queue in self.queues}
         self.consumers = [
@@ -266,8 +274,43 @@ class WorkerProcess:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 1.0)
 
+    async def _providers_for(self, old: CompiledPolicy, new: CompiledPolicy) -> Callable[[], None] | None:
+        """A reload that changes providers.yaml gets new adapters, built before the swap.
+
+        A provider the new file names without its credentials refuses the whole bundle, as
+        it would refuse this worker's start. Sends under way keep the adapter they hold; the
+        old adapters are closed once no job can still be running on them.
+        """
+        if _providers_digest(old) == _providers_digest(new) or self.pipeline is None:
+            return None
+        services, pipeline = self.services, self.pipeline
+        deps = AdapterDeps(database=services.database, redis=services.redis, keys=services.keys)
+        load = functools.partial(ProviderRegistry.load, deps=deps)
+        try:
+            registry = await asyncio.to_thread(
+                load, self.settings.bundle_paths().providers, self.settings.provider_profile
+            )
+        except ConfigError as exc:
+            raise ReloadRefused(f"providers: {exc}") from None
+
+        def swap() -> None:
+            retired, self.registry = self.registry, registry
+            pipeline.registry = registry
+            pipeline.guard = ProviderGuard(services.redis, services.keys, registry.specs)
+            if retired is not None:
+                self._retired.append(asyncio.create_task(self._close_later(retired), name="retire-providers"))
+
+        return swap
+
+    async def _close_later(self, registry: ProviderRegistry) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), self.settings.job_timeout + 1)
+        await registry.close()
+
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         self.stop.set()
+        await self.services.bundle.stop()
+        await asyncio.gather(*self._retired, return_exceptions=True)
         for consumer in self.consumers:
             if consumer.current is not None:
                 consumer.current.allow_pick_jobs = False
@@ -297,13 +340,17 @@ class WorkerProcess:
         await self.services.close()
 
 
+def _providers_digest(policy: CompiledPolicy) -> str | None:
+    return next((f.sha256 for f in policy.files if f.kind == "Providers"), None)
+
+
 async def _require_current_schema(services: Services) -> None:
     await migrate.require_current(services.database, "this worker")
 
 
 def run(settings: Settings, queues: Sequence[str] | None = None, *, relay: bool = True) -> int:
     async def main() -> int:
-        process = WorkerProcess(settings, queues, relay=relay)
+        process = WorkerProcess(settings, queues, relay=relay, live=True)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, process.stop.set)
