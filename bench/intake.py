@@ -87,6 +87,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     throughput.add_argument("--connections", type=int, default=64, help="connections (64)")
     throughput.add_argument("--bare-seconds", type=float, default=10.0, help="seconds of the bare run (10)")
     throughput.add_argument("--loadgen", choices=("auto", *TOOLS), default="auto")
+    throughput.add_argument(
+        "--redis-requests", type=int, default=200_000, help="SETs per redis-benchmark run (200,000)"
+    )
     load = parser.add_argument_group("baseline, peak and soak: the whole gateway")
     load.add_argument("--workers", type=int, default=1, help="standard+bulk workers (1)")
     load.add_argument("--bulk-rate", type=int, default=1000, help="bulk intents/s of the peak (1,000)")
@@ -239,7 +242,7 @@ class Run:
                     f" (goal >= {ACCEPT_GOAL:,.0f}, no errors)"
                 )
             if "redis" in self.parts:
-                redis = run_redis_benchmark(stack)
+                redis = run_redis_benchmark(stack, self.args.redis_requests)
                 self.report["redis"] = as_json(redis) if redis else None
                 print("\n" + redis_section(redis), flush=True)
         finally:

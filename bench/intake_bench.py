@@ -160,7 +160,7 @@ def _stored(stack: Stack) -> int:
 _SET_RATE = re.compile(r"SET: ([\d.]+) requests per second")
 
 
-def run_redis_benchmark(stack: Stack) -> RedisResult | None:
+def run_redis_benchmark(stack: Stack, requests: int = 200_000) -> RedisResult | None:
     binary = shutil.which("redis-benchmark")
     if binary is None:
         return None
@@ -176,7 +176,7 @@ def run_redis_benchmark(stack: Stack) -> RedisResult | None:
                 "-t",
                 "set",
                 "-n",
-                "200000",
+                str(requests),
                 "-c",
                 "50",
                 "-q",

@@ -19,6 +19,9 @@ from typing import Any
 
 from tests.conftest import REPO
 
+# The benches configure their stacks themselves; nothing of the caller's gateway settings leaks in.
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("NOTIGATE_")}
+
 
 def run_bench(module: str, tmp_path: Path, *args: str) -> dict[str, Any]:
     """`python -m <module> ... --output tmp_path/<module>.json`; its report, once it exited 0."""
@@ -26,7 +29,7 @@ def run_bench(module: str, tmp_path: Path, *args: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", module, *args, "--output", str(output)],
         cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("NOTIGATE_")},
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=600,
@@ -81,6 +84,7 @@ def test_intake_bench_runs_every_part(tmp_path: Path) -> None:
         tmp_path,
         *("--parts", "throughput", "redis", "baseline", "peak", "soak", "--shared-stack", "--users", "200"),
         *("--duration", "2", "--bare-seconds", "1", "--connections", "4", "--loadgen", "builtin"),
+        *("--redis-requests", "5000"),
         *("--latency-seconds", "3", "--bulk-rate", "50", "--bulk-size", "10", "--probe-rate", "5"),
         *("--drain-timeout", "120", "--soak-rate", "20", "--soak-seconds", "3", "--sample-seconds", "1"),
     )
@@ -101,3 +105,17 @@ def test_intake_bench_runs_every_part(tmp_path: Path) -> None:
     assert soak["sent"] > 0 and soak["accepted"] + soak["shed"] == soak["sent"] and soak["errors"] == {}
     assert soak["samples"] and all(sum(s["rss_mb"].values()) > 0 for s in soak["samples"])
     assert soak["urgent_undelivered"] == 0
+
+
+def test_intake_profile_runs(tmp_path: Path) -> None:
+    """The in-process intake profile accepts its intents and prints the CPU per intent."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.intake_profile", "--intents", "200", "--users", "100", "--no-profile"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "CPU per accepted intent:" in done.stdout
