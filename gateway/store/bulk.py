@@ -27,15 +27,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.store.tables import UTCDateTime
 
 Convert = Callable[[Any], Any]
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's SQLite DATETIME writes
 
 
 def _sqlite_time(value: dt.datetime | None) -> str | None:
+    """The text SQLAlchemy's SQLite DATETIME writes (`2026-12-04 16:42:36.123456`, naive UTC).
+
+    `isoformat` writes it a third faster than `strftime`, and the store's times are mostly in
+    UTC already, which skips the conversion."""
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError("the store takes aware datetimes only")
-    return value.astimezone(dt.UTC).strftime(_SQLITE_TIME)
+    if value.tzinfo is not dt.UTC:
+        value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _json(value: Any) -> str:

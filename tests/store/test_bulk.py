@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
 
-from gateway.store.bulk import insert_rows
+from gateway.store.bulk import _sqlite_time, insert_rows
 from gateway.store.database import Database
 from tests.store.rows import ATTEMPTS, DELIVERIES, JOBS, NOTIFICATIONS, T0, delivery_row, notification_row
 
@@ -124,3 +127,19 @@ async def test_a_naive_datetime_is_refused(database: Database) -> None:
             await insert_rows(
                 connection, NOTIFICATIONS, [notification_row(created_at=dt.datetime(2026, 1, 1))]
             )
+
+
+@settings(max_examples=200)
+@given(
+    st.datetimes(min_value=dt.datetime(1000, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_a_time_is_written_as_sqlalchemys_sqlite_datetime_writes_it(naive: dt.datetime, minutes: int) -> None:
+    """The fast path's text is SQLAlchemy's for the same instant, whatever the offset."""
+    aware = naive.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes)))
+    dialect = sqlite.dialect()
+    sqlalchemy_writes = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert sqlalchemy_writes is not None
+    expected = sqlalchemy_writes(aware.astimezone(dt.UTC).replace(tzinfo=None))
+    assert _sqlite_time(aware) == expected
+    assert _sqlite_time(aware.astimezone(dt.UTC)) == expected
