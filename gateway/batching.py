@@ -5,7 +5,11 @@ processed together: one query for all their users, one Redis pipeline for all th
 histories, one transaction for all their rows. Under light load a batch holds one
 request and nobody waits; under heavy load the cost of each round trip is shared. A
 batch's `process` returns one result or exception per item, so one bad request fails
-alone; an exception from `process` itself fails the whole batch.
+alone. An exception from `process` itself fails the whole batch, unless the batcher was
+told (`isolate`) that such an exception is some item's fault: then the batch is split in
+halves and each half processed again, down to the item at fault, which alone gets the
+error (`isolating`). Only a `process` that can run again without effect (a transaction
+that rolled back) may be isolated.
 """
 
 from __future__ import annotations
@@ -17,25 +21,54 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from gateway.errors import Unavailable
+
 log = logging.getLogger("gateway.batching")
 
 T = TypeVar("T")
 R = TypeVar("R")
 Process = Callable[[list[T]], Awaitable[list[R | BaseException]]]
+Isolate = Callable[[Exception], bool]
+
+
+def not_an_outage(exc: Exception) -> bool:
+    """The `isolate` of work that fails as a whole only when a dependency is away."""
+    return not isinstance(exc, Unavailable)
+
+
+async def isolating(process: Process[T, R], items: list[T], isolate: Isolate) -> list[R | BaseException]:
+    """`process(items)`, or, when it raises an error `isolate` says is some item's, the halves
+    processed apart, recursively: one poisoned item costs about 2·log2(n) extra rounds and
+    fails alone. An error `isolate` does not claim (an outage) is raised for the whole batch."""
+    try:
+        return await process(items)
+    except Exception as exc:
+        if not isolate(exc):
+            raise
+        if len(items) == 1:
+            return [exc]
+        half = len(items) // 2
+        return [
+            *await isolating(process, items[:half], isolate),
+            *await isolating(process, items[half:], isolate),
+        ]
 
 
 class MicroBatcher(Generic[T, R]):
     """See the module docstring. One batch is processed at a time; work that must not wait
     for another kind's batches (urgent intents) gets a batcher of its own."""
 
-    def __init__(self, process: Process[T, R], *, name: str, max_batch: int = 500) -> None:
+    def __init__(
+        self, process: Process[T, R], *, name: str, max_batch: int = 500, isolate: Isolate | None = None
+    ) -> None:
         self.process = process
         self.name = name
         self.max_batch = max_batch
+        self.isolate = isolate  # see the module docstring
         self._waiting: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.batches = 0  # processed without an exception of their own
+        self.batches = 0  # processed without an exception of their own (halves count apart)
         self.items = 0
 
     async def start(self) -> None:
@@ -77,6 +110,20 @@ class MicroBatcher(Generic[T, R]):
             self._ready.clear()
         return batch
 
+    async def _process(self, items: list[T]) -> list[R | BaseException]:
+        if self.isolate is None:
+            return self._counted(items, await self.process(items))
+
+        async def counted(part: list[T]) -> list[R | BaseException]:
+            return self._counted(part, await self.process(part))
+
+        return await isolating(counted, items, self.isolate)
+
+    def _counted(self, items: list[T], results: list[R | BaseException]) -> list[R | BaseException]:
+        self.batches += 1
+        self.items += len(items)
+        return results
+
     async def _run(self) -> None:
         while True:
             await self._ready.wait()
@@ -85,7 +132,7 @@ class MicroBatcher(Generic[T, R]):
             if not batch:
                 continue
             try:
-                results = await self.process([item for item, _ in batch])
+                results = await self._process([item for item, _ in batch])
             except asyncio.CancelledError:
                 for _, future in batch:
                     if not future.done():
@@ -94,9 +141,6 @@ class MicroBatcher(Generic[T, R]):
             except Exception as exc:
                 log.warning("%s batch of %d failed: %s", self.name, len(batch), exc)
                 results = [exc] * len(batch)
-            else:
-                self.batches += 1
-                self.items += len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

@@ -35,6 +35,13 @@ class Conflict(ClientError):
     code = "conflict"
 
 
+class Unstorable(ClientError):
+    """A value of the request the store cannot hold (a NUL character, a number beyond its
+    column, ...): the same request fails the same way every time, so it is the caller's."""
+
+    code = "unstorable_value"
+
+
 class Unauthorized(ClientError):
     status = 401
     code = "unauthorized"

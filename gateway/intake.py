@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.batching import MicroBatcher
+from gateway.batching import MicroBatcher, isolating, not_an_outage
 from gateway.decisions import decide_or_reject, validate_intent
 from gateway.errors import ClientError, HistoryUnavailable
 from gateway.failpoints import failpoint
@@ -240,9 +240,11 @@ class Intake:
             if out[i] is None and r.notification_id is None and (key := r.intent.idempotency_key) is not None
         ]
         if keyed:
-            first = await self.writer.lookup_keys([pair for _, pair in keyed], now)
-            for i, pair in keyed:
-                if (known := first.get(pair)) is not None:
+            found = await self._known_keys([pair for _, pair in keyed], now)
+            for (i, _), known in zip(keyed, found, strict=True):
+                if isinstance(known, BaseException):
+                    out[i] = known
+                elif known is not None:
                     out[i] = IntakeResult(known, replay=True, user_id=requests[i].intent.user_id)
         live = [i for i in range(len(requests)) if out[i] is None]
         if live:
@@ -251,6 +253,18 @@ class Intake:
             ):
                 out[i] = staged
         return out  # type: ignore[return-value]
+
+    async def _known_keys(
+        self, pairs: list[tuple[str, str]], now: dt.datetime
+    ) -> list[str | BaseException | None]:
+        """Per (producer, key), the notification it already names; a key the store cannot even
+        look up (a NUL on PostgreSQL) fails its own intent, not the batch's."""
+
+        async def lookup(part: list[tuple[str, str]]) -> list[str | BaseException | None]:
+            first = await self.writer.lookup_keys(part, now)
+            return [first.get(pair) for pair in part]
+
+        return await isolating(lookup, pairs, not_an_outage)
 
     async def _decide(
         self, requests: Sequence[IntakeRequest], policy: CompiledPolicy, now: dt.datetime

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from gateway.errors import Unstorable
 from gateway.history import UserHistory
 from gateway.model import Intent
 from gateway.services import Services
@@ -369,3 +370,36 @@ async def test_a_cap_refused_at_reservation_still_folds_into_the_digest(
             sa.select(DELIVERIES.c.batch_key).where(DELIVERIES.c.id == email.delivery_id)
         )
     assert key == "u_ada:digest:marketing.weekly_digest"
+
+
+async def test_an_intent_the_store_cannot_hold_fails_alone_and_its_batch_is_stored(
+    services: Services,
+) -> None:
+    """Regression (PostgreSQL): a NUL in one intent's idempotency key failed the whole batch's
+    key lookup, so 20 clean intents of another producer got 500. Below the API's edge (which
+    refuses NUL with 422), the key's lookup and commit are isolated from the batch's."""
+    clean = [
+        Intent(
+            event="order.shipped",
+            user_id=f"u_clean_{i}",
+            data={"order_id": f"C-{i}", "carrier": "UPS"},
+            idempotency_key=f"c{i}",
+        )
+        for i in range(20)
+    ]
+    poisoned = Intent(
+        event="order.shipped",
+        user_id="u_x",
+        data={"order_id": "X-1", "carrier": "UPS"},
+        idempotency_key="k\x00",
+    )
+    results = await asyncio.gather(
+        services.intake.accept(poisoned, producer="other"),
+        *(services.intake.accept(i, producer="shop") for i in clean),
+        return_exceptions=True,
+    )
+    assert all(not isinstance(r, BaseException) and not r.replay for r in results[1:]), results
+    assert await count(services, NOTIFICATIONS, NOTIFICATIONS.c.producer == "shop") == 20
+    if services.database.dialect == "postgresql":
+        assert isinstance(results[0], Unstorable) and results[0].status == 422
+        assert await count(services, NOTIFICATIONS, NOTIFICATIONS.c.producer == "other") == 0

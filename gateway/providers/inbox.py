@@ -20,7 +20,7 @@ Outcomes (our store has no provider codes):
 | written, or already there from an earlier send      | delivered (message id: delivery id)  |
 | neither title nor body, or `data` not an object     | permanent `invalid_message`          |
 | a value longer than its column (checked before)     | permanent `rejected`                 |
-| the store refused a value (SQLSTATE class 22)       | permanent `rejected`                 |
+| the store refused a value (Unstorable: SQLSTATE 22)  | permanent `rejected`                 |
 | the database cannot be reached (Unavailable)        | retryable `unreachable`              |
 | any other database error                            | retryable `store_error`              |
 """
@@ -36,9 +36,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 
-from gateway.errors import ConfigError, Unavailable
+from gateway.errors import ConfigError, Conflict, Unavailable, Unstorable
 from gateway.providers.base import (
     UNREACHABLE,
     AdapterDeps,
@@ -52,7 +52,7 @@ from gateway.providers.base import (
 from gateway.providers.spec import ProviderSpec
 from gateway.redis_keys import Keys
 from gateway.store import inbox
-from gateway.store.database import Database
+from gateway.store.database import Database, sqlstate
 from gateway.store.group_commit import GroupCommit
 
 log = logging.getLogger("gateway.providers.inbox")
@@ -133,14 +133,10 @@ class InboxAdapter:
             written = await self.writes.submit(item)
         except Unavailable:
             return Retryable(f"{self.name}: the database is unavailable", code=UNREACHABLE)
+        except (Unstorable, Conflict) as exc:  # this item alone: its batch was retried without it
+            return Permanent("rejected", f"{self.name}: {exc.message}")
         except DBAPIError as exc:
-            state = _sqlstate(exc)
-            if isinstance(exc, DataError) or state.startswith("22"):
-                return Permanent(
-                    "rejected",
-                    f"{self.name}: the store refused the item's values (SQLSTATE {state or 'unknown'}: "
-                    "a value too long for its column, or a character it cannot hold)",
-                )
+            state = sqlstate(exc)
             return Retryable(
                 f"{self.name}: the store failed ({type(exc).__name__}, SQLSTATE {state or 'unknown'})",
                 code="store_error",
@@ -179,13 +175,6 @@ class InboxAdapter:
         if self._running:
             await self.writes.stop()
             self._running = False
-
-
-def _sqlstate(exc: DBAPIError) -> str:
-    """PostgreSQL's error class, which asyncpg's errors carry but SQLAlchemy does not map:
-    class 22 (data exception) fails the same way every time, so it is not worth a retry."""
-    state = getattr(exc.orig, "sqlstate", None)
-    return state if isinstance(state, str) else ""
 
 
 def _text(value: Any) -> str:

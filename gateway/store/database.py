@@ -4,7 +4,10 @@ One `Database` per process holds the async engine. SQLite gets the pragmas that 
 reasonable server database (WAL so readers never block the writer, a busy timeout so
 writers from several processes queue instead of failing, FULL sync so a commit, and the
 202 that follows it, survives a power loss and not only a process crash; group commit
-pays that fsync once per batch). Failures to reach the database surface as `Unavailable` (HTTP 503).
+pays that fsync once per batch). Failures to reach the database surface as `Unavailable` (HTTP 503);
+a value the store refuses (SQLSTATE class 22 or 23, or a number the driver cannot bind) as
+`Unstorable` or `Conflict` (HTTP 422/409), so that a group commit can tell one poisoned item
+from an outage and retry its neighbours without it (`gateway.batching.isolating`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from gateway.errors import ConfigError, Unavailable
+from gateway.errors import ConfigError, Conflict, NotigateError, Unavailable, Unstorable
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -147,6 +150,10 @@ class Database:
             if isinstance(exc, OperationalError) and not _is_connectivity(exc):
                 raise
             raise Unavailable("the database is unavailable; nothing was stored, try again") from exc
+        except (DBAPIError, OverflowError) as exc:
+            if (refused := refused_value(exc)) is None:
+                raise
+            raise refused from exc
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -157,6 +164,10 @@ class Database:
             if isinstance(exc, OperationalError) and not _is_connectivity(exc):
                 raise
             raise Unavailable("the database is unavailable; try again") from exc
+        except (DBAPIError, OverflowError) as exc:
+            if (refused := refused_value(exc)) is None:
+                raise
+            raise refused from exc
 
     async def ping(self) -> bool:
         try:
@@ -168,6 +179,28 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def sqlstate(exc: BaseException) -> str:
+    """PostgreSQL's error code, which asyncpg's errors carry but SQLAlchemy does not map."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) else ""
+
+
+def refused_value(exc: BaseException) -> NotigateError | None:
+    """The caller's error hidden in a database error, if it is one: a value the store refuses
+    (class 22, data exception; SQLite's driver raises OverflowError for an integer beyond 64
+    bits) or one that conflicts with a stored row (class 23). The message names the class,
+    never the statement's parameters (they hold addresses and message text)."""
+    state = sqlstate(exc)
+    if isinstance(exc, (OverflowError, DataError)) or state.startswith("22"):
+        return Unstorable(
+            f"the store cannot hold a value of this request (SQLSTATE {state or 'unknown'}: "
+            "a character such as NUL, a number beyond its column, or a date out of range)"
+        )
+    if isinstance(exc, IntegrityError) or state.startswith("23"):
+        return Conflict(f"a value of this request conflicts with stored data (SQLSTATE {state or 'unknown'})")
+    return None
 
 
 def _json_text(value: Any) -> str:

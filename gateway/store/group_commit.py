@@ -3,8 +3,13 @@
 A commit costs about a millisecond on SQLite whether it holds one row or a hundred; a
 commit per request caps a process near 1,000 requests/s. `GroupCommit` is a micro-batcher
 (`gateway.batching`) whose batch is one transaction: each item's future resolves with its
-own result once the transaction has committed, or with the error if it failed (then
-nothing of the batch is stored).
+own result once the transaction has committed, or with the error if it failed.
+
+A transaction that fails for any reason but an outage (`Unavailable`) rolled back and can
+run again, so the batch is retried in halves until the item at fault is alone
+(`gateway.batching.isolating`): that item alone gets the error, `Unstorable` (422) for a
+value the store refuses, and every other item is stored. An outage fails the whole batch
+(503) at once: retrying it in halves would only fail slower.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.batching import MicroBatcher
+from gateway.batching import MicroBatcher, not_an_outage
 from gateway.store.database import Database, Lane
 
 T = TypeVar("T")
@@ -39,7 +44,9 @@ class GroupCommit(Generic[T, R]):
         self.clock = clock
         self.name = name
         self.lane = lane  # its transactions' turn at the database's write gate
-        self.batcher: MicroBatcher[T, R] = MicroBatcher(self._transaction, name=name, max_batch=max_batch)
+        self.batcher: MicroBatcher[T, R] = MicroBatcher(
+            self._transaction, name=name, max_batch=max_batch, isolate=not_an_outage
+        )
 
     @property
     def commits(self) -> int:

@@ -191,6 +191,24 @@ async def test_a_value_the_store_cannot_hold_is_refused_for_good(
     assert await inbox.feed(database, "u_ada") == []
 
 
+async def test_an_item_the_store_refuses_does_not_fail_its_batch_mates(
+    adapter: InboxAdapter, database: Database
+) -> None:
+    """Regression: a NUL in one user's message (PostgreSQL refuses it, SQLSTATE 22021) marked
+    14 of 15 clean messages of another user failed for good, as they shared its commit."""
+    clean = [in_app(delivery_id=f"dlv_clean_{i}", user_id="u_bob") for i in range(15)]
+    poisoned = in_app(delivery_id="dlv_nul", body="a\x00b")
+    results = await asyncio.gather(*(send(adapter, m) for m in [poisoned, *clean]))
+    assert all(isinstance(r, Delivered) for r in results[1:]), results
+    assert len(await inbox.feed(database, "u_bob", limit=100)) == 15
+    if database.dialect == "postgresql":
+        assert isinstance(results[0], Permanent) and results[0].code == "rejected", results[0]
+        assert "SQLSTATE 22021" in results[0].error
+        assert await inbox.feed(database, "u_ada") == []
+    else:  # SQLite holds a NUL
+        assert isinstance(results[0], Delivered)
+
+
 async def test_concurrent_items_share_a_commit_and_each_is_stored_once(
     adapter: InboxAdapter, database: Database
 ) -> None:

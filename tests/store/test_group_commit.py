@@ -1,9 +1,11 @@
-"""GroupCommit: concurrent writers share transactions, and a failed one stores nothing."""
+"""GroupCommit: concurrent writers share transactions; a failed one stores nothing, and the
+item that failed it fails alone while its neighbours are stored in a retry without it."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -11,18 +13,23 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.errors import Unavailable
+from gateway.errors import Unavailable, Unstorable
 from gateway.redis_server import free_port
 from gateway.store.database import Database
 from gateway.store.group_commit import GroupCommit
 from tests.store.rows import JOBS, T0, count, select
 
+POISON_PRIORITY = 2**63  # beyond the column on both stores: SQLite's 64 bits, PostgreSQL's 32
+
 
 class Recorder:
-    """A write function that stores one job row per item and remembers each batch."""
+    """A write function that stores one job row per item and remembers each batch. An item
+    named `poison...` carries a priority neither store can hold."""
 
     def __init__(self, fail_when: Callable[[list[str]], bool] = lambda _: False) -> None:
         self.batches: list[list[str]] = []
@@ -37,7 +44,7 @@ class Recorder:
                     "id": item,
                     "queue": "test",
                     "deliveries": [item],
-                    "priority": 1,
+                    "priority": POISON_PRIORITY if item.startswith("poison") else 1,
                     "run_at": now,
                     "enqueued_at": None,
                     "created_at": now,
@@ -92,36 +99,72 @@ async def test_a_batch_never_exceeds_max_batch(database: Database) -> None:
     assert await count(database, JOBS) == 200
 
 
-async def test_a_failed_batch_fails_every_item_and_stores_nothing_of_it(database: Database) -> None:
-    write = Recorder(fail_when=lambda items: "poison" in items)
-    doomed = [f"doomed-{i}" for i in range(10)] + ["poison"] + [f"doomed-{i}" for i in range(10, 20)]
+async def test_a_failed_batch_is_retried_without_the_item_that_failed_it(database: Database) -> None:
+    write = Recorder(fail_when=lambda items: "bad" in items)
+    clean = [f"clean-{i}" for i in range(20)]
+    batch = [*clean[:10], "bad", *clean[10:]]
     async with running(database, write) as commit:
-        outcomes = await asyncio.gather(*(commit.submit(item) for item in doomed), return_exceptions=True)
-        assert write.batches == [doomed]  # they all shared the failed transaction
-        for outcome in outcomes:
-            assert isinstance(outcome, RuntimeError)
-            assert str(outcome) == "the write failed after inserting its rows"
-        assert await count(database, JOBS) == 0
-
-        later = [f"later-{i}" for i in range(5)]
-        assert await asyncio.gather(*(commit.submit(item) for item in later)) == [
-            f"stored {item}" for item in later
-        ]
+        outcomes = await asyncio.gather(*(commit.submit(item) for item in batch), return_exceptions=True)
+        assert write.batches[0] == batch  # they all shared the failed transaction first
+        assert isinstance(outcomes[10], RuntimeError)
+        assert str(outcomes[10]) == "the write failed after inserting its rows"
+        assert [o for i, o in enumerate(outcomes) if i != 10] == [f"stored {item}" for item in clean]
+        assert ["bad"] in write.batches  # isolated down to itself
+        assert len(write.batches) <= 2 * 5 + 1  # halves: about 2·log2(21) retries, not one per item
         assert await commit.submit("last") == "stored last"
-    assert await stored_ids(database) == {*later, "last"}
+    assert await stored_ids(database) == {*clean, "last"}
+
+
+async def test_a_value_the_store_cannot_hold_fails_alone_as_unstorable(database: Database) -> None:
+    """The production failure: one item's value fails the statement (SQLSTATE 22 / OverflowError)."""
+    write = Recorder()
+    clean = [f"clean-{i}" for i in range(15)]
+    async with running(database, write) as commit:
+        outcomes = await asyncio.gather(
+            *(commit.submit(item) for item in ["poison", *clean]), return_exceptions=True
+        )
+    assert isinstance(outcomes[0], Unstorable) and outcomes[0].status == 422
+    assert "2" * 5 not in str(outcomes[0])  # names the problem, never the statement's values
+    assert outcomes[1:] == [f"stored {item}" for item in clean]
+    assert await stored_ids(database) == set(clean)
+
+
+RUNS = itertools.count()
+
+
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    size=st.integers(min_value=1, max_value=40),
+    poisoned=st.sets(st.integers(min_value=0, max_value=39), max_size=3),
+)
+async def test_a_batch_with_poisoned_items_stores_every_clean_item(
+    database: Database, size: int, poisoned: set[int]
+) -> None:
+    prefix = next(RUNS)  # examples share the database
+    items = [f"{'poison' if i in poisoned else 'clean'}-{prefix}-{i}" for i in range(size)]
+    async with running(database, Recorder()) as commit:
+        outcomes = await asyncio.gather(*(commit.submit(item) for item in items), return_exceptions=True)
+    for item, outcome in zip(items, outcomes, strict=True):
+        if item.startswith("poison"):
+            assert isinstance(outcome, Unstorable), (item, outcome)
+        else:
+            assert outcome == f"stored {item}"
+    stored = {i for i in await stored_ids(database) if i.split("-")[1] == str(prefix)}
+    assert stored == {item for item in items if item.startswith("clean")}
 
 
 async def test_only_committed_batches_are_counted(database: Database) -> None:
     """`commits` and `items` count what was committed; a rolled-back batch is neither."""
-    write = Recorder(fail_when=lambda items: "poison" in items)
+    write = Recorder(fail_when=lambda items: "bad" in items)
     async with running(database, write) as commit:
-        failed = await asyncio.gather(
-            *(commit.submit(item) for item in ("a", "poison", "b")), return_exceptions=True
+        first = await asyncio.gather(
+            *(commit.submit(item) for item in ("a", "bad", "b")), return_exceptions=True
         )
-        assert all(isinstance(outcome, RuntimeError) for outcome in failed)
+        assert first[0] == "stored a" and first[2] == "stored b" and isinstance(first[1], RuntimeError)
         assert list(await asyncio.gather(commit.submit("c"), commit.submit("d"))) == ["stored c", "stored d"]
-    assert len(write.batches) == 2
-    assert (commit.commits, commit.items) == (1, 2)
+    # [a, bad, b] failed; [a] committed; [bad, b] failed; [bad] failed; [b] committed; [c, d] committed.
+    assert write.batches == [["a", "bad", "b"], ["a"], ["bad", "b"], ["bad"], ["b"], ["c", "d"]]
+    assert (commit.commits, commit.items) == (3, 4)
 
 
 def unreachable_url(database_url: str, tmp_path: Path) -> str:
