@@ -12,10 +12,12 @@ per id here. (`base64.b32encode` is pure Python on 3.11 and no faster than the d
 from __future__ import annotations
 
 import os
+import re
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = tuple(_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024))
+_SHAPE = re.compile(r"([a-z]+)_[0-9A-HJKMNP-TV-Z]{26}")
 _SHIFTS = tuple(range(120, -1, -10))  # 13 pairs of characters: 130 bits, the top 2 always 0
 
 
@@ -27,3 +29,9 @@ def encode(value: int) -> str:
 def new_id(prefix: str) -> str:
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
     return f"{prefix}_{encode(value)}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether `value` has the shape of an id `new_id(prefix)` makes (the whole string)."""
+    match = _SHAPE.fullmatch(value)
+    return match is not None and match.group(1) == prefix

@@ -16,6 +16,7 @@ from litestar import Request, Router, get
 from litestar.params import PathParameter, QueryParameter
 
 from gateway.api.openapi import KEYED, PARAMS, Cursor, NotificationId, errors
+from gateway.api.paging import id_cursor
 from gateway.errors import NotFound
 from gateway.model import UserId
 from gateway.services import Services
@@ -42,7 +43,11 @@ def activity_router(services: Services) -> Router:
     ) -> activity.NotificationPage:
         key = request.user
         return await activity.recent_for_user(
-            services.database, user_id, limit=limit, cursor=cursor, producer=None if key.admin else key.name
+            services.database,
+            user_id,
+            limit=limit,
+            cursor=id_cursor(cursor, "n"),
+            producer=None if key.admin else key.name,
         )
 
     @get(

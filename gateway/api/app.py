@@ -18,6 +18,7 @@ from litestar.middleware import DefineMiddleware
 
 from gateway.api.activity_routes import activity_router
 from gateway.api.auth import ApiKeyAuthentication
+from gateway.api.bodies import GatewayRequest
 from gateway.api.bundle_routes import bundle_router
 from gateway.api.console_links import console_link_router, link_authenticator
 from gateway.api.console_routes import console_router
@@ -100,6 +101,7 @@ def create_app(
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=GatewayRequest,
         request_max_body_size=gateway.settings.max_body_bytes,
         openapi_config=openapi_config(),
         debug=False,

@@ -75,6 +75,11 @@ def validation_error(request: Request[Any, Any, Any], exc: ValidationException) 
         return error_response(400, "bad_request", detail)
     first = extra[0] if isinstance(extra[0], dict) else {}
     message = str(first.get("message", exc.detail))
+    if first.get("key") == "data" and message == "'data'":  # Litestar's KeyError for no body
+        return error_response(422, "missing_body", "the request needs a JSON body")
+    if first.get("source") not in (None, "body"):  # a query, path or header parameter, named plainly
+        name = str(first.get("key"))
+        return error_response(422, "invalid_value", f"`{name}`: {message}", name)
     field = _body_path(first.get("key")) or _path_from_cause(exc)
     code = "invalid_value"
     if match := _MISSING.search(message):
@@ -87,8 +92,8 @@ def validation_error(request: Request[Any, Any, Any], exc: ValidationException) 
         field = _join(field, match.group(1))
     elif field:
         message = f"`{field}`: {message}"
-    if first.get("source") not in (None, "body"):
-        field = f"{first.get('source')}.{first.get('key')}"
+    else:
+        message = f"the body: {message}"
     return error_response(422, code, message, field)
 
 

@@ -11,6 +11,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from gateway.api.auth import require_admin
 from gateway.api.openapi import ADMIN, PARAMS, Cursor, errors
+from gateway.api.paging import id_cursor
 from gateway.errors import NotFound
 from gateway.model import DeadLetter, DeadLetterPage
 from gateway.services import Services
@@ -44,7 +45,7 @@ def ops_router(services: Services) -> Router:
         ] = False,
     ) -> DeadLetterPage:
         require_admin(request.user)
-        return await store.dead_letters(limit, cursor, include_replayed)
+        return await store.dead_letters(limit, id_cursor(cursor, "dl"), include_replayed)
 
     @get(
         "/dead-letters/{dead_letter_id:str}",

@@ -20,6 +20,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from gateway.api.auth import require_admin
 from gateway.api.openapi import ADMIN, BODY, KEYED, PARAMS, Cursor, NotificationId, errors
+from gateway.api.paging import id_cursor
 from gateway.cron import next_occurrence
 from gateway.errors import NotFound
 from gateway.model import NotificationStatus, zone
@@ -226,7 +227,7 @@ def schedule_router(services: Services) -> Router:
             user_id=user_id,
             producer=None if key.admin else key.name,
             limit=limit,
-            cursor=cursor,
+            cursor=id_cursor(cursor, "n"),
         )
         return ScheduledPage(
             notifications=[
