@@ -25,11 +25,16 @@ def redact(kind: str, value: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A connection URL (database, Redis) with its password as `***`: where, never how to get in."""
-    parts = urllib.parse.urlsplit(url)
+    """A connection URL (database, Redis) with its password as `***`: where, never how to get in.
+    A URL too broken to split is masked by pattern, so even it is echoed without the password."""
+    by_pattern = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return by_pattern
     userinfo, at, hostport = parts.netloc.rpartition("@")
     if not at or ":" not in userinfo:
-        return url
+        return by_pattern  # no password where a URL keeps one; maybe where a broken one does
     user = userinfo.split(":", 1)[0]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 

@@ -23,10 +23,18 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gateway.errors import ConfigError, Conflict, NotigateError, Unavailable, Unstorable
+from gateway.redact import mask_url
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -101,13 +109,12 @@ class WriteGate:
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
-        parsed = make_url(url)
+        parsed = _parse(url)
         self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigError(
-                f"DATABASE_URL={url!r} is not valid: use sqlite+aiosqlite:// or postgresql+asyncpg://"
-            )
         options: dict[str, Any] = {
+            # A failed statement's message would carry its parameters: addresses, device
+            # tokens, message text. Logs and tracebacks get the SQL alone.
+            "hide_parameters": True,
             # msgspec writes and reads the JSON columns several times faster than the json module.
             "json_serializer": _json_text,
             "json_deserializer": msgspec.json.decode,
@@ -179,6 +186,23 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def _parse(url: str) -> sa.URL:
+    """The URL, if it names a driver we run on; else a ConfigError that echoes it masked."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is None or parsed.drivername not in DRIVERS:
+        raise ConfigError(
+            f"DATABASE_URL={mask_url(url)!r} is not valid: use sqlite+aiosqlite:///path/to/file.db "
+            "or postgresql+asyncpg://user:password@host/database (the driver is part of the scheme)"
+        )
+    return parsed
 
 
 def sqlstate(exc: BaseException) -> str:
