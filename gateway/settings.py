@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shed_unexpanded: int = 500_000  # bulk recipients accepted and not yet expanded
     expand_backlog: int = 2_000  # jobs due in a queue above which workers pause bulk expansion
     inbox_secret: Secret | None = None  # signs inbox tokens; unset, the inbox API answers 503
+    inbox_streams_per_user: int = 5  # live inbox streams one user may hold open per API process
     worker_metrics_port: int | None = None  # a worker's Prometheus port (on `host`); off when unset
     scheduler_interval: float = 30.0  # seconds between a worker's scheduler passes; 0: no scheduler
     # Delivery tracking (docs/tracking.md): where providers and mail clients reach us, and the
@@ -227,6 +228,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("shed_unexpanded", "NOTIGATE_SHED_UNEXPANDED", _positive),
     ("expand_backlog", "NOTIGATE_EXPAND_BACKLOG", _positive),
     ("inbox_secret", "NOTIGATE_INBOX_SECRET", _inbox_secret),
+    ("inbox_streams_per_user", "NOTIGATE_INBOX_STREAMS_PER_USER", _positive),
     ("worker_metrics_port", "NOTIGATE_WORKER_METRICS_PORT", _port),
     ("scheduler_interval", "NOTIGATE_SCHEDULER_INTERVAL", _seconds_or_off),
     ("public_url", "NOTIGATE_PUBLIC_URL", _url),

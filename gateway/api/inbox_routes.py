@@ -12,6 +12,8 @@ from the store, so it only ever shows committed items. Events:
 - `unread` on connect: `{"unread_count": n}`;
 - `item` per new item (`id:` the item id): `{"item": {...}, "unread_count": n}`;
 - a comment line every 15 s, so proxies keep the connection open and a dead one is noticed.
+Each stream holds a Redis connection, so a user may hold at most
+`NOTIGATE_INBOX_STREAMS_PER_USER` open per process (`StreamSlots`); one more answers 429.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -35,7 +38,7 @@ from redis.exceptions import RedisError
 from gateway.api import inbox_tokens
 from gateway.api.auth import require_admin
 from gateway.api.openapi import ADMIN, PARAMS, Cursor, ErrorStatus, UserIdInPath, errors
-from gateway.errors import ClientError, Forbidden, NotFound, Unauthorized, Unavailable
+from gateway.errors import ClientError, Forbidden, NotFound, RateLimited, Unauthorized, Unavailable
 from gateway.services import Services
 from gateway.store import inbox
 from gateway.store.inbox import InboxItem
@@ -79,8 +82,42 @@ OwnUserId = Annotated[
 ]
 
 
+class TooManyStreams(RateLimited):
+    code = "too_many_streams"
+
+
+class StreamSlots:
+    """The live streams each user holds open in this process, at most `limit` at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: Counter[str] = Counter()
+
+    def take(self, user_id: str) -> Callable[[], None]:
+        """A slot for one more stream, or 429; returns what gives it back (once, however often called)."""
+        if self.open[user_id] >= self.limit:
+            raise TooManyStreams(
+                f"{self.limit} live inbox streams are open for this user already "
+                "(NOTIGATE_INBOX_STREAMS_PER_USER): close one first",
+                retry_after=HEARTBEAT,
+            )
+        self.open[user_id] += 1
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self.open[user_id] -= 1
+                if self.open[user_id] <= 0:
+                    del self.open[user_id]
+
+        return give_back
+
+
 def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
     database = services.database
+    slots = StreamSlots(services.settings.inbox_streams_per_user)
 
     def reader(request: Request[Any, Any, Any], user_id: str | None = None) -> str:
         """The user the request's inbox token names; 403 when the caller asked for another's."""
@@ -195,16 +232,18 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         user_id: OwnUserId = None,
     ) -> ServerSentEvent:
         owner = reader(request, user_id)
+        give_back = slots.take(owner)
         pubsub = services.redis.pubsub()
         try:
             # Subscribed before the first count is read, so no item falls between the two.
             await pubsub.subscribe(services.keys.inbox_channel(owner))
         except (RedisError, OSError):
+            give_back()
             await _close(pubsub)
             raise Unavailable(
                 "the live inbox needs Redis, which cannot be reached", code="redis_unavailable"
             ) from None
-        return ServerSentEvent(_events(services, pubsub, owner, heartbeat))
+        return ServerSentEvent(_events(services, pubsub, owner, heartbeat, give_back))
 
     @post(
         "/users/{user_id:str}/inbox-token",
@@ -267,7 +306,7 @@ def _token_of(request: Request[Any, Any, Any]) -> str:
 
 
 async def _events(
-    services: Services, pubsub: PubSub, user_id: str, heartbeat: float
+    services: Services, pubsub: PubSub, user_id: str, heartbeat: float, give_back: Callable[[], None]
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The stream's events until the client goes away (Litestar then cancels this generator)."""
     database = services.database
@@ -291,6 +330,7 @@ async def _events(
         # Headers are sent: the stream just ends, and EventSource reconnects by itself.
         log.warning("an inbox stream lost Redis (%s); the client will reconnect", type(exc).__name__)
     finally:
+        give_back()
         await _close(pubsub)
 
 

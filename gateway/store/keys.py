@@ -2,8 +2,11 @@
 
 A key is scoped to the event patterns it may send (`order.*`) and, optionally, admin
 rights (users, preferences, devices, dead letters, every notification's status). The
-secret is shown once, when the key is created. Lookups are cached for a few seconds per
-process, so a revoked key stops working within that time everywhere.
+secret is shown once, when the key is created. Lookups of existing keys are cached for a
+few seconds per process, so a revoked key stops working within that time everywhere. The
+cache holds at most `cache_size` keys (least recently used go first) and nothing for an id
+that names no key: a stream of made-up tokens costs a lookup each (none at all for an id
+not shaped like one), never memory.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from gateway.errors import ClientError, Conflict
-from gateway.ids import new_id
+from gateway.ids import is_id, new_id
 from gateway.policy.cel_functions import glob_event
 from gateway.store.database import Database
 from gateway.store.tables import ApiKeyRow
@@ -47,10 +51,19 @@ def _hash(secret: str) -> str:
 
 
 class ApiKeyStore:
-    def __init__(self, database: Database, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        cache_seconds: float = 5.0,
+        *,
+        cache_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.database = database
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, ApiKey | None, str]] = {}
+        self.cache_size = cache_size
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[float, ApiKey, str]] = OrderedDict()
 
     async def create(
         self, name: str, events: Sequence[str], *, admin: bool, rate: float, burst: int, now: dt.datetime
@@ -116,17 +129,23 @@ class ApiKeyStore:
         return key
 
     async def _lookup(self, key_id: str) -> tuple[ApiKey | None, str]:
+        if not is_id(key_id, "k"):
+            return None, ""
+        now = self.clock()
         cached = self._cache.get(key_id)
-        if cached is None or time.monotonic() - cached[0] > self.cache_seconds:
-            async with self.database.connect() as connection:
-                row = (await connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
-            cached = (
-                time.monotonic(),
-                _key(row) if row is not None else None,
-                row.secret_hash if row else "",
-            )
-            self._cache[key_id] = cached
-        return cached[1], cached[2]
+        if cached is not None and now - cached[0] <= self.cache_seconds:
+            self._cache.move_to_end(key_id)
+            return cached[1], cached[2]
+        async with self.database.connect() as connection:
+            row = (await connection.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+        if row is None:
+            self._cache.pop(key_id, None)
+            return None, ""
+        self._cache[key_id] = (now, _key(row), row.secret_hash)
+        self._cache.move_to_end(key_id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return self._cache[key_id][1], row.secret_hash
 
 
 def _key(row: sa.Row[object]) -> ApiKey:

@@ -623,3 +623,32 @@ async def test_the_openapi_document_says_which_routes_take_an_inbox_token(gatewa
         assert paths[path][method]["security"] == [{"inboxToken": []}], path
     assert paths["/v1/users/{user_id}/inbox-token"]["post"]["security"] == [{"apiKey": []}]
     assert paths["/v1/intents"]["post"]["security"] == [{"apiKey": []}]
+
+
+async def test_a_user_may_hold_only_so_many_live_streams(gateway: Services) -> None:
+    """Regression: one inbox token opened 300 streams, each holding a Redis connection."""
+    gateway.settings = msgspec.structs.replace(gateway.settings, inbox_streams_per_user=2)
+    token, other = await token_for(gateway, "u_1"), await token_for(gateway, "u_2")
+    app = Litestar([inbox_router(gateway, heartbeat=0.2)], exception_handlers=EXCEPTION_HANDLERS)
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+        async with contextlib.AsyncExitStack() as open_streams:
+            reading = []  # kept: a dropped line iterator closes its response
+            for _ in range(2):
+                response = await open_streams.enter_async_context(
+                    http.stream("GET", "/v1/inbox/stream", params={"token": token})
+                )
+                reading.append(Events(response))
+                assert (await reading[-1].next())["event"] == "unread"
+            async with http.stream("GET", "/v1/inbox/stream", params={"token": token}) as refused:
+                await refused.aread()
+            assert refused.status_code == 429 and refused.headers["retry-after"]
+            assert error_of(refused)["code"] == "too_many_streams"
+            async with http.stream("GET", "/v1/inbox/stream", params={"token": other}) as theirs:
+                assert theirs.status_code == 200  # another user's streams are theirs
+        # Both closed: their slots are given back once the server notices.
+        for _ in range(100):
+            async with http.stream("GET", "/v1/inbox/stream", params={"token": token}) as again:
+                if again.status_code == 200:
+                    break
+            await asyncio.sleep(0.05)
+        assert again.status_code == 200
