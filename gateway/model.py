@@ -19,10 +19,14 @@ from msgspec import Meta, Struct
 Priority = Literal["urgent", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("urgent", "normal", "low")
 
+# Patterns end in `$(?!\n)`: Python's `$` alone also matches before a trailing newline, which
+# made `"u_alice\n"` another user; `\Z` would say so too, but JSON Schema's (ECMAScript) regex,
+# used by editors on the exported schemas, reads `\Z` as a literal Z. Emails refuse control
+# characters (they end up in headers).
 EventName = Annotated[
     str,
     Meta(
-        pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)*$",
+        pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)*$(?!\n)",
         max_length=128,
         description="Dotted lower-case event name, e.g. `order.shipped`.",
     ),
@@ -30,19 +34,22 @@ EventName = Annotated[
 EventPattern = Annotated[
     str,
     Meta(
-        pattern=r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$",
+        pattern=r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$(?!\n)",
         max_length=128,
         description="An exact event name, a `prefix.*` pattern or `*`.",
     ),
 ]
-UserId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:@-]+$", min_length=1, max_length=128)]
-ChannelName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
-ChannelOrAny = Annotated[str, Meta(pattern=r"^(\*|[a-z][a-z0-9_]*)$", max_length=32)]
-Locale = Annotated[str, Meta(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", max_length=35)]
-ClockTime = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+UserId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:@-]+$(?!\n)", min_length=1, max_length=128)]
+ChannelName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$(?!\n)", max_length=32)]
+ChannelOrAny = Annotated[str, Meta(pattern=r"^(\*|[a-z][a-z0-9_]*)$(?!\n)", max_length=32)]
+Locale = Annotated[str, Meta(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$(?!\n)", max_length=35)]
+ClockTime = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$(?!\n)")]
 AwareDatetime = Annotated[dt.datetime, Meta(tz=True)]
-Email = Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
-Phone = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164")]
+_ADDRESS_PART = r"[^@\s\x00-\x1f\x7f]+"
+Email = Annotated[
+    str, Meta(pattern=rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$(?!\n)", max_length=254)
+]
+Phone = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{6,14}$(?!\n)", description="E.164")]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=256)]
 
 

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 UTC = dt.UTC
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w))+$")
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w))+\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])\Z")
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

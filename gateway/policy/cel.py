@@ -411,7 +411,7 @@ def static_check(source: str) -> None:
 
 # cel-python accepts `duration("7d")`; the CEL specification (and cel-expr-python) do not.
 _DURATION_LITERAL = re.compile(r"""duration\(\s*(["'])(.*?)\1\s*\)""")
-_CEL_DURATION = re.compile(r"^-?(\d+(\.\d+)?(h|m|s|ms|us|ns))+$")
+_CEL_DURATION = re.compile(r"^-?(\d+(\.\d+)?(h|m|s|ms|us|ns))+\Z")
 
 
 def available_runtimes() -> list[str]:

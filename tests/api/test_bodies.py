@@ -68,6 +68,34 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
         "invalid_character",
         "user_ids[1]",
     ),
+    # Whole-string patterns: Python's `$` let a trailing newline through ("u_alice\n" got mail).
+    (
+        "POST",
+        "/v1/intents",
+        b'{"event": "order.shipped", "user_id": "u_alice\\n"}',
+        JSON,
+        422,
+        "invalid_value",
+        "user_id",
+    ),
+    (
+        "POST",
+        "/v1/intents",
+        b'{"event": "order.shipped\\n", "user_id": "u_alice"}',
+        JSON,
+        422,
+        "invalid_value",
+        "event",
+    ),
+    (
+        "PUT",
+        "/v1/users/u_1",
+        b'{"user_id": "u_1", "contacts": {"email": "a@b.c\\u0001"}}',
+        JSON,
+        422,
+        "invalid_value",
+        "contacts.email",
+    ),
 ]
 
 
