@@ -63,9 +63,10 @@ def check_zone(name: str) -> None:
     """Raise ValueError naming the zone when it is not a known IANA zone."""
     try:
         zone(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Etc" is a directory
+        shown = name if len(name) <= 64 else f"{name[:64]}…"
         raise ValueError(
-            f"`timezone` {name!r} is not an IANA time zone; use a name such as 'Europe/Paris'"
+            f"`timezone` {shown!r} is not an IANA time zone; use a name such as 'Europe/Paris'"
         ) from exc
 
 

@@ -96,6 +96,25 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
         "invalid_value",
         "contacts.email",
     ),
+    # A zone name that is a directory of the zone database, or too long for a file name: were 500s.
+    (
+        "PUT",
+        "/v1/users/u_1",
+        b'{"user_id": "u_1", "timezone": "Etc"}',
+        JSON,
+        422,
+        "invalid_value",
+        "timezone",
+    ),
+    (
+        "PUT",
+        "/v1/users/u_1",
+        b'{"user_id": "u_1", "timezone": "' + b"x" * 300 + b'"}',
+        JSON,
+        422,
+        "invalid_value",
+        "timezone",
+    ),
 ]
 
 
