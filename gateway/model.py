@@ -59,6 +59,18 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+# Instants the gateway computes with (deferrals, windows, expiries add days to them): far
+# enough from datetime's limits (years 1 and 9999) that no sum overflows.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
+def check_moment(value: dt.datetime | None, field: str) -> None:
+    """Raise ValueError naming the field when `value` is outside [EARLIEST, LATEST)."""
+    if value is not None and not EARLIEST <= value < LATEST:
+        raise ValueError(f"`{field}` {value.isoformat()} is out of range: give a time from 1970 to 8999")
+
+
 def check_zone(name: str) -> None:
     """Raise ValueError naming the zone when it is not a known IANA zone."""
     try:
@@ -83,6 +95,7 @@ class Intent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     locale: Locale | None = None
 
     def __post_init__(self) -> None:
+        check_moment(self.send_at, "send_at")
         if self.channels is not None:
             if not self.channels:
                 raise ValueError("`channels` must name at least one channel when given")
@@ -117,7 +130,7 @@ class Preference(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     event: EventPattern
     channel: ChannelOrAny = "*"
     enabled: bool = True
-    frequency_cap: Annotated[int, Meta(ge=0)] | None = None
+    frequency_cap: Annotated[int, Meta(ge=0, le=2**31 - 1)] | None = None  # PostgreSQL's integer
 
 
 class QuietHours(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -170,6 +183,9 @@ class DryRunRequest(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     user: UserState | None = None
     at: AwareDatetime | None = None
     history: list[HistoryEntry] | None = None
+
+    def __post_init__(self) -> None:
+        check_moment(self.at, "at")
 
 
 # --- The decision ---------------------------------------------------------------------

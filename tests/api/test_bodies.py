@@ -115,6 +115,44 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
         "invalid_value",
         "timezone",
     ),
+    # Dates near datetime's limits overflowed the gateway's arithmetic; a cap beyond its column.
+    (
+        "POST",
+        "/v1/intents",
+        SHIPPED + b', "send_at": "9999-12-31T00:00:00Z"}',
+        JSON,
+        422,
+        "invalid_value",
+        "send_at",
+    ),
+    (
+        "POST",
+        "/v1/dry-run",
+        b'{"intent": ' + SHIPPED + b'}, "at": "0001-01-01T00:00:00Z"}',
+        JSON,
+        422,
+        "invalid_value",
+        "at",
+    ),
+    (
+        "POST",
+        "/v1/dry-run",
+        b'{"intent": ' + SHIPPED + b'}, "at": "9999-01-01T00:00:00Z"}',
+        JSON,
+        422,
+        "invalid_value",
+        "at",
+    ),
+    (
+        "PUT",
+        "/v1/users/u_1",
+        b'{"user_id": "u_1", "preferences": [{"event": "a.*", "channel": "email", "enabled": true, '
+        b'"frequency_cap": 2147483648}]}',
+        JSON,
+        422,
+        "invalid_value",
+        "preferences[0].frequency_cap",
+    ),
 ]
 
 
