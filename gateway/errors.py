@@ -25,6 +25,18 @@ class ClientError(NotigateError):
     code = "invalid_request"
 
 
+class MalformedBody(ClientError):
+    """A request body that is not JSON we can read (not UTF-8, nested too deep, broken)."""
+
+    status = 400
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class NotFound(ClientError):
     status = 404
     code = "not_found"

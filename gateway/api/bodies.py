@@ -19,19 +19,9 @@ from typing import Any
 
 from litestar import Request
 
-from gateway.errors import ClientError
+from gateway.errors import ClientError, MalformedBody, UnsupportedMediaType
 
 MAX_DEPTH = 32  # objects and arrays within one another; the deepest legitimate body is ~6
-
-
-class UnsupportedMediaType(ClientError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class MalformedBody(ClientError):
-    status = 400
-    code = "malformed_json"
 
 
 class GatewayRequest(Request[Any, Any, Any]):
