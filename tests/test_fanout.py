@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from gateway.admission import Limits
 from gateway.fanout import BulkFanout
 from gateway.services import Services
+from gateway.store.bulk_requests import NewBulk
 from gateway.store.tables import BulkRequestRow
 from tests.harness import ADA, NOTIFICATIONS, admin_key, bulk_fanout, client, count, store_user
 
@@ -208,3 +209,21 @@ async def test_deferred_jobs_are_not_a_backlog(services: Services) -> None:
     assert {q.queue: (q.due, q.oldest_wait) for q in backlog.queues}["bulk"] == (0, 0.0)
     token = await admin_key(services)
     assert (await post_bulk(services, token, ["u_1"])).status_code == 202
+
+
+async def test_the_same_bulk_key_posted_concurrently_is_stored_once(services: Services) -> None:
+    def bulk(n: int) -> NewBulk:
+        return NewBulk(
+            id=f"b_race{n}",
+            producer="p",
+            idempotency_key="same",
+            event="marketing.weekly_digest",
+            priority="low",
+            intent=DIGEST,
+            user_ids=["u_1"],
+        )
+
+    answers = await asyncio.gather(*(services.bulk.create(bulk(n), services.clock()) for n in range(4)))
+    assert len({bulk_id for bulk_id, _ in answers}) == 1
+    assert sorted(replay for _, replay in answers) == [False, True, True, True]
+    assert await count(services, BULK) == 1

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
+from gateway.errors import Conflict
 from gateway.store.database import Database
 from gateway.store.tables import BulkRequestRow, DeliveryRow, NotificationRow
 
@@ -103,7 +103,7 @@ class BulkStore:
         try:
             async with self.database.begin() as connection:
                 await connection.execute(sa.insert(bulk_requests), [row])
-        except IntegrityError:  # the same key posted concurrently: the first one stored wins
+        except Conflict:  # the same key posted concurrently: the first one stored wins
             if bulk.idempotency_key is None or (known := await self._by_key(bulk)) is None:
                 raise
             return known, True
