@@ -211,13 +211,42 @@ def _load_validated(
 # --- compilation ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _RuleSource:
+    """One rule as written, with the settings it inherits from its file's `defaults`."""
+
+    doc: SourceDoc
+    key: PathKey
+    spec: dict[str, Any]
+    settings: dict[str, Any]
+    where: dict[str, PathKey]  # setting -> where it is written (on the rule or in `defaults`)
+    category: str
+    caps: tuple[Cap, ...]
+    digest: str | None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.settings["channels"])
+
+
 class _Compiler:
+    """Compiles one bundle; what the Defaults and providers declare is kept on `self`
+    once compiled, so each rule is checked against it without threading it through."""
+
     def __init__(self, bundle: LoadedBundle, runtime: CelRuntime) -> None:
         self.bundle = bundle
         self.runtime = runtime
         self.diagnostics: list[Diagnostic] = []
         self.names: dict[str, Origin] = {}
         self.cel_variables: frozenset[str] = frozenset()
+        self.channels: Mapping[str, ChannelDef] = {}
+        self.tiers: Mapping[str, Tier] = {}
+        self.providers = ProviderCatalog(providers={}, routes={}, file="providers.yaml", loaded=False)
+        self.templates: Mapping[tuple[str, str], list[Path]] = bundle.templates
 
     def report(self, doc: SourceDoc, key: PathKey, code: str, message: str, *, at_key: bool = False) -> None:
         self.diagnostics.append(doc.diagnostic(key, code, message, at_key=at_key))
@@ -418,26 +447,18 @@ class _Compiler:
 
     # -- category policies --
 
-    def compile_policy(
-        self,
-        doc: SourceDoc,
-        channels: Mapping[str, ChannelDef],
-        tiers: Mapping[str, Tier],
-        providers: ProviderCatalog,
-        templates: Mapping[tuple[str, str], list[Path]],
-    ) -> tuple[list[Rule], list[Cap], list[Constraint]]:
+    def compile_policy(self, doc: SourceDoc) -> tuple[list[Rule], list[Cap], list[Constraint]]:
         data = doc.data
         category = data["category"]
         caps = [
-            self.cap(doc, ("caps", i), spec, category, channels)
+            self.cap(doc, ("caps", i), spec, category, self.channels)
             for i, spec in enumerate(data.get("caps", []))
         ]
         constraints = [
-            self.constraint(doc, ("constraints", i), spec, category, channels)
+            self.constraint(doc, ("constraints", i), spec, category, self.channels)
             for i, spec in enumerate(data.get("constraints", []))
         ]
         file_defaults = data.get("defaults", {})
-        digest = data.get("digest")
         rules = []
         for index, spec in enumerate(data["rules"]):
             key: PathKey = ("rules", index)
@@ -448,121 +469,120 @@ class _Compiler:
                     settings[name], where[name] = spec[name], (*key, name)
                 elif name in file_defaults:
                     settings[name], where[name] = file_defaults[name], ("defaults", name)
-            rule = self.rule(
-                doc, key, spec, settings, where, category, caps, digest, channels, tiers, providers, templates
-            )
+            source = _RuleSource(doc, key, spec, settings, where, category, tuple(caps), data.get("digest"))
+            rule = self.rule(source)
             if rule is not None:
                 rules.append(rule)
         return rules, caps, constraints
 
-    def rule(
-        self,
-        doc: SourceDoc,
-        key: PathKey,
-        spec: dict[str, Any],
-        settings: dict[str, Any],
-        where: dict[str, PathKey],
-        category: str,
-        caps: list[Cap],
-        digest: str | None,
-        channels: Mapping[str, ChannelDef],
-        tiers: Mapping[str, Tier],
-        providers: ProviderCatalog,
-        templates: Mapping[tuple[str, str], list[Path]],
-    ) -> Rule | None:
-        name = spec["name"]
-        self.claim_name(doc, (*key, "name"), name, "rule")
+    def rule(self, src: _RuleSource) -> Rule | None:
+        """One rule: every check runs (so every problem is reported), then the Rule is built."""
+        self.claim_name(src.doc, (*src.key, "name"), src.name, "rule")
+        if not self.rule_has_required_settings(src):
+            return None
+        ok = self.rule_channels_known(src)
+        rule_tiers = self.rule_tiers(src)
+        ok &= rule_tiers is not None
+        route_providers = self.rule_providers(src)
+        self.check_templates(src)
+        match = src.spec["match"]
+        condition = self.condition(
+            src.doc, (*src.key, "match", "when"), match.get("when"), match.get("on_error")
+        )
+        if match.get("when") is not None and condition is None:
+            ok = False
+        if not ok or rule_tiers is None:
+            return None
+        return self.build_rule(src, rule_tiers, route_providers, condition)
+
+    def rule_has_required_settings(self, src: _RuleSource) -> bool:
         ok = True
         for setting in ("tier", "channels"):
-            if setting not in settings:
+            if setting not in src.settings:
                 self.report(
-                    doc,
-                    key,
+                    src.doc,
+                    src.key,
                     "missing-setting",
-                    f"rule {name!r} has no {setting!r}: set it on the rule or in the file's defaults",
+                    f"rule {src.name!r} has no {setting!r}: set it on the rule or in the file's defaults",
                 )
                 ok = False
-        if not ok:
-            return None
-        rule_channels = tuple(settings["channels"])
+        return ok
+
+    def rule_channels_known(self, src: _RuleSource) -> bool:
+        """The rule's channels exist; `mute` and `fallback` name only channels the rule uses."""
+        doc, where, rule_channels = src.doc, src.where, src.channels
+        ok = True
         for i, channel in enumerate(rule_channels):
-            ok &= self.known_channel(doc, (*where["channels"], i), channel, channels)
+            ok &= self.known_channel(doc, (*where["channels"], i), channel, self.channels)
         for list_setting in ("mute", "fallback"):
-            for i, channel in enumerate(settings.get(list_setting, [])):
+            for i, channel in enumerate(src.settings.get(list_setting, [])):
                 if (
-                    self.known_channel(doc, (*where[list_setting], i), channel, channels)
+                    self.known_channel(doc, (*where[list_setting], i), channel, self.channels)
                     and channel not in rule_channels
                 ):
                     self.report(
                         doc,
                         (*where[list_setting], i),
                         "channel-not-used",
-                        f"{list_setting} names {channel!r}, which rule {name!r} does not use "
+                        f"{list_setting} names {channel!r}, which rule {src.name!r} does not use "
                         f"(its channels: {', '.join(rule_channels)})",
                     )
-        tier_spec = settings["tier"]
+        return ok
+
+    def rule_tiers(self, src: _RuleSource) -> dict[str, Tier] | None:
+        """The tier for each priority the rule can match, or None after reporting why not."""
+        doc, where = src.doc, src.where
+        tier_spec = src.settings["tier"]
         rule_tiers: dict[str, Tier] = {}
+        ok = True
         for priority in PRIORITIES:
             tier_name = tier_spec if isinstance(tier_spec, str) else tier_spec.get(priority)
             if tier_name is None:
                 continue
-            if tier_name not in tiers:
+            if tier_name not in self.tiers:
                 tier_key = where["tier"] if isinstance(tier_spec, str) else (*where["tier"], priority)
                 self.report(
                     doc,
                     tier_key,
                     "unknown-tier",
-                    f"unknown tier {tier_name!r}; the Defaults declare {', '.join(sorted(tiers))}",
+                    f"unknown tier {tier_name!r}; the Defaults declare {', '.join(sorted(self.tiers))}",
                 )
                 ok = False
                 continue
-            rule_tiers[priority] = tiers[tier_name]
-        priorities = spec["match"].get("priorities")
-        needed = set(priorities or PRIORITIES)
+            rule_tiers[priority] = self.tiers[tier_name]
+        needed = set(src.spec["match"].get("priorities") or PRIORITIES)
         if ok and not needed <= set(rule_tiers):
             missing = ", ".join(p for p in PRIORITIES if p in needed - set(rule_tiers))
             self.report(
                 doc,
                 where["tier"],
                 "missing-tier",
-                f"rule {name!r} can match priority {missing} but names no tier for it",
+                f"rule {src.name!r} can match priority {missing} but names no tier for it",
             )
             ok = False
+        return rule_tiers if ok else None
+
+    def rule_providers(self, src: _RuleSource) -> dict[str, tuple[str, ...]]:
+        """The rule's own provider chains, and a route for every channel it delivers on."""
+        doc, where, providers = src.doc, src.where, self.providers
         route_providers: dict[str, tuple[str, ...]] = {}
-        for channel, chain in settings.get("providers", {}).items():
+        for channel, chain in src.settings.get("providers", {}).items():
             pkey = (*where["providers"], channel)
-            if channel not in rule_channels:
+            if channel not in src.channels:
                 self.report(
                     doc,
                     pkey,
                     "channel-not-used",
-                    f"providers given for {channel!r}, which rule {name!r} does not use",
+                    f"providers given for {channel!r}, which rule {src.name!r} does not use",
                     at_key=True,
                 )
             for i, provider in enumerate(chain):
-                info = providers.providers.get(provider)
-                if not providers.loaded:
-                    continue  # providers.yaml has its own diagnostics; don't cascade
-                if info is None:
-                    self.report(
-                        doc,
-                        (*pkey, i),
-                        "unknown-provider",
-                        f"unknown provider {provider!r}; {providers.file} declares "
-                        f"{', '.join(sorted(providers.providers))}",
-                    )
-                elif info.channel != channel:
-                    self.report(
-                        doc,
-                        (*pkey, i),
-                        "provider-channel",
-                        f"provider {provider!r} delivers {info.channel}, not {channel}",
-                    )
+                self.known_provider(doc, (*pkey, i), provider, channel)
             route_providers[channel] = tuple(chain)
-        for channel in rule_channels:
+        for channel in src.channels:
             if (
                 providers.loaded
-                and channel in channels
+                and channel in self.channels
                 and channel not in route_providers
                 and channel not in providers.routes
             ):
@@ -572,37 +592,47 @@ class _Compiler:
                     "unknown-provider",
                     f"no provider delivers channel {channel!r}: add a route to {providers.file}",
                 )
-        template = settings.get("template")
-        self.check_templates(
-            doc,
-            key,
-            where,
-            name,
-            spec,
-            template,
-            tuple(c for c in rule_channels if c in channels),
-            frozenset(settings.get("mute", ())),
-            templates,
-        )
-        match = spec["match"]
-        condition = self.condition(doc, (*key, "match", "when"), match.get("when"), match.get("on_error"))
-        if match.get("when") is not None and condition is None:
-            ok = False
+        return route_providers
+
+    def known_provider(self, doc: SourceDoc, key: PathKey, provider: str, channel: str) -> None:
+        providers = self.providers
+        if not providers.loaded:
+            return  # providers.yaml has its own diagnostics; don't cascade
+        info = providers.providers.get(provider)
+        if info is None:
+            self.report(
+                doc,
+                key,
+                "unknown-provider",
+                f"unknown provider {provider!r}; {providers.file} declares "
+                f"{', '.join(sorted(providers.providers))}",
+            )
+        elif info.channel != channel:
+            self.report(
+                doc, key, "provider-channel", f"provider {provider!r} delivers {info.channel}, not {channel}"
+            )
+
+    def build_rule(
+        self,
+        src: _RuleSource,
+        rule_tiers: dict[str, Tier],
+        route_providers: dict[str, tuple[str, ...]],
+        condition: Condition | None,
+    ) -> Rule:
+        doc, where, settings, match = src.doc, src.where, src.settings, src.spec["match"]
+        priorities = match.get("priorities")
         batch = settings.get("batch")
         window = settings.get("delivery_window")
-        if not ok:
-            return None
-        locations = {setting: self.origin(doc, path) for setting, path in where.items()}
         return Rule(
-            name=name,
-            category=category,
-            description=spec.get("description", ""),
-            origin=self.origin(doc, key),
+            name=src.name,
+            category=src.category,
+            description=src.spec.get("description", ""),
+            origin=self.origin(doc, src.key),
             patterns=tuple(match["events"]),
             priorities=frozenset(priorities) if priorities else None,
             condition=condition,
             tiers=rule_tiers,
-            channels=rule_channels,
+            channels=src.channels,
             mute=frozenset(settings.get("mute", ())),
             bypass=frozenset(settings.get("bypass", ())),
             strategy=settings.get("strategy"),
@@ -618,33 +648,24 @@ class _Compiler:
             else None,
             delivery_window=_weekly(window) if window else None,
             quiet_hours=settings.get("quiet_hours", "respect") == "respect",
-            template=template,
+            template=settings.get("template"),
             providers=route_providers,
-            caps=tuple(caps),
-            digest=digest,
-            locations=locations,
+            caps=src.caps,
+            digest=src.digest,
+            locations={setting: self.origin(doc, path) for setting, path in where.items()},
         )
 
-    def check_templates(
-        self,
-        doc: SourceDoc,
-        key: PathKey,
-        where: dict[str, PathKey],
-        name: str,
-        spec: dict[str, Any],
-        template: str | None,
-        rule_channels: tuple[str, ...],
-        muted: frozenset[str],
-        templates: Mapping[tuple[str, str], list[Path]],
-    ) -> None:
+    def check_templates(self, src: _RuleSource) -> None:
         """Every channel a rule can deliver on needs a template for every event it names.
 
         A rule naming a pattern (`order.*`) without an explicit `template` is resolved per
         event at run time; the checker then requires at least one template for the pattern.
         """
-        events = spec["match"]["events"]
+        doc, key, templates = src.doc, src.key, self.templates
+        events = src.spec["match"]["events"]
+        template = src.settings.get("template")
         if template is not None:
-            names = [(template, where["template"])]
+            names = [(template, src.where["template"])]
         else:
             names = [(e, (*key, "match", "events", i)) for i, e in enumerate(events) if not e.endswith("*")]
             for i, pattern in enumerate(events):
@@ -658,16 +679,16 @@ class _Compiler:
                             f"no template directory matches {pattern!r}; add templates/<event>/ "
                             "or give the rule a `template`",
                         )
+        muted = frozenset(src.settings.get("mute", ()))
+        delivered = [c for c in src.channels if c in self.channels and c not in muted]
         for template_name, tkey in names:
-            for channel in rule_channels:
-                if channel in muted:
-                    continue
+            for channel in delivered:
                 if (template_name, channel) not in templates:
                     self.report(
                         doc,
                         tkey,
                         "unknown-template",
-                        f"rule {name!r} delivers {channel} but templates/{template_name}/"
+                        f"rule {src.name!r} delivers {channel} but templates/{template_name}/"
                         f"{channel}.yaml does not exist",
                     )
 
@@ -893,6 +914,7 @@ def compile_policy(
         )
     defaults, channels, tiers, priorities, caps, constraints = compiler.compile_defaults(bundle.defaults[0])
     providers = compiler.compile_providers(bundle.providers, channels)
+    compiler.channels, compiler.tiers, compiler.providers = channels, tiers, providers
     rules: list[Rule] = []
     categories: dict[str, SourceDoc] = {}
     docs: dict[str, SourceDoc] = {}
@@ -908,9 +930,7 @@ def compile_policy(
             )
             continue
         categories[category] = doc
-        file_rules, _caps, file_constraints = compiler.compile_policy(
-            doc, channels, tiers, providers, bundle.templates
-        )
+        file_rules, _caps, file_constraints = compiler.compile_policy(doc)
         rules += file_rules
         constraints += file_constraints
     compiler.check_ambiguity(rules, docs)
