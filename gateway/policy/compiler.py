@@ -121,6 +121,9 @@ class LoadedBundle:
     templates: dict[tuple[str, str], list[Path]] = field(default_factory=dict)
     files: list[PolicyFile] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Files that parsed but failed the schema: what they say is still worth knowing (which
+    # events a broken policy routes decides which test cases can run without it).
+    rejected: list[SourceDoc] = field(default_factory=list)
 
 
 def load_documents(paths: BundlePaths, schemas: SchemaSet) -> LoadedBundle:
@@ -204,6 +207,7 @@ def _load_validated(
     problems = schemas.validate(doc, SCHEMA_FOR_KIND[kind])
     if problems:
         bundle.diagnostics.extend(problems)
+        bundle.rejected.append(doc)
         return None
     return doc
 
@@ -247,6 +251,9 @@ class _Compiler:
         self.tiers: Mapping[str, Tier] = {}
         self.providers = ProviderCatalog(providers={}, routes={}, file="providers.yaml", loaded=False)
         self.templates: Mapping[tuple[str, str], list[Path]] = bundle.templates
+        # False when the Defaults did not load: names of channels and tiers cannot be judged,
+        # but everything else in the other files still is.
+        self.declared = True
 
     def report(self, doc: SourceDoc, key: PathKey, code: str, message: str, *, at_key: bool = False) -> None:
         self.diagnostics.append(doc.diagnostic(key, code, message, at_key=at_key))
@@ -286,7 +293,7 @@ class _Compiler:
             static_check(source)
             program = self.runtime.compile(source)
         except CelCompileError as exc:
-            code = "cel-syntax" if exc.message.startswith("Syntax error") else "cel-check"
+            code = f"cel-{exc.kind}"
             where = (
                 f" (line {exc.line}, column {exc.column} of the expression)"
                 if "\n" in source.strip()
@@ -389,7 +396,7 @@ class _Compiler:
         *,
         at_key: bool = False,
     ) -> bool:
-        if channel in channels:
+        if channel in channels or not self.declared:
             return True
         self.report(
             doc,
@@ -537,7 +544,7 @@ class _Compiler:
         ok = True
         for priority in PRIORITIES:
             tier_name = tier_spec if isinstance(tier_spec, str) else tier_spec.get(priority)
-            if tier_name is None:
+            if tier_name is None or not self.declared:
                 continue
             if tier_name not in self.tiers:
                 tier_key = where["tier"] if isinstance(tier_spec, str) else (*where["tier"], priority)
@@ -551,6 +558,8 @@ class _Compiler:
                 continue
             rule_tiers[priority] = self.tiers[tier_name]
         needed = set(src.spec["match"].get("priorities") or PRIORITIES)
+        if not self.declared:
+            return None
         if ok and not needed <= set(rule_tiers):
             missing = ", ".join(p for p in PRIORITIES if p in needed - set(rule_tiers))
             self.report(
@@ -903,7 +912,13 @@ def _placeholder_problems(value: Any) -> list[str]:
 def compile_policy(
     bundle: LoadedBundle, runtime: CelRuntime, version: str
 ) -> tuple[CompiledPolicy | None, list[Diagnostic]]:
-    """Compile a bundle whose documents loaded; the caller checks there is a Defaults file."""
+    """Compile what loaded, reporting every problem; the policy is built from what compiled.
+
+    Without a loaded Defaults there is no policy, but the other files are still compiled
+    (CEL, names, providers, schedules) for their own diagnostics. With problems, the policy
+    holds every rule that compiled: the checker renders templates and runs the test cases
+    that do not depend on a broken file against it; it never serves.
+    """
     compiler = _Compiler(bundle, runtime)
     for extra in bundle.defaults[1:]:
         compiler.report(
@@ -912,9 +927,39 @@ def compile_policy(
             "duplicate-defaults",
             f"a bundle has one Defaults file; the first is {bundle.defaults[0].name}",
         )
+    if not bundle.defaults:
+        compiler.declared = False
+        compiler.providers = compiler.compile_providers(bundle.providers, {})
+        _compile_categories(compiler, bundle, [])
+        return None, compiler.diagnostics
     defaults, channels, tiers, priorities, caps, constraints = compiler.compile_defaults(bundle.defaults[0])
     providers = compiler.compile_providers(bundle.providers, channels)
     compiler.channels, compiler.tiers, compiler.providers = channels, tiers, providers
+    rules, schedules = _compile_categories(compiler, bundle, constraints)
+    diagnostics = compiler.diagnostics
+    policy = CompiledPolicy(
+        version=version,
+        runtime=runtime.name,
+        defaults=defaults,
+        channels=channels,
+        tiers=tiers,
+        priorities=priorities,
+        caps=tuple(caps),
+        constraints=tuple(constraints),
+        rules=tuple(rules),
+        providers=providers,
+        templates=frozenset(bundle.templates),
+        files=tuple(sorted(bundle.files, key=lambda f: f.path)),
+        cel_variables=compiler.cel_variables,
+        schedules=tuple(schedules),
+    )
+    return policy, diagnostics
+
+
+def _compile_categories(
+    compiler: _Compiler, bundle: LoadedBundle, constraints: list[Constraint]
+) -> tuple[list[Rule], list[Schedule]]:
+    """Every category's rules, constraints (appended to `constraints`) and schedules."""
     rules: list[Rule] = []
     categories: dict[str, SourceDoc] = {}
     docs: dict[str, SourceDoc] = {}
@@ -941,23 +986,4 @@ def compile_policy(
         for doc in bundle.policies
         for schedule in compiler.compile_schedules(doc, written, bundle.templates)
     ]
-    diagnostics = compiler.diagnostics
-    if diagnostics:
-        return None, diagnostics
-    policy = CompiledPolicy(
-        version=version,
-        runtime=runtime.name,
-        defaults=defaults,
-        channels=channels,
-        tiers=tiers,
-        priorities=priorities,
-        caps=tuple(caps),
-        constraints=tuple(constraints),
-        rules=tuple(rules),
-        providers=providers,
-        templates=frozenset(bundle.templates),
-        files=tuple(sorted(bundle.files, key=lambda f: f.path)),
-        cel_variables=compiler.cel_variables,
-        schedules=tuple(schedules),
-    )
-    return policy, diagnostics
+    return rules, schedules

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import msgspec
 
+# Problems that say the bundle is valid but its tests do not pass: `check` exits 3 on these
+# alone, 1 when anything else is wrong, so CI can tell "cannot go live" from "tests fail".
+TEST_FAILURE_CODES = frozenset({"test-failed", "coverage-below"})
+
 
 class Diagnostic(msgspec.Struct, frozen=True, order=True, kw_only=True):
     file: str
@@ -19,6 +23,11 @@ class Diagnostic(msgspec.Struct, frozen=True, order=True, kw_only=True):
     col: int
     code: str
     message: str
+
+    @classmethod
+    def of_whole(cls, path: Path, code: str, message: str) -> Diagnostic:
+        """A problem of a whole file or directory (missing, below a threshold): at 1:1."""
+        return cls(file=display_path(path), line=1, col=1, code=code, message=message)
 
     def format(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.code}: {self.message}"

@@ -21,7 +21,7 @@ def check_catalog(catalog: TemplateCatalog) -> tuple[list[Diagnostic], list[Diag
     problems: list[Diagnostic] = []
     notes: list[Diagnostic] = []
     for (name, channel), variants in sorted(catalog.templates.items()):
-        if None not in variants:
+        if None not in variants and (name, channel, None) not in catalog.broken:
             # Locales fall back to the default; without one, every other locale gets nothing.
             first = min(variants.values(), key=lambda t: t.file)
             problems.append(
@@ -36,6 +36,8 @@ def check_catalog(catalog: TemplateCatalog) -> tuple[list[Diagnostic], list[Diag
             )
     for template in catalog.all():
         example = catalog.examples.get(template.name)
+        if example is None and (template.name, "example", None) in catalog.broken:
+            continue  # its example.yaml has its own diagnostics
         if example is None:
             problems.append(
                 _at(
