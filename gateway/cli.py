@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         "--policies", type=Path, metavar="DIR", help="policy directory (default: NOTIGATE_POLICIES)"
     )
     explain.add_argument("--runtime", choices=("auto", *RUNTIME_NAMES), help="CEL runtime")
+    explain.add_argument(
+        "--api",
+        metavar="URL",
+        help="ask a running gateway's POST /v1/dry-run (its policy, users and history), with the "
+        "key in NOTIGATE_API_KEY",
+    )
     explain.set_defaults(command=cmd_explain)
 
     serve = sub.add_parser("serve", help="serve the HTTP API")
@@ -357,11 +363,9 @@ def _print_test_report(args: argparse.Namespace, report: Any, items: Any) -> int
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.decisions import dry_run
     from gateway.model import AwareDatetime, DryRunRequest, Intent
     from gateway.policy.checker import load_policy
     from gateway.policy.explain import render_decision
-    from gateway.recipients import NoStoredState
 
     raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     try:
@@ -379,21 +383,29 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         print(f"notigate explain: {args.file}: {exc}", file=sys.stderr)
         return 2
-    policies = args.policies or settings.policies_dir
-    paths = BundlePaths.for_policies(
-        policies,
-        templates=settings.templates_dir,
-        providers=settings.providers_file,
-        schemas=settings.schemas_dir,
-    )
-    policy = load_policy(paths, runtime=args.runtime or settings.cel_runtime)
-    state = _stored_state(settings) or NoStoredState()
     try:
-        decision = asyncio.run(dry_run(request, policy, state, state))
+        if args.api:
+            decision = _explain_remotely(args.api, request)
+        else:
+            policies = args.policies or settings.policies_dir
+            paths = BundlePaths.for_policies(
+                policies,
+                templates=settings.templates_dir,
+                providers=settings.providers_file,
+                schemas=settings.schemas_dir,
+            )
+            policy = load_policy(paths, runtime=args.runtime or settings.cel_runtime)
+            decision = asyncio.run(_explain_locally(request, policy, settings))
     except NotigateError as exc:
         where = f" ({exc.field})" if exc.field else ""
         print(f"notigate explain: {exc.code}{where}: {exc.message}", file=sys.stderr)
         return 1
+    if decision.trace and decision.trace[0].step == "user":
+        stores = "" if args.api or "DATABASE_URL" in os.environ else " (DATABASE_URL is not set)"
+        print(
+            f"notigate explain: {decision.user_id!r} is not stored{stores}: {decision.trace[0].detail}",
+            file=sys.stderr,
+        )
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(decision), indent=2).decode())
     else:
@@ -401,9 +413,61 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _stored_state(settings: Settings) -> Any:
-    """The recipient store, when this installation has one (see `gateway.store`)."""
-    return None
+async def _explain_locally(request: Any, policy: Any, settings: Settings) -> Any:
+    """Decide as intake would: stored users when DATABASE_URL is set, history when REDIS_URL is.
+
+    Without them the user must be in the request; an id nothing stores is decided for as
+    intake decides for it (a recipient with nothing on file), and the trace says so.
+    """
+    from gateway.decisions import dry_run
+    from gateway.recipients import NoStoredState
+
+    nothing = NoStoredState()
+    if "DATABASE_URL" not in os.environ and "REDIS_URL" not in os.environ:
+        return await dry_run(request, policy, nothing, nothing)
+    from gateway.services import Services
+
+    services = Services(settings, policy=policy)
+    try:
+        users = services.recipients if "DATABASE_URL" in os.environ else nothing
+        history = services.history if "REDIS_URL" in os.environ else nothing
+        return await dry_run(request, policy, users, history)
+    finally:
+        await services.redis.aclose()
+        await services.database.dispose()
+
+
+def _explain_remotely(api: str, request: Any) -> Any:
+    """A running gateway's own dry run: its policy version, its users, its history."""
+    import httpx
+
+    from gateway.errors import ClientError, Unavailable
+    from gateway.model import Decision
+
+    key = os.environ.get("NOTIGATE_API_KEY")
+    if not key:
+        raise ClientError("set NOTIGATE_API_KEY to a key of the gateway at --api", code="missing_api_key")
+    url = api.rstrip("/") + "/v1/dry-run"
+    try:
+        response = httpx.post(
+            url,
+            content=msgspec.json.encode(request),
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+            timeout=10.0,
+        )
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"cannot reach {url}: {type(exc).__name__}") from exc
+    if response.status_code != 200:
+        try:
+            error = msgspec.json.decode(response.content).get("error") or {}
+        except (msgspec.DecodeError, AttributeError):
+            error = {}
+        raise ClientError(
+            f"{url} answered {response.status_code}: {error.get('message', response.text[:200])}",
+            field=error.get("field"),
+            code=error.get("code", "remote_error"),
+        )
+    return msgspec.json.decode(response.content, type=Decision)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
