@@ -11,12 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from gateway.bundle_paths import BundlePaths as BundlePaths
+from gateway.bundle_paths import default_schemas_dir as default_schemas_dir
+from gateway.bundle_paths import yaml_files
 from gateway.cron import CronError, parse_cron
 from gateway.model import PRIORITIES, Priority, check_zone
 from gateway.policy.cel import CelCompileError, CelRuntime, static_check
@@ -60,56 +63,6 @@ RULE_SETTINGS = (
 )
 
 
-@dataclass(frozen=True)
-class BundlePaths:
-    """Where a bundle's parts live. `for_policies` derives the conventional layout."""
-
-    policies: Path
-    templates: Path
-    providers: Path
-    schemas: Path
-
-    @classmethod
-    def for_policies(
-        cls,
-        policies: Path,
-        *,
-        templates: Path | None = None,
-        providers: Path | None = None,
-        schemas: Path | None = None,
-    ) -> BundlePaths:
-        root = policies.resolve().parent
-        return cls(
-            policies=policies,
-            templates=templates or root / "templates",
-            providers=providers or root / "providers.yaml",
-            schemas=schemas or default_schemas_dir(root),
-        )
-
-    def all_files(self) -> list[Path]:
-        files = sorted(_yaml_files(self.policies))
-        files += sorted(_yaml_files(self.templates))
-        if self.providers.exists():
-            files.append(self.providers)
-        return files
-
-
-def default_schemas_dir(root: Path) -> Path:
-    """The bundle's own `schemas/`, else the installed package's (the wheel carries them in
-    `gateway/schemas`), else the source checkout's."""
-    package = Path(__file__).resolve().parents[1]
-    for candidate in (root / "schemas", package / "schemas", package.parent / "schemas"):
-        if candidate.is_dir():
-            return candidate
-    return package / "schemas"
-
-
-def _yaml_files(directory: Path) -> Iterable[Path]:
-    if not directory.is_dir():
-        return []
-    return [p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
-
-
 @dataclass
 class LoadedBundle:
     """Documents of a bundle, grouped by kind, after YAML and schema validation."""
@@ -139,7 +92,7 @@ def load_documents(paths: BundlePaths, schemas: SchemaSet) -> LoadedBundle:
             )
         )
         return bundle
-    for path in sorted(_yaml_files(paths.policies)):
+    for path in sorted(yaml_files(paths.policies)):
         doc = _load_validated(path, schemas, bundle, expected=("Defaults", "Policy", "PolicyTestSuite"))
         if doc is None:
             continue
