@@ -23,6 +23,7 @@ from gateway.bundle_paths import yaml_files
 from gateway.cron import CronError, parse_cron
 from gateway.model import PRIORITIES, Priority, check_zone
 from gateway.policy.cel import CelCompileError, CelRuntime, static_check
+from gateway.policy.cel_errors import CelErrorKind
 from gateway.policy.cel_functions import glob_event
 from gateway.policy.compiled import (
     Batching,
@@ -42,11 +43,12 @@ from gateway.policy.compiled import (
     Schedule,
     Tier,
 )
-from gateway.policy.diagnostics import Diagnostic, display_path
+from gateway.policy.diagnostics import Diagnostic, DiagnosticCode, display_path
 from gateway.policy.schema import SCHEMA_FOR_KIND, SchemaSet
 from gateway.policy.source import PathKey, SourceDoc, SourceError, load_yaml
 from gateway.timeutil import WEEKDAYS, DailyWindow, WeeklyWindow, parse_duration
 
+CEL_CODES: Mapping[CelErrorKind, DiagnosticCode] = {"syntax": "cel-syntax", "check": "cel-check"}
 RULE_SETTINGS = (
     "tier",
     "channels",
@@ -208,7 +210,9 @@ class _Compiler:
         # but everything else in the other files still is.
         self.declared = True
 
-    def report(self, doc: SourceDoc, key: PathKey, code: str, message: str, *, at_key: bool = False) -> None:
+    def report(
+        self, doc: SourceDoc, key: PathKey, code: DiagnosticCode, message: str, *, at_key: bool = False
+    ) -> None:
         self.diagnostics.append(doc.diagnostic(key, code, message, at_key=at_key))
 
     def origin(self, doc: SourceDoc, key: PathKey) -> Origin:
@@ -246,7 +250,7 @@ class _Compiler:
             static_check(source)
             program = self.runtime.compile(source)
         except CelCompileError as exc:
-            code = f"cel-{exc.kind}"
+            code = CEL_CODES[exc.kind]
             where = (
                 f" (line {exc.line}, column {exc.column} of the expression)"
                 if "\n" in source.strip()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.policy.diagnostics import Diagnostic
+from gateway.policy.diagnostics import Diagnostic, DiagnosticCode
 from gateway.templating.catalog import CompiledTemplate, RenderError, TemplateCatalog, context
 from gateway.templating.limits import MAX_PUSH_PAYLOAD, MAX_SMS_SEGMENTS, push_payload_bytes, sms_length
 
@@ -115,5 +115,5 @@ def _limits(
     return []
 
 
-def _at(template: CompiledTemplate, line: int, code: str, message: str) -> Diagnostic:
+def _at(template: CompiledTemplate, line: int, code: DiagnosticCode, message: str) -> Diagnostic:
     return Diagnostic(file=template.file, line=line, col=1, code=code, message=message)
