@@ -32,6 +32,7 @@ from gateway.model import (
     Preference,
     Suppression,
     SuppressionReason,
+    TraceKind,
     TraceStep,
     UserState,
     zone,
@@ -128,7 +129,7 @@ class _Run:
 
     def step(
         self,
-        step: str,
+        step: TraceKind,
         name: str | None,
         origin: Origin | None,
         value: Any,
@@ -164,7 +165,7 @@ class _Run:
             self._activation = runtime(self.policy.runtime).activation(variables)
         return self._activation
 
-    def evaluate(self, condition: Condition, name: str, step: str, channel: str | None = None) -> bool:
+    def evaluate(self, condition: Condition, name: str, step: TraceKind, channel: str | None = None) -> bool:
         try:
             value = condition.program.evaluate(self.activation())
             problem = None if isinstance(value, bool) else f"evaluated to {value!r}, not a bool"
@@ -355,7 +356,7 @@ class _Run:
             name: str,
             origin: Origin,
             *,
-            step: str,
+            step: TraceKind,
             expr: str | None = None,
             value: Any = False,
             digest: str | None = None,
@@ -476,7 +477,7 @@ class _Run:
         detail: str,
         name: str,
         origin: Origin,
-        step: str,
+        step: TraceKind,
         expr: str | None,
         value: Any,
         digest: str | None,
