@@ -169,8 +169,9 @@ class Intake:
         thousand refusals later. Nothing is reserved or stored."""
         policy = self.policy()
         validate_intent(intent, policy)
-        user = (await self.recipients.get_users([intent.user_id])).get(intent.user_id)
-        user = user or UserState(user_id=intent.user_id)
+        user = as_recipient(
+            intent.user_id, (await self.recipients.get_users([intent.user_id])).get(intent.user_id)
+        )
         decision = decide_or_reject(intent, user, self.clock(), [], policy)
         render_messages(decision, intent, user, policy)
 
