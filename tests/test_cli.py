@@ -138,7 +138,7 @@ def test_explain_a_bare_intent_without_a_store_decides_as_intake_and_says_so(
     monkeypatch.delenv("REDIS_URL", raising=False)
     intent = tmp_path / "intent.json"
     intent.write_text(json.dumps(DRY_RUN["intent"]))
-    assert main(["explain", str(intent), "--json", "--at", DRY_RUN["at"]]) == 0
+    assert main(["explain", str(intent), "--json", "--at", str(DRY_RUN["at"])]) == 0
     out = capsys.readouterr()
     decision = json.loads(out.out)
     assert decision["deliveries"] == []  # nothing on file: no address, and the feed is muted
@@ -201,7 +201,7 @@ def test_db_upgrade_keys_create_and_serve_answer_on_loopback(
     (tmp_path / "users.jsonl").write_text(json.dumps(DRY_RUN["user"]) + "\n")
     assert notigate("users", "import", str(tmp_path / "users.jsonl")).returncode == 0
     (tmp_path / "intent.json").write_text(json.dumps(DRY_RUN["intent"]))
-    local = notigate("explain", str(tmp_path / "intent.json"), "--json", "--at", DRY_RUN["at"])
+    local = notigate("explain", str(tmp_path / "intent.json"), "--json", "--at", str(DRY_RUN["at"]))
     assert local.returncode == 0, local.stderr
     explained = json.loads(local.stdout)
     assert explained["deliveries"][0]["deferred"] == "quiet_hours"
@@ -230,7 +230,7 @@ def test_db_upgrade_keys_create_and_serve_answer_on_loopback(
             str(tmp_path / "intent.json"),
             "--json",
             "--at",
-            DRY_RUN["at"],
+            str(DRY_RUN["at"]),
             "--api",
             f"http://127.0.0.1:{port}",
         )
