@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a policy bundle and run its test suites")
     _bundle_args(check)
     check.add_argument("--no-tests", action="store_true", help="skip the policy test suites")
-    check.add_argument("--json", action="store_true", help="print diagnostics as JSON")
+    check.add_argument("--json", action="store_true", help="print diagnostics as JSON (= --format json)")
+    _report_args(check)
     check.add_argument("-v", "--verbose", action="store_true", help="also list every SMS template's segments")
     check.set_defaults(command=cmd_check)
 
@@ -75,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("-v", "--verbose", action="store_true", help="list every case, not only failures")
     test.add_argument("--coverage", action="store_true", help="report rules and branches never exercised")
     test.add_argument("--min-coverage", type=float, metavar="N", help="fail below N percent coverage")
+    test.add_argument(
+        "--format", choices=("text", "github", "junit"), default="text", help="output for a terminal or CI"
+    )
     test.set_defaults(command=cmd_test)
 
     diff = sub.add_parser("diff", help="decide the same intents under two bundles and report what changes")
@@ -92,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         "--policies", type=Path, metavar="DIR", help="policy directory (default: NOTIGATE_POLICIES)"
     )
     explain.add_argument("--runtime", choices=("auto", *RUNTIME_NAMES), help="CEL runtime")
+    explain.add_argument(
+        "--api",
+        metavar="URL",
+        help="ask a running gateway's POST /v1/dry-run (its policy, users and history), with the "
+        "key in NOTIGATE_API_KEY",
+    )
     explain.set_defaults(command=cmd_explain)
 
     serve = sub.add_parser("serve", help="serve the HTTP API")
@@ -193,36 +203,77 @@ def _paths(args: argparse.Namespace, settings: Settings) -> BundlePaths:
     )
 
 
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    from gateway.policy.reports import REPORT_FORMATS
+
+    parser.add_argument(
+        "--format",
+        choices=REPORT_FORMATS,
+        default="text",
+        help="text for a terminal; json; github (workflow annotations); junit (XML test report)",
+    )
+    parser.add_argument(
+        "--min-coverage", type=float, metavar="N", help="fail (exit 3) below N percent rule/branch coverage"
+    )
+
+
+# `check`'s exit status tells CI why: the bundle cannot go live, or only its tests fail.
+CHECK_EXIT = {"ok": 0, "invalid": 1, "tests-failed": 3}
+
+
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.policy.checker import check
+    from gateway.policy.reports import github_annotations, junit_xml
 
     started = time.perf_counter()
     result = check(
-        _paths(args, settings), runtime=args.runtime or settings.cel_runtime, run_tests=not args.no_tests
+        _paths(args, settings),
+        runtime=args.runtime or settings.cel_runtime,
+        run_tests=not args.no_tests,
+        min_coverage=args.min_coverage,
     )
-    if args.json:
-        report = {"ok": result.ok, "diagnostics": result.diagnostics, "notes": result.notes}
+    status = CHECK_EXIT[result.status]
+    output = "json" if args.json else args.format
+    if output == "json":
+        report = {
+            "ok": result.ok,
+            "status": result.status,
+            "diagnostics": result.diagnostics,
+            "notes": result.notes,
+            "coverage": result.coverage,
+        }
         print(msgspec.json.encode(report).decode())
-        return 0 if result.ok else 1
+        return status
+    notes = [n for n in result.notes if args.verbose or not n.message.startswith("1 segment (GSM-7")]
+    if output == "github":
+        print("\n".join(github_annotations(result.diagnostics, notes)))
+        return status
+    if output == "junit":
+        print(junit_xml(result.diagnostics, result.suites))
+        return status
     for diagnostic in result.diagnostics:
         print(diagnostic.format())
     # An SMS of more than one segment, or in UCS-2, costs more than it seems: always shown.
-    for note in result.notes:
-        if args.verbose or not note.message.startswith("1 segment (GSM-7"):
-            print(note.format().replace(f": {note.code}: ", f": note: {note.code}: ", 1))
+    for note in notes:
+        print(note.format().replace(f": {note.code}: ", f": note: {note.code}: ", 1))
     elapsed = time.perf_counter() - started
     if result.ok and result.policy is not None:
         cases = len(result.suites.results) if result.suites else 0
         print(
             f"ok: {len(result.policy.rules)} rules in {len(result.policy.files)} files, "
             f"{cases} test cases passed, {len(result.policy.messages.all())} templates rendered, "
-            f"policy {result.policy.version} "
-            f"({elapsed:.2f}s, {result.policy.runtime})"
+            + (f"coverage {result.coverage:.1f}%, " if args.min_coverage is not None else "")
+            + f"policy {result.policy.version} ({elapsed:.2f}s, {result.policy.runtime})"
         )
         return 0
     count = len(result.diagnostics)
     print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
-    return 1
+    if result.suites is not None and result.suites.skipped:
+        print(
+            f"{len(result.suites.skipped)} test cases not run until a file they depend on is fixed",
+            file=sys.stderr,
+        )
+    return status
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
@@ -245,6 +296,7 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
 
     started = time.perf_counter()
     report = SuiteReport()
+    text = args.format == "text"
     for doc in result.bundle.suites:
         cases, problems = load_cases(doc)
         report.diagnostics += problems
@@ -254,6 +306,8 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
             outcome = run_case(case, result.policy)
             report.results.append(outcome)
             report.covered |= coverage_keys(outcome.trace)
+            if not text:
+                continue
             if not outcome.passed:
                 print(f"FAIL {case.suite}: {case.name}  ({case.origin.format()})")
                 for problem in outcome.problems:
@@ -263,6 +317,8 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
                     print("    " + render_decision(outcome.decision).replace("\n", "\n    "))
             elif args.verbose:
                 print(f"pass {case.suite}: {case.name}")
+    if not text:
+        return _print_test_report(args, report, coverage_items(result.policy))
     for diagnostic in report.diagnostics:
         print(diagnostic.format())
     failed = len(report.failures) + len(report.diagnostics)
@@ -288,12 +344,28 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
     return status
 
 
+def _print_test_report(args: argparse.Namespace, report: Any, items: Any) -> int:
+    """`test --format github|junit`: the same cases and coverage gate, in a CI's shape."""
+    from gateway.policy.diagnostics import Diagnostic
+    from gateway.policy.reports import github_annotations, junit_xml
+    from gateway.policy.suites import coverage_percent, failure_diagnostics
+
+    problems = failure_diagnostics(report)
+    percent = coverage_percent(items, report.covered)
+    if args.min_coverage is not None and percent < args.min_coverage:
+        message = f"coverage {percent:.1f}% is below the required {args.min_coverage:g}%"
+        problems.append(Diagnostic.of_whole(args.dir or Path("policies"), "coverage-below", message))
+    if args.format == "github":
+        print("\n".join(github_annotations(sorted(problems))))
+    else:
+        print(junit_xml(sorted(problems), report))
+    return 1 if problems else 0
+
+
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.decisions import dry_run
     from gateway.model import AwareDatetime, DryRunRequest, Intent
     from gateway.policy.checker import load_policy
     from gateway.policy.explain import render_decision
-    from gateway.recipients import NoStoredState
 
     raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     try:
@@ -311,21 +383,29 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         print(f"notigate explain: {args.file}: {exc}", file=sys.stderr)
         return 2
-    policies = args.policies or settings.policies_dir
-    paths = BundlePaths.for_policies(
-        policies,
-        templates=settings.templates_dir,
-        providers=settings.providers_file,
-        schemas=settings.schemas_dir,
-    )
-    policy = load_policy(paths, runtime=args.runtime or settings.cel_runtime)
-    state = _stored_state(settings) or NoStoredState()
     try:
-        decision = asyncio.run(dry_run(request, policy, state, state))
+        if args.api:
+            decision = _explain_remotely(args.api, request)
+        else:
+            policies = args.policies or settings.policies_dir
+            paths = BundlePaths.for_policies(
+                policies,
+                templates=settings.templates_dir,
+                providers=settings.providers_file,
+                schemas=settings.schemas_dir,
+            )
+            policy = load_policy(paths, runtime=args.runtime or settings.cel_runtime)
+            decision = asyncio.run(_explain_locally(request, policy, settings))
     except NotigateError as exc:
         where = f" ({exc.field})" if exc.field else ""
         print(f"notigate explain: {exc.code}{where}: {exc.message}", file=sys.stderr)
         return 1
+    if decision.trace and decision.trace[0].step == "user":
+        stores = "" if args.api or "DATABASE_URL" in os.environ else " (DATABASE_URL is not set)"
+        print(
+            f"notigate explain: {decision.user_id!r} is not stored{stores}: {decision.trace[0].detail}",
+            file=sys.stderr,
+        )
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(decision), indent=2).decode())
     else:
@@ -333,9 +413,61 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _stored_state(settings: Settings) -> Any:
-    """The recipient store, when this installation has one (see `gateway.store`)."""
-    return None
+async def _explain_locally(request: Any, policy: Any, settings: Settings) -> Any:
+    """Decide as intake would: stored users when DATABASE_URL is set, history when REDIS_URL is.
+
+    Without them the user must be in the request; an id nothing stores is decided for as
+    intake decides for it (a recipient with nothing on file), and the trace says so.
+    """
+    from gateway.decisions import dry_run
+    from gateway.recipients import NoStoredState
+
+    nothing = NoStoredState()
+    if "DATABASE_URL" not in os.environ and "REDIS_URL" not in os.environ:
+        return await dry_run(request, policy, nothing, nothing)
+    from gateway.services import Services
+
+    services = Services(settings, policy=policy)
+    try:
+        users = services.recipients if "DATABASE_URL" in os.environ else nothing
+        history = services.history if "REDIS_URL" in os.environ else nothing
+        return await dry_run(request, policy, users, history)
+    finally:
+        await services.redis.aclose()
+        await services.database.dispose()
+
+
+def _explain_remotely(api: str, request: Any) -> Any:
+    """A running gateway's own dry run: its policy version, its users, its history."""
+    import httpx
+
+    from gateway.errors import ClientError, Unavailable
+    from gateway.model import Decision
+
+    key = os.environ.get("NOTIGATE_API_KEY")
+    if not key:
+        raise ClientError("set NOTIGATE_API_KEY to a key of the gateway at --api", code="missing_api_key")
+    url = api.rstrip("/") + "/v1/dry-run"
+    try:
+        response = httpx.post(
+            url,
+            content=msgspec.json.encode(request),
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+            timeout=10.0,
+        )
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"cannot reach {url}: {type(exc).__name__}") from exc
+    if response.status_code != 200:
+        try:
+            error = msgspec.json.decode(response.content).get("error") or {}
+        except (msgspec.DecodeError, AttributeError):
+            error = {}
+        raise ClientError(
+            f"{url} answered {response.status_code}: {error.get('message', response.text[:200])}",
+            field=error.get("field"),
+            code=error.get("code", "remote_error"),
+        )
+    return msgspec.json.decode(response.content, type=Decision)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

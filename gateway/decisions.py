@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 
-from gateway.errors import ClientError, NotFound
-from gateway.model import Decision, DryRunRequest, HistoryEntry, Intent, UserState
+import msgspec
+
+from gateway.errors import ClientError
+from gateway.model import Decision, DryRunRequest, HistoryEntry, Intent, TraceStep, UserState
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.engine import NoMatchingRule, decide
-from gateway.recipients import HistorySource, UserDirectory
+from gateway.recipients import HistorySource, UserDirectory, as_recipient
 
 Clock = Callable[[], dt.datetime]
 
@@ -70,18 +72,19 @@ async def decide_for(
     history: HistorySource,
     clock: Clock = utcnow,
 ) -> tuple[Decision, UserState]:
-    """The dry run's decision and the user it was made for (given, or the stored one)."""
+    """The dry run's decision and the user it was made for (given, stored, or unknown).
+
+    A user the store does not know is decided for exactly as intake does: as a recipient
+    with no contacts, preferences or zone (only channels needing no address, the in-app
+    feed, can deliver). The trace's first step says so, so no one mistakes it for a user.
+    """
     intent = request.intent
     validate_intent(intent, policy)
     user = request.user
+    unknown = False
     if user is None:
-        user = await users.get_user(intent.user_id)
-        if user is None:
-            raise NotFound(
-                f"user {intent.user_id!r} is not stored; pass `user` in the request or store it first",
-                field="intent.user_id",
-                code="unknown_user",
-            )
+        stored = await users.get_user(intent.user_id)
+        user, unknown = as_recipient(intent.user_id, stored), stored is None
     elif user.user_id != intent.user_id:
         raise ClientError(
             f"user.user_id {user.user_id!r} differs from intent.user_id {intent.user_id!r}",
@@ -90,4 +93,19 @@ async def decide_for(
         )
     now = request.at or clock()
     entries = request.history if request.history is not None else await history.recent(intent.user_id, now)
-    return decide_or_reject(intent, user, now, list(entries), policy), user
+    decision = decide_or_reject(intent, user, now, list(entries), policy)
+    if unknown:
+        decision = msgspec.structs.replace(decision, trace=[UNKNOWN_USER, *decision.trace])
+    return decision, user
+
+
+UNKNOWN_USER = TraceStep(
+    step="user",
+    rule=None,
+    file=None,
+    line=None,
+    expr=None,
+    value="unknown",
+    detail="no stored user with this id: decided as intake decides, for a recipient with no "
+    "contacts, preferences or zone; store the user, or pass `user`, to see their decision",
+)

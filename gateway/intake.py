@@ -37,10 +37,11 @@ from gateway.failpoints import failpoint
 from gateway.history import RedisHistory, Reservation, UserHistory, identity_of
 from gateway.ids import new_id
 from gateway.metrics import INTENTS_ACCEPTED, POLICY_EVALUATION
-from gateway.model import Intent, UserState
+from gateway.model import Intent
 from gateway.policy.compiled import CompiledPolicy
 from gateway.queue.dispatch import Dispatcher
 from gateway.quota import Quota, QuotaSpec
+from gateway.recipients import as_recipient
 from gateway.reservations import Reserving
 from gateway.store import records
 from gateway.store.database import Database
@@ -168,8 +169,9 @@ class Intake:
         thousand refusals later. Nothing is reserved or stored."""
         policy = self.policy()
         validate_intent(intent, policy)
-        user = (await self.recipients.get_users([intent.user_id])).get(intent.user_id)
-        user = user or UserState(user_id=intent.user_id)
+        user = as_recipient(
+            intent.user_id, (await self.recipients.get_users([intent.user_id])).get(intent.user_id)
+        )
         decision = decide_or_reject(intent, user, self.clock(), [], policy)
         render_messages(decision, intent, user, policy)
 
@@ -288,7 +290,7 @@ class Intake:
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a batch decides for ~100 µs an intent: let urgent work in
             user_id = r.intent.user_id
-            user = users.get(user_id) or UserState(user_id=user_id)
+            user = as_recipient(user_id, users.get(user_id))
             identity = identity_of(r.producer, r.intent.idempotency_key)
             seen = histories[user_id].for_intent(r.notification_id or "", identity)
             try:

@@ -235,10 +235,37 @@ class Suppression(Struct, frozen=True, kw_only=True):
     digest: str | None = None
 
 
+# What a trace step evaluated: a closed set (listed in schemas/decision.schema.json and
+# docs/policies.md; `user` is the dry run's, for an unknown user).
+TraceKind = Literal[
+    "user",
+    "idempotency",
+    "match",
+    "condition",
+    "tier",
+    "bypass",
+    "strategy",
+    "override",
+    "constraint",
+    "mute",
+    "consent",
+    "address",
+    "template",
+    "cost",
+    "dedup",
+    "cap",
+    "expiry",
+    "schedule",
+    "batch",
+    "delivery_window",
+    "quiet_hours",
+]
+
+
 class TraceStep(Struct, frozen=True, kw_only=True):
     """One step of the decision that mattered, with where in the policy it came from."""
 
-    step: str
+    step: TraceKind
     rule: str | None
     file: str | None
     line: int | None

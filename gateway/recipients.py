@@ -28,3 +28,13 @@ class NoStoredState:
 
     async def recent(self, user_id: str, now: dt.datetime) -> list[HistoryEntry]:
         return []
+
+
+def as_recipient(user_id: str, stored: UserState | None) -> UserState:
+    """The user a decision is made for: the stored one, or for an id the store does not know,
+    a recipient with nothing on file (no contacts, preferences or zone).
+
+    Intake and dry-run both decide this way, so a dry run shows what intake will do: for an
+    unknown user only channels that need no address (the in-app feed) deliver.
+    """
+    return stored if stored is not None else UserState(user_id=user_id)

@@ -15,13 +15,16 @@ from typing import Literal, get_args
 
 import msgspec
 
+from gateway.bundle_paths import BundlePaths
 from gateway.errors import ConfigError
-from gateway.policy.cel import RUNTIME_NAMES
-from gateway.policy.compiler import BundlePaths
 from gateway.redact import Secret, mask_url
 
 ReloadMode = Literal["watch", "poll", "off"]  # how serve and worker notice a changed bundle
 RELOAD_MODES: tuple[ReloadMode, ...] = get_args(ReloadMode)
+
+# The runtimes `gateway.policy.cel` implements (its RUNTIME_NAMES), and `auto`; named here so
+# this module imports nothing of the domain. tests/test_settings.py holds the two together.
+CelRuntimeName = Literal["auto", "cel-expr-python", "cel-python"]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,10 +83,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 shown = "'***'" if parse in _SECRET_PARSERS else repr(raw)  # a secret never shows
                 raise ConfigError(f"{variable}={shown} is not valid: {exc}") from None
         settings = cls(**values)  # type: ignore[arg-type]
-        if settings.cel_runtime not in ("auto", *RUNTIME_NAMES):
+        if settings.cel_runtime not in get_args(CelRuntimeName):
             raise ConfigError(
                 f"NOTIGATE_CEL_RUNTIME={settings.cel_runtime!r} is not valid: "
-                f"choose auto, {', '.join(RUNTIME_NAMES)}"
+                f"choose {', '.join(get_args(CelRuntimeName))}"
             )
         return settings
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.model import DryRunRequest, HistoryEntry, Intent, UserState
+from gateway.model import Decision, DryRunRequest, HistoryEntry, Intent, UserState
 
 BASE = "https://notigate.dev/schemas/"
 GENERATED: dict[str, tuple[type[msgspec.Struct], str]] = {
@@ -22,6 +22,10 @@ GENERATED: dict[str, tuple[type[msgspec.Struct], str]] = {
     "user.schema.json": (UserState, "What the gateway knows about a recipient."),
     "history-entry.schema.json": (HistoryEntry, "Something recently delivered to a user."),
     "dry-run.schema.json": (DryRunRequest, "The body of POST /v1/dry-run."),
+    "decision.schema.json": (
+        Decision,
+        "What the gateway decided and why: POST /v1/dry-run's answer, `notigate explain --json`.",
+    ),
 }
 
 

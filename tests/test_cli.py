@@ -131,13 +131,19 @@ def test_explain_at_overrides_the_clock(tmp_path: Path, capsys: pytest.CaptureFi
     assert decision["deliveries"][0]["send_at"] is None
 
 
-def test_explain_a_bare_intent_without_stored_user_says_what_to_do(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_explain_a_bare_intent_without_a_store_decides_as_intake_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     intent = tmp_path / "intent.json"
     intent.write_text(json.dumps(DRY_RUN["intent"]))
-    assert main(["explain", str(intent)]) == 1
-    assert "unknown_user (intent.user_id)" in capsys.readouterr().err
+    assert main(["explain", str(intent), "--json", "--at", str(DRY_RUN["at"])]) == 0
+    out = capsys.readouterr()
+    decision = json.loads(out.out)
+    assert decision["deliveries"] == []  # nothing on file: no address, and the feed is muted
+    assert decision["trace"][0]["step"] == "user" and decision["trace"][0]["value"] == "unknown"
+    assert "'u_linus' is not stored (DATABASE_URL is not set)" in out.err
 
 
 def test_explain_rejects_an_invalid_body_naming_the_field(
@@ -191,6 +197,15 @@ def test_db_upgrade_keys_create_and_serve_answer_on_loopback(
     assert token.startswith("k_") and "." in token
     assert "checkout" in notigate("keys", "list").stdout
     assert token.split(".")[1] not in notigate("keys", "list").stdout  # secrets are never listed
+    # explain reads the stored user (DATABASE_URL) and history (REDIS_URL) for a bare intent.
+    (tmp_path / "users.jsonl").write_text(json.dumps(DRY_RUN["user"]) + "\n")
+    assert notigate("users", "import", str(tmp_path / "users.jsonl")).returncode == 0
+    (tmp_path / "intent.json").write_text(json.dumps(DRY_RUN["intent"]))
+    local = notigate("explain", str(tmp_path / "intent.json"), "--json", "--at", str(DRY_RUN["at"]))
+    assert local.returncode == 0, local.stderr
+    explained = json.loads(local.stdout)
+    assert explained["deliveries"][0]["deferred"] == "quiet_hours"
+    assert explained["trace"][0]["step"] != "user"
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -208,6 +223,19 @@ def test_db_upgrade_keys_create_and_serve_answer_on_loopback(
         assert response.status_code == 200
         assert response.json()["deliveries"][0]["deferred"] == "quiet_hours"
         assert httpx.post(f"http://127.0.0.1:{port}/v1/dry-run", json=DRY_RUN, timeout=5.0).status_code == 401
+        # ... or asks the running gateway, with the key from the environment.
+        env["NOTIGATE_API_KEY"] = token
+        remote = notigate(
+            "explain",
+            str(tmp_path / "intent.json"),
+            "--json",
+            "--at",
+            str(DRY_RUN["at"]),
+            "--api",
+            f"http://127.0.0.1:{port}",
+        )
+        assert remote.returncode == 0, remote.stderr
+        assert json.loads(remote.stdout) == explained
         revoked = notigate("keys", "revoke", "checkout")
         assert revoked.returncode == 0
     finally:

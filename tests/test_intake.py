@@ -77,12 +77,19 @@ async def _all_final(services: Services, notification_id: str) -> bool:
 
 
 async def test_an_unknown_user_is_accepted_and_only_their_feed_is_written(services: Services) -> None:
+    """One behaviour for an id nothing stores, on both paths: the dry run foretells intake."""
     token = await admin_key(services)
     async with client(services, token) as http:
+        dry = await http.post("/v1/dry-run", json={"intent": {**SHIPPED, "user_id": "u_stranger"}})
         response = await http.post("/v1/intents", json={**SHIPPED, "user_id": "u_stranger"})
         assert response.status_code == 202
         statuses = await delivery_statuses(services, response.json()["notification_id"])
     assert statuses == {"push": "suppressed", "email": "suppressed", "sms": "suppressed", "in_app": "pending"}
+    assert dry.status_code == 200, dry.text
+    foretold = dry.json()
+    assert {d["channel"]: "pending" for d in foretold["deliveries"]} | {
+        s["channel"]: "suppressed" for s in foretold["suppressed"]
+    } == statuses
 
 
 async def test_the_same_idempotency_key_answers_200_with_the_first_id(services: Services) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import Settings
+from gateway.policy.cel import RUNTIME_NAMES
+from gateway.settings import CelRuntimeName, Settings
 
 
 def test_defaults_work_on_a_laptop() -> None:
@@ -64,3 +68,18 @@ def test_describe_says_what_a_process_runs_with_and_masks_passwords() -> None:
     assert "redis://:***@cache:6379/0" in described
     assert "s3cret" not in described
     assert "sqlite+aiosqlite:///var/notigate.db" in Settings().describe()  # nothing to mask
+
+
+def test_settings_name_the_cel_runtimes_the_seam_implements() -> None:
+    """settings.py is a leaf: it spells the runtime names itself, and they must not drift."""
+    assert set(get_args(CelRuntimeName)) == {"auto", *RUNTIME_NAMES}
+
+
+def test_settings_import_nothing_of_the_domain() -> None:
+    """The one import cycle ran through settings -> policy compiler -> ... -> tracking -> settings."""
+    code = "import sys, gateway.settings; print(sorted(m for m in sys.modules if m.startswith('gateway.')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert (
+        done.stdout.strip()
+        == "['gateway.bundle_paths', 'gateway.errors', 'gateway.redact', 'gateway.settings']"
+    )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from typing import get_args
 
+import msgspec
 import pytest
 from jsonschema import Draft202012Validator
 
+from gateway.model import Intent, TraceKind, UserState
+from gateway.policy.engine import decide
 from gateway.wire_schemas import GENERATED, render
-from tests.conftest import REPO
+from tests.conftest import REPO, compiled_policy
 
 
 @pytest.mark.parametrize("name", sorted(GENERATED))
@@ -32,3 +37,23 @@ def test_the_contract_example_intent_is_valid_and_typos_are_not() -> None:
     assert list(validator.iter_errors(example)) == []
     assert list(validator.iter_errors({**example, "priorty": "low"}))
     assert list(validator.iter_errors({**example, "priority": "asap"}))
+
+
+def test_a_decision_with_its_trace_validates_and_its_step_kinds_are_documented() -> None:
+    """Trace step kinds are a closed set: the schema's enum, each one documented."""
+    schema = json.loads((REPO / "schemas" / "decision.schema.json").read_text())
+    kinds = schema["$defs"]["TraceStep"]["properties"]["step"]["enum"]
+    assert sorted(kinds) == sorted(get_args(TraceKind))
+    policy = compiled_policy("cel-python")
+    intent = Intent(event="order.shipped", user_id="u_1", data={"order_id": "A-1", "carrier": "UPS"})
+    decision = decide(
+        intent, UserState(user_id="u_1"), dt.datetime(2026, 11, 21, 18, tzinfo=dt.UTC), [], policy
+    )
+    validator = Draft202012Validator(schema)
+    assert list(validator.iter_errors(msgspec.to_builtins(decision))) == []
+    wrong = msgspec.to_builtins(decision) | {
+        "trace": [{**msgspec.to_builtins(decision.trace[0]), "step": "guess"}]
+    }
+    assert list(validator.iter_errors(wrong))
+    documented = (REPO / "docs" / "policies.md").read_text(encoding="utf-8")
+    assert [kind for kind in kinds if f"`{kind}`" not in documented] == []

@@ -25,24 +25,23 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol, cast
 
+from gateway.policy.cel_errors import CelCompileError as CelCompileError
+from gateway.policy.cel_errors import CelErrorKind
+from gateway.policy.cel_errors import CelEvalError as CelEvalError
 from gateway.policy.cel_functions import HELPERS, Helper, HelperError
+from gateway.policy.cel_lint import lint
 
 VARIABLES = ("intent", "user", "now", "history")
 RUNTIME_NAMES = ("cel-expr-python", "cel-python")
-
-
-class CelCompileError(Exception):
-    """A CEL expression that does not parse or refers to something undeclared."""
-
-    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line  # 1-based, within the expression
-        self.column = column  # 1-based, within the expression's line
-
-
-class CelEvalError(Exception):
-    """Evaluation failed for this input (missing field, type mismatch, bad helper argument)."""
+__all__ = [
+    "CelCompileError",
+    "CelEvalError",
+    "CelInput",
+    "CelProgram",
+    "CelRuntime",
+    "runtime",
+    "static_check",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +160,12 @@ class CelExprRuntime:
             expr = self._env.compile(source)
         except RuntimeError as exc:
             match = _EXPR_ERROR.search(str(exc))
+            # This runtime reports only text; its kind is read here, at the seam, once.
+            message = match.group(3) if match else _strip_status(str(exc))
+            kind: CelErrorKind = "syntax" if message.startswith("Syntax error") else "check"
             if match:
-                raise CelCompileError(match.group(3), int(match.group(1)), int(match.group(2))) from exc
-            raise CelCompileError(_strip_status(str(exc))) from exc
+                raise CelCompileError(message, int(match.group(1)), int(match.group(2)), kind) from exc
+            raise CelCompileError(message, kind=kind) from exc
         return CelExprProgram(source, expr, self._error_type)
 
     def activation(self, variables: CelInput) -> Any:
@@ -299,8 +301,51 @@ def _lark_problem(exc: BaseException | None) -> str:
     return "cannot parse the expression"
 
 
+def _at_end(exc: BaseException | None) -> bool:
+    from lark.exceptions import UnexpectedEOF, UnexpectedToken
+
+    return isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END")
+
+
+_CLOSING = {"(": ")", "[": "]", "{": "}"}
+_STRING = re.compile(
+    r"[rR]?("
+    + r'"""[\s\S]*?"""'
+    + "|"
+    + r"'''[\s\S]*?'''"
+    + r'|"(?:\\.|[^"\\\n])*"'
+    + r"|'(?:\\.|[^'\\\n])*')"
+)
+
+
+def _unclosed_bracket(source: str) -> tuple[int, int, str] | None:
+    """(line, column, bracket) of the innermost bracket still open at the end, outside strings.
+
+    Lark reports an unbalanced parenthesis at the end of the input, or at column 1 for some
+    inputs; the author needs to see where the bracket was opened.
+    """
+    masked = _STRING.sub(lambda m: " " * len(m.group(0)), source)
+    stack: list[int] = []
+    for offset, char in enumerate(masked):
+        if char in _CLOSING:
+            stack.append(offset)
+        elif char in _CLOSING.values() and stack and _CLOSING[masked[stack[-1]]] == char:
+            stack.pop()
+    if not stack:
+        return None
+    offset = stack[-1]
+    line = source.count("\n", 0, offset) + 1
+    column = offset - (source.rfind("\n", 0, offset) + 1) + 1
+    return line, column, source[offset]
+
+
 class CelPythonRuntime:
     name = "cel-python"
+
+    @staticmethod
+    def shared() -> CelPythonRuntime:
+        """The process's instance (cel-python is a dependency, always installed)."""
+        return cast(CelPythonRuntime, runtime("cel-python"))
 
     def __init__(self) -> None:
         import celpy
@@ -320,12 +365,24 @@ class CelPythonRuntime:
         try:
             tree = self._env.compile(source)
         except CELParseError as exc:
+            unclosed = _unclosed_bracket(source) if _at_end(exc.__context__) else None
+            if unclosed is not None:
+                line, column, bracket = unclosed
+                raise CelCompileError(
+                    f"Syntax error: {bracket!r} is never closed", line, column, kind="syntax"
+                ) from None
             line = getattr(exc, "line", None) or 1
             column = getattr(exc, "column", None) or 1
-            raise CelCompileError(f"Syntax error: {_lark_problem(exc.__context__)}", line, column) from None
+            raise CelCompileError(
+                f"Syntax error: {_lark_problem(exc.__context__)}", line, column, kind="syntax"
+            ) from None
         self._check_references(tree)
         runner = self._celpy.InterpretedRunner(self._env, tree, self._functions)
         return CelPythonProgram(source, runner)
+
+    def parse(self, source: str) -> Any:
+        """The lark tree of an expression `compile` accepted (for `cel_lint`)."""
+        return self._env.compile(source)
 
     def _check_references(self, tree: Any) -> None:
         """cel-python resolves names only at evaluation; find undeclared ones now."""
@@ -391,14 +448,20 @@ def static_check(source: str) -> None:
 
     Every installed runtime compiles it, cel-python first: its positions for syntax and
     undeclared-name errors come from our own reference walk, so a diagnostic's column does
-    not depend on the runtime, and a bundle one runtime rejects is rejected by both.
+    not depend on the runtime, and a bundle one runtime rejects is rejected by both. Then
+    `cel_lint` judges helper calls and `user.` fields on cel-python's tree.
     """
-    for name in ("cel-python", "cel-expr-python"):
-        try:
-            checker = runtime(name)
-        except ImportError:
-            continue
-        checker.compile(source)
+    reference = CelPythonRuntime.shared()
+    reference.compile(source)
+    # Before cel-expr-python, whose checker would call a helper with the wrong number of
+    # arguments an "undeclared reference".
+    lint(reference.parse(source))
+    try:
+        fast = runtime("cel-expr-python")
+    except ImportError:
+        pass
+    else:
+        fast.compile(source)
     for literal in _DURATION_LITERAL.finditer(source):
         if not _CEL_DURATION.match(literal.group(2)):
             raise CelCompileError(

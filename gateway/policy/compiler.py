@@ -11,15 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from gateway.bundle_paths import BundlePaths as BundlePaths
+from gateway.bundle_paths import default_schemas_dir as default_schemas_dir
+from gateway.bundle_paths import yaml_files
 from gateway.cron import CronError, parse_cron
 from gateway.model import PRIORITIES, Priority, check_zone
 from gateway.policy.cel import CelCompileError, CelRuntime, static_check
+from gateway.policy.cel_errors import CelErrorKind
 from gateway.policy.cel_functions import glob_event
 from gateway.policy.compiled import (
     Batching,
@@ -39,11 +43,12 @@ from gateway.policy.compiled import (
     Schedule,
     Tier,
 )
-from gateway.policy.diagnostics import Diagnostic, display_path
+from gateway.policy.diagnostics import Diagnostic, DiagnosticCode, display_path
 from gateway.policy.schema import SCHEMA_FOR_KIND, SchemaSet
 from gateway.policy.source import PathKey, SourceDoc, SourceError, load_yaml
 from gateway.timeutil import WEEKDAYS, DailyWindow, WeeklyWindow, parse_duration
 
+CEL_CODES: Mapping[CelErrorKind, DiagnosticCode] = {"syntax": "cel-syntax", "check": "cel-check"}
 RULE_SETTINGS = (
     "tier",
     "channels",
@@ -60,56 +65,6 @@ RULE_SETTINGS = (
 )
 
 
-@dataclass(frozen=True)
-class BundlePaths:
-    """Where a bundle's parts live. `for_policies` derives the conventional layout."""
-
-    policies: Path
-    templates: Path
-    providers: Path
-    schemas: Path
-
-    @classmethod
-    def for_policies(
-        cls,
-        policies: Path,
-        *,
-        templates: Path | None = None,
-        providers: Path | None = None,
-        schemas: Path | None = None,
-    ) -> BundlePaths:
-        root = policies.resolve().parent
-        return cls(
-            policies=policies,
-            templates=templates or root / "templates",
-            providers=providers or root / "providers.yaml",
-            schemas=schemas or default_schemas_dir(root),
-        )
-
-    def all_files(self) -> list[Path]:
-        files = sorted(_yaml_files(self.policies))
-        files += sorted(_yaml_files(self.templates))
-        if self.providers.exists():
-            files.append(self.providers)
-        return files
-
-
-def default_schemas_dir(root: Path) -> Path:
-    """The bundle's own `schemas/`, else the installed package's (the wheel carries them in
-    `gateway/schemas`), else the source checkout's."""
-    package = Path(__file__).resolve().parents[1]
-    for candidate in (root / "schemas", package / "schemas", package.parent / "schemas"):
-        if candidate.is_dir():
-            return candidate
-    return package / "schemas"
-
-
-def _yaml_files(directory: Path) -> Iterable[Path]:
-    if not directory.is_dir():
-        return []
-    return [p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
-
-
 @dataclass
 class LoadedBundle:
     """Documents of a bundle, grouped by kind, after YAML and schema validation."""
@@ -121,6 +76,9 @@ class LoadedBundle:
     templates: dict[tuple[str, str], list[Path]] = field(default_factory=dict)
     files: list[PolicyFile] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Files that parsed but failed the schema: what they say is still worth knowing (which
+    # events a broken policy routes decides which test cases can run without it).
+    rejected: list[SourceDoc] = field(default_factory=list)
 
 
 def load_documents(paths: BundlePaths, schemas: SchemaSet) -> LoadedBundle:
@@ -136,7 +94,7 @@ def load_documents(paths: BundlePaths, schemas: SchemaSet) -> LoadedBundle:
             )
         )
         return bundle
-    for path in sorted(_yaml_files(paths.policies)):
+    for path in sorted(yaml_files(paths.policies)):
         doc = _load_validated(path, schemas, bundle, expected=("Defaults", "Policy", "PolicyTestSuite"))
         if doc is None:
             continue
@@ -204,6 +162,7 @@ def _load_validated(
     problems = schemas.validate(doc, SCHEMA_FOR_KIND[kind])
     if problems:
         bundle.diagnostics.extend(problems)
+        bundle.rejected.append(doc)
         return None
     return doc
 
@@ -211,15 +170,49 @@ def _load_validated(
 # --- compilation ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _RuleSource:
+    """One rule as written, with the settings it inherits from its file's `defaults`."""
+
+    doc: SourceDoc
+    key: PathKey
+    spec: dict[str, Any]
+    settings: dict[str, Any]
+    where: dict[str, PathKey]  # setting -> where it is written (on the rule or in `defaults`)
+    category: str
+    caps: tuple[Cap, ...]
+    digest: str | None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self.settings["channels"])
+
+
 class _Compiler:
+    """Compiles one bundle; what the Defaults and providers declare is kept on `self`
+    once compiled, so each rule is checked against it without threading it through."""
+
     def __init__(self, bundle: LoadedBundle, runtime: CelRuntime) -> None:
         self.bundle = bundle
         self.runtime = runtime
         self.diagnostics: list[Diagnostic] = []
         self.names: dict[str, Origin] = {}
         self.cel_variables: frozenset[str] = frozenset()
+        self.channels: Mapping[str, ChannelDef] = {}
+        self.tiers: Mapping[str, Tier] = {}
+        self.providers = ProviderCatalog(providers={}, routes={}, file="providers.yaml", loaded=False)
+        self.templates: Mapping[tuple[str, str], list[Path]] = bundle.templates
+        # False when the Defaults did not load: names of channels and tiers cannot be judged,
+        # but everything else in the other files still is.
+        self.declared = True
 
-    def report(self, doc: SourceDoc, key: PathKey, code: str, message: str, *, at_key: bool = False) -> None:
+    def report(
+        self, doc: SourceDoc, key: PathKey, code: DiagnosticCode, message: str, *, at_key: bool = False
+    ) -> None:
         self.diagnostics.append(doc.diagnostic(key, code, message, at_key=at_key))
 
     def origin(self, doc: SourceDoc, key: PathKey) -> Origin:
@@ -257,7 +250,7 @@ class _Compiler:
             static_check(source)
             program = self.runtime.compile(source)
         except CelCompileError as exc:
-            code = "cel-syntax" if exc.message.startswith("Syntax error") else "cel-check"
+            code = CEL_CODES[exc.kind]
             where = (
                 f" (line {exc.line}, column {exc.column} of the expression)"
                 if "\n" in source.strip()
@@ -360,7 +353,7 @@ class _Compiler:
         *,
         at_key: bool = False,
     ) -> bool:
-        if channel in channels:
+        if channel in channels or not self.declared:
             return True
         self.report(
             doc,
@@ -418,26 +411,18 @@ class _Compiler:
 
     # -- category policies --
 
-    def compile_policy(
-        self,
-        doc: SourceDoc,
-        channels: Mapping[str, ChannelDef],
-        tiers: Mapping[str, Tier],
-        providers: ProviderCatalog,
-        templates: Mapping[tuple[str, str], list[Path]],
-    ) -> tuple[list[Rule], list[Cap], list[Constraint]]:
+    def compile_policy(self, doc: SourceDoc) -> tuple[list[Rule], list[Cap], list[Constraint]]:
         data = doc.data
         category = data["category"]
         caps = [
-            self.cap(doc, ("caps", i), spec, category, channels)
+            self.cap(doc, ("caps", i), spec, category, self.channels)
             for i, spec in enumerate(data.get("caps", []))
         ]
         constraints = [
-            self.constraint(doc, ("constraints", i), spec, category, channels)
+            self.constraint(doc, ("constraints", i), spec, category, self.channels)
             for i, spec in enumerate(data.get("constraints", []))
         ]
         file_defaults = data.get("defaults", {})
-        digest = data.get("digest")
         rules = []
         for index, spec in enumerate(data["rules"]):
             key: PathKey = ("rules", index)
@@ -448,121 +433,122 @@ class _Compiler:
                     settings[name], where[name] = spec[name], (*key, name)
                 elif name in file_defaults:
                     settings[name], where[name] = file_defaults[name], ("defaults", name)
-            rule = self.rule(
-                doc, key, spec, settings, where, category, caps, digest, channels, tiers, providers, templates
-            )
+            source = _RuleSource(doc, key, spec, settings, where, category, tuple(caps), data.get("digest"))
+            rule = self.rule(source)
             if rule is not None:
                 rules.append(rule)
         return rules, caps, constraints
 
-    def rule(
-        self,
-        doc: SourceDoc,
-        key: PathKey,
-        spec: dict[str, Any],
-        settings: dict[str, Any],
-        where: dict[str, PathKey],
-        category: str,
-        caps: list[Cap],
-        digest: str | None,
-        channels: Mapping[str, ChannelDef],
-        tiers: Mapping[str, Tier],
-        providers: ProviderCatalog,
-        templates: Mapping[tuple[str, str], list[Path]],
-    ) -> Rule | None:
-        name = spec["name"]
-        self.claim_name(doc, (*key, "name"), name, "rule")
+    def rule(self, src: _RuleSource) -> Rule | None:
+        """One rule: every check runs (so every problem is reported), then the Rule is built."""
+        self.claim_name(src.doc, (*src.key, "name"), src.name, "rule")
+        if not self.rule_has_required_settings(src):
+            return None
+        ok = self.rule_channels_known(src)
+        rule_tiers = self.rule_tiers(src)
+        ok &= rule_tiers is not None
+        route_providers = self.rule_providers(src)
+        self.check_templates(src)
+        match = src.spec["match"]
+        condition = self.condition(
+            src.doc, (*src.key, "match", "when"), match.get("when"), match.get("on_error")
+        )
+        if match.get("when") is not None and condition is None:
+            ok = False
+        if not ok or rule_tiers is None:
+            return None
+        return self.build_rule(src, rule_tiers, route_providers, condition)
+
+    def rule_has_required_settings(self, src: _RuleSource) -> bool:
         ok = True
         for setting in ("tier", "channels"):
-            if setting not in settings:
+            if setting not in src.settings:
                 self.report(
-                    doc,
-                    key,
+                    src.doc,
+                    src.key,
                     "missing-setting",
-                    f"rule {name!r} has no {setting!r}: set it on the rule or in the file's defaults",
+                    f"rule {src.name!r} has no {setting!r}: set it on the rule or in the file's defaults",
                 )
                 ok = False
-        if not ok:
-            return None
-        rule_channels = tuple(settings["channels"])
+        return ok
+
+    def rule_channels_known(self, src: _RuleSource) -> bool:
+        """The rule's channels exist; `mute` and `fallback` name only channels the rule uses."""
+        doc, where, rule_channels = src.doc, src.where, src.channels
+        ok = True
         for i, channel in enumerate(rule_channels):
-            ok &= self.known_channel(doc, (*where["channels"], i), channel, channels)
+            ok &= self.known_channel(doc, (*where["channels"], i), channel, self.channels)
         for list_setting in ("mute", "fallback"):
-            for i, channel in enumerate(settings.get(list_setting, [])):
+            for i, channel in enumerate(src.settings.get(list_setting, [])):
                 if (
-                    self.known_channel(doc, (*where[list_setting], i), channel, channels)
+                    self.known_channel(doc, (*where[list_setting], i), channel, self.channels)
                     and channel not in rule_channels
                 ):
                     self.report(
                         doc,
                         (*where[list_setting], i),
                         "channel-not-used",
-                        f"{list_setting} names {channel!r}, which rule {name!r} does not use "
+                        f"{list_setting} names {channel!r}, which rule {src.name!r} does not use "
                         f"(its channels: {', '.join(rule_channels)})",
                     )
-        tier_spec = settings["tier"]
+        return ok
+
+    def rule_tiers(self, src: _RuleSource) -> dict[str, Tier] | None:
+        """The tier for each priority the rule can match, or None after reporting why not."""
+        doc, where = src.doc, src.where
+        tier_spec = src.settings["tier"]
         rule_tiers: dict[str, Tier] = {}
+        ok = True
         for priority in PRIORITIES:
             tier_name = tier_spec if isinstance(tier_spec, str) else tier_spec.get(priority)
-            if tier_name is None:
+            if tier_name is None or not self.declared:
                 continue
-            if tier_name not in tiers:
+            if tier_name not in self.tiers:
                 tier_key = where["tier"] if isinstance(tier_spec, str) else (*where["tier"], priority)
                 self.report(
                     doc,
                     tier_key,
                     "unknown-tier",
-                    f"unknown tier {tier_name!r}; the Defaults declare {', '.join(sorted(tiers))}",
+                    f"unknown tier {tier_name!r}; the Defaults declare {', '.join(sorted(self.tiers))}",
                 )
                 ok = False
                 continue
-            rule_tiers[priority] = tiers[tier_name]
-        priorities = spec["match"].get("priorities")
-        needed = set(priorities or PRIORITIES)
+            rule_tiers[priority] = self.tiers[tier_name]
+        needed = set(src.spec["match"].get("priorities") or PRIORITIES)
+        if not self.declared:
+            return None
         if ok and not needed <= set(rule_tiers):
             missing = ", ".join(p for p in PRIORITIES if p in needed - set(rule_tiers))
             self.report(
                 doc,
                 where["tier"],
                 "missing-tier",
-                f"rule {name!r} can match priority {missing} but names no tier for it",
+                f"rule {src.name!r} can match priority {missing} but names no tier for it",
             )
             ok = False
+        return rule_tiers if ok else None
+
+    def rule_providers(self, src: _RuleSource) -> dict[str, tuple[str, ...]]:
+        """The rule's own provider chains, and a route for every channel it delivers on."""
+        doc, where, providers = src.doc, src.where, self.providers
         route_providers: dict[str, tuple[str, ...]] = {}
-        for channel, chain in settings.get("providers", {}).items():
+        for channel, chain in src.settings.get("providers", {}).items():
             pkey = (*where["providers"], channel)
-            if channel not in rule_channels:
+            if channel not in src.channels:
                 self.report(
                     doc,
                     pkey,
                     "channel-not-used",
-                    f"providers given for {channel!r}, which rule {name!r} does not use",
+                    f"providers given for {channel!r}, which rule {src.name!r} does not use",
                     at_key=True,
                 )
             for i, provider in enumerate(chain):
-                info = providers.providers.get(provider)
-                if not providers.loaded:
-                    continue  # providers.yaml has its own diagnostics; don't cascade
-                if info is None:
-                    self.report(
-                        doc,
-                        (*pkey, i),
-                        "unknown-provider",
-                        f"unknown provider {provider!r}; {providers.file} declares "
-                        f"{', '.join(sorted(providers.providers))}",
-                    )
-                elif info.channel != channel:
-                    self.report(
-                        doc,
-                        (*pkey, i),
-                        "provider-channel",
-                        f"provider {provider!r} delivers {info.channel}, not {channel}",
-                    )
+                self.known_provider(doc, (*pkey, i), provider, channel)
             route_providers[channel] = tuple(chain)
-        for channel in rule_channels:
+        for channel in src.channels:
             if (
                 providers.loaded
-                and channel in channels
+                and channel in self.channels
                 and channel not in route_providers
                 and channel not in providers.routes
             ):
@@ -572,37 +558,47 @@ class _Compiler:
                     "unknown-provider",
                     f"no provider delivers channel {channel!r}: add a route to {providers.file}",
                 )
-        template = settings.get("template")
-        self.check_templates(
-            doc,
-            key,
-            where,
-            name,
-            spec,
-            template,
-            tuple(c for c in rule_channels if c in channels),
-            frozenset(settings.get("mute", ())),
-            templates,
-        )
-        match = spec["match"]
-        condition = self.condition(doc, (*key, "match", "when"), match.get("when"), match.get("on_error"))
-        if match.get("when") is not None and condition is None:
-            ok = False
+        return route_providers
+
+    def known_provider(self, doc: SourceDoc, key: PathKey, provider: str, channel: str) -> None:
+        providers = self.providers
+        if not providers.loaded:
+            return  # providers.yaml has its own diagnostics; don't cascade
+        info = providers.providers.get(provider)
+        if info is None:
+            self.report(
+                doc,
+                key,
+                "unknown-provider",
+                f"unknown provider {provider!r}; {providers.file} declares "
+                f"{', '.join(sorted(providers.providers))}",
+            )
+        elif info.channel != channel:
+            self.report(
+                doc, key, "provider-channel", f"provider {provider!r} delivers {info.channel}, not {channel}"
+            )
+
+    def build_rule(
+        self,
+        src: _RuleSource,
+        rule_tiers: dict[str, Tier],
+        route_providers: dict[str, tuple[str, ...]],
+        condition: Condition | None,
+    ) -> Rule:
+        doc, where, settings, match = src.doc, src.where, src.settings, src.spec["match"]
+        priorities = match.get("priorities")
         batch = settings.get("batch")
         window = settings.get("delivery_window")
-        if not ok:
-            return None
-        locations = {setting: self.origin(doc, path) for setting, path in where.items()}
         return Rule(
-            name=name,
-            category=category,
-            description=spec.get("description", ""),
-            origin=self.origin(doc, key),
+            name=src.name,
+            category=src.category,
+            description=src.spec.get("description", ""),
+            origin=self.origin(doc, src.key),
             patterns=tuple(match["events"]),
             priorities=frozenset(priorities) if priorities else None,
             condition=condition,
             tiers=rule_tiers,
-            channels=rule_channels,
+            channels=src.channels,
             mute=frozenset(settings.get("mute", ())),
             bypass=frozenset(settings.get("bypass", ())),
             strategy=settings.get("strategy"),
@@ -618,33 +614,24 @@ class _Compiler:
             else None,
             delivery_window=_weekly(window) if window else None,
             quiet_hours=settings.get("quiet_hours", "respect") == "respect",
-            template=template,
+            template=settings.get("template"),
             providers=route_providers,
-            caps=tuple(caps),
-            digest=digest,
-            locations=locations,
+            caps=src.caps,
+            digest=src.digest,
+            locations={setting: self.origin(doc, path) for setting, path in where.items()},
         )
 
-    def check_templates(
-        self,
-        doc: SourceDoc,
-        key: PathKey,
-        where: dict[str, PathKey],
-        name: str,
-        spec: dict[str, Any],
-        template: str | None,
-        rule_channels: tuple[str, ...],
-        muted: frozenset[str],
-        templates: Mapping[tuple[str, str], list[Path]],
-    ) -> None:
+    def check_templates(self, src: _RuleSource) -> None:
         """Every channel a rule can deliver on needs a template for every event it names.
 
         A rule naming a pattern (`order.*`) without an explicit `template` is resolved per
         event at run time; the checker then requires at least one template for the pattern.
         """
-        events = spec["match"]["events"]
+        doc, key, templates = src.doc, src.key, self.templates
+        events = src.spec["match"]["events"]
+        template = src.settings.get("template")
         if template is not None:
-            names = [(template, where["template"])]
+            names = [(template, src.where["template"])]
         else:
             names = [(e, (*key, "match", "events", i)) for i, e in enumerate(events) if not e.endswith("*")]
             for i, pattern in enumerate(events):
@@ -658,16 +645,16 @@ class _Compiler:
                             f"no template directory matches {pattern!r}; add templates/<event>/ "
                             "or give the rule a `template`",
                         )
+        muted = frozenset(src.settings.get("mute", ()))
+        delivered = [c for c in src.channels if c in self.channels and c not in muted]
         for template_name, tkey in names:
-            for channel in rule_channels:
-                if channel in muted:
-                    continue
+            for channel in delivered:
                 if (template_name, channel) not in templates:
                     self.report(
                         doc,
                         tkey,
                         "unknown-template",
-                        f"rule {name!r} delivers {channel} but templates/{template_name}/"
+                        f"rule {src.name!r} delivers {channel} but templates/{template_name}/"
                         f"{channel}.yaml does not exist",
                     )
 
@@ -882,7 +869,13 @@ def _placeholder_problems(value: Any) -> list[str]:
 def compile_policy(
     bundle: LoadedBundle, runtime: CelRuntime, version: str
 ) -> tuple[CompiledPolicy | None, list[Diagnostic]]:
-    """Compile a bundle whose documents loaded; the caller checks there is a Defaults file."""
+    """Compile what loaded, reporting every problem; the policy is built from what compiled.
+
+    Without a loaded Defaults there is no policy, but the other files are still compiled
+    (CEL, names, providers, schedules) for their own diagnostics. With problems, the policy
+    holds every rule that compiled: the checker renders templates and runs the test cases
+    that do not depend on a broken file against it; it never serves.
+    """
     compiler = _Compiler(bundle, runtime)
     for extra in bundle.defaults[1:]:
         compiler.report(
@@ -891,39 +884,16 @@ def compile_policy(
             "duplicate-defaults",
             f"a bundle has one Defaults file; the first is {bundle.defaults[0].name}",
         )
+    if not bundle.defaults:
+        compiler.declared = False
+        compiler.providers = compiler.compile_providers(bundle.providers, {})
+        _compile_categories(compiler, bundle, [])
+        return None, compiler.diagnostics
     defaults, channels, tiers, priorities, caps, constraints = compiler.compile_defaults(bundle.defaults[0])
     providers = compiler.compile_providers(bundle.providers, channels)
-    rules: list[Rule] = []
-    categories: dict[str, SourceDoc] = {}
-    docs: dict[str, SourceDoc] = {}
-    for doc in bundle.policies:
-        docs[doc.name] = doc
-        category = doc.data["category"]
-        if category in categories:
-            compiler.report(
-                doc,
-                ("category",),
-                "duplicate-category",
-                f"category {category!r} is already defined in {categories[category].name}",
-            )
-            continue
-        categories[category] = doc
-        file_rules, _caps, file_constraints = compiler.compile_policy(
-            doc, channels, tiers, providers, bundle.templates
-        )
-        rules += file_rules
-        constraints += file_constraints
-    compiler.check_ambiguity(rules, docs)
-    compiler.check_digests(bundle.policies, rules)
-    written = [r["match"] for d in bundle.policies for r in d.data["rules"]]
-    schedules = [
-        schedule
-        for doc in bundle.policies
-        for schedule in compiler.compile_schedules(doc, written, bundle.templates)
-    ]
+    compiler.channels, compiler.tiers, compiler.providers = channels, tiers, providers
+    rules, schedules = _compile_categories(compiler, bundle, constraints)
     diagnostics = compiler.diagnostics
-    if diagnostics:
-        return None, diagnostics
     policy = CompiledPolicy(
         version=version,
         runtime=runtime.name,
@@ -941,3 +911,36 @@ def compile_policy(
         schedules=tuple(schedules),
     )
     return policy, diagnostics
+
+
+def _compile_categories(
+    compiler: _Compiler, bundle: LoadedBundle, constraints: list[Constraint]
+) -> tuple[list[Rule], list[Schedule]]:
+    """Every category's rules, constraints (appended to `constraints`) and schedules."""
+    rules: list[Rule] = []
+    categories: dict[str, SourceDoc] = {}
+    docs: dict[str, SourceDoc] = {}
+    for doc in bundle.policies:
+        docs[doc.name] = doc
+        category = doc.data["category"]
+        if category in categories:
+            compiler.report(
+                doc,
+                ("category",),
+                "duplicate-category",
+                f"category {category!r} is already defined in {categories[category].name}",
+            )
+            continue
+        categories[category] = doc
+        file_rules, _caps, file_constraints = compiler.compile_policy(doc)
+        rules += file_rules
+        constraints += file_constraints
+    compiler.check_ambiguity(rules, docs)
+    compiler.check_digests(bundle.policies, rules)
+    written = [r["match"] for d in bundle.policies for r in d.data["rules"]]
+    schedules = [
+        schedule
+        for doc in bundle.policies
+        for schedule in compiler.compile_schedules(doc, written, bundle.templates)
+    ]
+    return rules, schedules

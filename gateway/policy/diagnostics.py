@@ -9,16 +9,78 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal, get_args
 
 import msgspec
+
+# Every code a Diagnostic may carry, declared once: mypy holds each call site to this list,
+# and tests/policy/test_diagnostics.py holds docs/policies.md's and templates.md's tables to it.
+DiagnosticCode = Literal[
+    # reading files
+    "unreadable",
+    "missing-directory",
+    "missing-file",
+    "yaml-syntax",
+    "yaml-document",
+    "yaml-duplicate-key",
+    "yaml-key",
+    "yaml-merge",
+    "schema",
+    # bundle structure and references
+    "missing-defaults",
+    "duplicate-defaults",
+    "duplicate-category",
+    "duplicate-name",
+    "invalid-timezone",
+    "invalid-duration",
+    "unknown-channel",
+    "unknown-tier",
+    "missing-tier",
+    "missing-setting",
+    "channel-not-used",
+    "unknown-template",
+    "unknown-provider",
+    "provider-channel",
+    "ambiguous-rules",
+    "cel-syntax",
+    "cel-check",
+    "cron",
+    "unknown-event",
+    "schedule-data",
+    "missing-digest",
+    "unknown-digest",
+    # templates
+    "template",
+    "template-syntax",
+    "template-default",
+    "template-example",
+    "template-render",
+    "sms-too-long",
+    "push-too-large",
+    "sms-segments",  # a note, not a problem
+    # test suites
+    "test-invalid",
+    "test-failed",
+    "coverage-below",
+]
+DIAGNOSTIC_CODES: tuple[DiagnosticCode, ...] = get_args(DiagnosticCode)
+
+# Problems that say the bundle is valid but its tests do not pass: `check` exits 3 on these
+# alone, 1 when anything else is wrong, so CI can tell "cannot go live" from "tests fail".
+TEST_FAILURE_CODES: frozenset[DiagnosticCode] = frozenset({"test-failed", "coverage-below"})
 
 
 class Diagnostic(msgspec.Struct, frozen=True, order=True, kw_only=True):
     file: str
     line: int
     col: int
-    code: str
+    code: DiagnosticCode
     message: str
+
+    @classmethod
+    def of_whole(cls, path: Path, code: DiagnosticCode, message: str) -> Diagnostic:
+        """A problem of a whole file or directory (missing, below a threshold): at 1:1."""
+        return cls(file=display_path(path), line=1, col=1, code=code, message=message)
 
     def format(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.code}: {self.message}"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.model import (
     Preference,
     Suppression,
     SuppressionReason,
+    TraceKind,
     TraceStep,
     UserState,
     zone,
@@ -47,6 +49,7 @@ from gateway.policy.compiled import (
     Constraint,
     Origin,
     Plan,
+    ProviderRoute,
     Rule,
     Tier,
 )
@@ -128,7 +131,7 @@ class _Run:
 
     def step(
         self,
-        step: str,
+        step: TraceKind,
         name: str | None,
         origin: Origin | None,
         value: Any,
@@ -164,7 +167,7 @@ class _Run:
             self._activation = runtime(self.policy.runtime).activation(variables)
         return self._activation
 
-    def evaluate(self, condition: Condition, name: str, step: str, channel: str | None = None) -> bool:
+    def evaluate(self, condition: Condition, name: str, step: TraceKind, channel: str | None = None) -> bool:
         try:
             value = condition.program.evaluate(self.activation())
             problem = None if isinstance(value, bool) else f"evaluated to {value!r}, not a bool"
@@ -345,128 +348,23 @@ class _Run:
     def check_channel(
         self, plan: Plan, channel: str, constraints: list[Constraint]
     ) -> Suppression | _Candidate:
-        intent, policy = self.intent, self.policy
-        rule, tier, bypass = plan.rule, plan.tier, plan.bypass
-        definition = policy.channels[channel]
-
-        def suppress(
-            reason: SuppressionReason,
-            detail: str,
-            name: str,
-            origin: Origin,
-            *,
-            step: str,
-            expr: str | None = None,
-            value: Any = False,
-            digest: str | None = None,
-        ) -> Suppression:
-            return self.suppress(channel, reason, detail, name, origin, step, expr, value, digest)
-
-        if intent.channels is not None and channel not in intent.channels:
-            return suppress(
-                "policy",
-                f"not among the intent's channels ({', '.join(intent.channels)})",
-                rule.name,
-                rule.where("channels"),
-                step="override",
-            )
-        for constraint in constraints:
-            if channel in constraint.deny:
-                return suppress(
-                    constraint.reason,
-                    constraint.detail,
-                    constraint.name,
-                    constraint.origin,
-                    step="constraint",
-                    expr=constraint.condition.source if constraint.condition else None,
-                    value=True,
-                )
-        if channel in rule.mute:
-            return suppress(
-                "muted",
-                f"{rule.category} messages are muted on {channel} by policy",
-                rule.name,
-                rule.where("mute"),
-                step="mute",
-                value=True,
-            )
-
-        preference = _preference(self.user.preferences, intent.event, channel)
-        enabled = preference.enabled if preference is not None else not definition.opt_in
-        if not enabled:
-            why = (
-                f"preference {{event: {preference.event}, channel: {preference.channel}}} disables it"
-                if preference is not None
-                else f"{channel} is opt-in and the user has not opted in"
-            )
-            if "opt_out" in bypass:
-                self.step(
-                    "consent",
-                    rule.name,
-                    rule.origin,
-                    "bypassed",
-                    channel=channel,
-                    detail=f"{why}, but priority {intent.priority} bypasses opt-outs",
-                )
-            else:
-                return suppress("opted_out", why, rule.name, rule.origin, step="consent")
-
-        recipients = self.recipients(definition)
-        if recipients == 0:
-            return suppress(
-                "no_address",
-                f"the user has no {_ADDRESS_NAMES[definition.address]}",
-                rule.name,
-                rule.origin,
-                step="address",
-            )
-
-        template = rule.template or intent.event
-        if (template, channel) not in policy.templates:
-            return suppress(
-                "policy",
-                f"no template templates/{template}/{channel}.yaml",
-                rule.name,
-                rule.where("template"),
-                step="template",
-            )
-
-        route = policy.route(rule, tier, channel)
-        if route.problem is not None:
-            return suppress("policy", route.problem, tier.name, tier.origin, step="cost")
-
-        fp = self.fingerprint(channel)
-        if rule.dedup is not None:
-            last = self.fingerprints().get(fp)
-            if last is not None and last.at > self.now - rule.dedup:
-                carrier = f" (notification {last.notification_id})" if last.notification_id else ""
-                return suppress(
-                    "duplicate",
-                    f"the same {intent.event} with identical data went to "
-                    f"{channel} at {last.at.isoformat()}{carrier}, within the "
-                    f"{format_duration(rule.dedup)} dedup window",
-                    rule.name,
-                    rule.where("dedup"),
-                    step="dedup",
-                    value=True,
-                )
-
-        if "caps" not in bypass:
-            capped = self.check_caps(plan, channel, preference)
-            if capped is not None:
-                name, origin, detail, digest = capped
-                return suppress(
-                    "frequency_capped", detail, name, origin, step="cap", value=True, digest=digest
-                )
-
+        """The channel's checks in their fixed order (CHANNEL_CHECKS); the first to suppress wins."""
+        at = _ChannelCheck(plan, channel, self.policy.channels[channel], constraints)
+        for check in CHANNEL_CHECKS:
+            suppressed = check(self, at)
+            if suppressed is not None:
+                return suppressed
+        route = at.route
+        if route is None:  # _route always sets it; a check order without it is a bug
+            raise RuntimeError("CHANNEL_CHECKS must include _route")
         return _Candidate(
             channel=channel,
-            definition=definition,
-            template=f"{template}/{channel}",
+            definition=at.definition,
+            template=f"{at.template}/{channel}",
             providers=list(route.providers),
-            recipients=recipients,
-            cost=round(route.unit_cost * recipients, 6),
-            fingerprint=fp,
+            recipients=at.recipients,
+            cost=round(route.unit_cost * at.recipients, 6),
+            fingerprint=at.fingerprint,
         )
 
     def suppress(
@@ -476,7 +374,7 @@ class _Run:
         detail: str,
         name: str,
         origin: Origin,
-        step: str,
+        step: TraceKind,
         expr: str | None,
         value: Any,
         digest: str | None,
@@ -834,3 +732,151 @@ def _history_map(entry: HistoryEntry) -> dict[str, Any]:
             "batched": entry.batched,
         }
     )
+
+
+# --- the checks of one channel, in their fixed order ---------------------------------------
+
+
+@dataclass(slots=True)
+class _ChannelCheck:
+    """One channel under check, and what earlier checks found that later ones and the
+    candidate need (the preference, the recipients, the template, the route, the fingerprint)."""
+
+    plan: Plan
+    channel: str
+    definition: ChannelDef
+    constraints: list[Constraint]
+    preference: Preference | None = None
+    recipients: int = 0
+    template: str = ""
+    route: ProviderRoute | None = None
+    fingerprint: str = ""
+
+    def suppress(
+        self,
+        run: _Run,
+        reason: SuppressionReason,
+        detail: str,
+        name: str,
+        origin: Origin,
+        *,
+        step: TraceKind,
+        expr: str | None = None,
+        value: Any = False,
+        digest: str | None = None,
+    ) -> Suppression:
+        return run.suppress(self.channel, reason, detail, name, origin, step, expr, value, digest)
+
+
+def _intent_override(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    channels, rule = run.intent.channels, at.plan.rule
+    if channels is None or at.channel in channels:
+        return None
+    detail = f"not among the intent's channels ({', '.join(channels)})"
+    return at.suppress(run, "policy", detail, rule.name, rule.where("channels"), step="override")
+
+
+def _constraints(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    for constraint in at.constraints:
+        if at.channel in constraint.deny:
+            return at.suppress(
+                run,
+                constraint.reason,
+                constraint.detail,
+                constraint.name,
+                constraint.origin,
+                step="constraint",
+                expr=constraint.condition.source if constraint.condition else None,
+                value=True,
+            )
+    return None
+
+
+def _mute(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    rule = at.plan.rule
+    if at.channel not in rule.mute:
+        return None
+    detail = f"{rule.category} messages are muted on {at.channel} by policy"
+    return at.suppress(run, "muted", detail, rule.name, rule.where("mute"), step="mute", value=True)
+
+
+def _consent(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    rule, intent = at.plan.rule, run.intent
+    preference = at.preference = _preference(run.user.preferences, intent.event, at.channel)
+    if preference.enabled if preference is not None else not at.definition.opt_in:
+        return None
+    why = (
+        f"preference {{event: {preference.event}, channel: {preference.channel}}} disables it"
+        if preference is not None
+        else f"{at.channel} is opt-in and the user has not opted in"
+    )
+    if "opt_out" not in at.plan.bypass:
+        return at.suppress(run, "opted_out", why, rule.name, rule.origin, step="consent")
+    detail = f"{why}, but priority {intent.priority} bypasses opt-outs"
+    run.step("consent", rule.name, rule.origin, "bypassed", channel=at.channel, detail=detail)
+    return None
+
+
+def _address(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    at.recipients = run.recipients(at.definition)
+    if at.recipients:
+        return None
+    detail = f"the user has no {_ADDRESS_NAMES[at.definition.address]}"
+    return at.suppress(run, "no_address", detail, at.plan.rule.name, at.plan.rule.origin, step="address")
+
+
+def _template(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    rule = at.plan.rule
+    at.template = rule.template or run.intent.event
+    if (at.template, at.channel) in run.policy.templates:
+        return None
+    detail = f"no template templates/{at.template}/{at.channel}.yaml"
+    return at.suppress(run, "policy", detail, rule.name, rule.where("template"), step="template")
+
+
+def _route(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    tier = at.plan.tier
+    at.route = run.policy.route(at.plan.rule, tier, at.channel)
+    if at.route.problem is None:
+        return None
+    return at.suppress(run, "policy", at.route.problem, tier.name, tier.origin, step="cost")
+
+
+def _dedup(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    rule, intent = at.plan.rule, run.intent
+    at.fingerprint = run.fingerprint(at.channel)
+    if rule.dedup is None:
+        return None
+    last = run.fingerprints().get(at.fingerprint)
+    if last is None or last.at <= run.now - rule.dedup:
+        return None
+    carrier = f" (notification {last.notification_id})" if last.notification_id else ""
+    detail = (
+        f"the same {intent.event} with identical data went to {at.channel} at "
+        f"{last.at.isoformat()}{carrier}, within the {format_duration(rule.dedup)} dedup window"
+    )
+    return at.suppress(run, "duplicate", detail, rule.name, rule.where("dedup"), step="dedup", value=True)
+
+
+def _caps(run: _Run, at: _ChannelCheck) -> Suppression | None:
+    if "caps" in at.plan.bypass:
+        return None
+    capped = run.check_caps(at.plan, at.channel, at.preference)
+    if capped is None:
+        return None
+    name, origin, detail, digest = capped
+    return at.suppress(run, "frequency_capped", detail, name, origin, step="cap", value=True, digest=digest)
+
+
+# docs/policies.md calls this "a fixed order": it is this tuple.
+CHANNEL_CHECKS: tuple[Callable[[_Run, _ChannelCheck], Suppression | None], ...] = (
+    _intent_override,
+    _constraints,
+    _mute,
+    _consent,
+    _address,
+    _template,
+    _route,
+    _dedup,
+    _caps,
+)

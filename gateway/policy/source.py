@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gateway.policy.diagnostics import Diagnostic, display_path
+from gateway.policy.diagnostics import Diagnostic, DiagnosticCode, display_path
 
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -84,7 +84,9 @@ class SourceDoc:
         """The location of a mapping key (where an unexpected property is written)."""
         return self.key_locations.get(key) or self.loc(key)
 
-    def diagnostic(self, key: PathKey, code: str, message: str, *, at_key: bool = False) -> Diagnostic:
+    def diagnostic(
+        self, key: PathKey, code: DiagnosticCode, message: str, *, at_key: bool = False
+    ) -> Diagnostic:
         where = self.key_loc(key) if at_key else self.loc(key)
         return Diagnostic(file=self.name, line=where.line, col=where.col, code=code, message=message)
 
@@ -184,7 +186,7 @@ def _build(node: yaml.Node, key: PathKey, doc: SourceDoc, builder: _Builder) -> 
     return builder.scalar(node)
 
 
-def doc_diag(doc: SourceDoc, node: yaml.Node, code: str, message: str) -> Diagnostic:
+def doc_diag(doc: SourceDoc, node: yaml.Node, code: DiagnosticCode, message: str) -> Diagnostic:
     return Diagnostic(
         file=doc.name,
         line=node.start_mark.line + 1,

@@ -9,7 +9,7 @@ rules matched, which conditions went both ways, which caps and constraints ever 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ class SuiteReport:
     results: list[CaseResult] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)  # malformed cases
     covered: set[CoverageKey] = field(default_factory=set)
+    skipped: list[tuple[Case, str]] = field(default_factory=list)  # (case, why it did not run)
 
     @property
     def failures(self) -> list[CaseResult]:
@@ -157,12 +158,21 @@ def run_case(case: Case, policy: CompiledPolicy) -> CaseResult:
     return CaseResult(case, compare(case.expect, decision), decision, decision.trace)
 
 
-def run_suites(policy: CompiledPolicy, docs: Iterable[SourceDoc]) -> SuiteReport:
+def run_suites(
+    policy: CompiledPolicy,
+    docs: Iterable[SourceDoc],
+    blocked: Callable[[Case], str | None] = lambda case: None,
+) -> SuiteReport:
+    """Run every case, except those `blocked` names a reason for (a broken file they need)."""
     report = SuiteReport()
     for doc in docs:
         cases, problems = load_cases(doc)
         report.diagnostics += problems
         for case in cases:
+            why = blocked(case)
+            if why is not None:
+                report.skipped.append((case, why))
+                continue
             result = run_case(case, policy)
             report.results.append(result)
             report.covered |= coverage_keys(result.trace)

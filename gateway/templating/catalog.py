@@ -127,6 +127,9 @@ class TemplateCatalog:
 
     templates: dict[tuple[str, str], dict[str | None, CompiledTemplate]] = field(default_factory=dict)
     examples: dict[str, Example] = field(default_factory=dict)
+    # (name, channel, locale) of files that exist but did not compile: reported once, for
+    # themselves, never again as "missing".
+    broken: set[tuple[str, str, str | None]] = field(default_factory=set)
 
     def resolve(self, name: str, channel: str, locale: str | None) -> CompiledTemplate | None:
         variants = self.templates.get((name, channel))
@@ -194,6 +197,9 @@ def compile_catalog(directory: Path, schemas: SchemaSet) -> tuple[TemplateCatalo
     for path in sorted(directory.glob("*/*.yaml")):
         if path.name.startswith("_"):
             continue
+        name = path.parent.name
+        channel, _, locale = path.stem.partition(".")
+        catalog.broken.add((name, channel, locale or None))  # until it compiles
         try:
             doc = load_yaml(path)
         except SourceError as exc:
@@ -203,7 +209,6 @@ def compile_catalog(directory: Path, schemas: SchemaSet) -> tuple[TemplateCatalo
         if found:
             problems += found
             continue
-        name = path.parent.name
         if path.stem == "example":
             if doc.data.get("kind") != "TemplateExample":
                 problems.append(
@@ -213,8 +218,8 @@ def compile_catalog(directory: Path, schemas: SchemaSet) -> tuple[TemplateCatalo
             catalog.examples[name] = Example(
                 doc.name, doc.loc(("data",)).line, doc.data["data"], tuple(doc.data.get("batch", ()))
             )
+            catalog.broken.discard((name, channel, None))
             continue
-        channel, _, locale = path.stem.partition(".")
         if doc.data.get("kind") != "Template":
             problems.append(
                 doc.diagnostic(
@@ -226,6 +231,7 @@ def compile_catalog(directory: Path, schemas: SchemaSet) -> tuple[TemplateCatalo
         problems += errors
         if compiled is not None:
             catalog.templates.setdefault((name, channel), {})[compiled.locale] = compiled
+            catalog.broken.discard((name, channel, locale or None))
     return catalog, problems
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.policy.diagnostics import Diagnostic
+from gateway.policy.diagnostics import Diagnostic, DiagnosticCode
 from gateway.templating.catalog import CompiledTemplate, RenderError, TemplateCatalog, context
 from gateway.templating.limits import MAX_PUSH_PAYLOAD, MAX_SMS_SEGMENTS, push_payload_bytes, sms_length
 
@@ -21,7 +21,7 @@ def check_catalog(catalog: TemplateCatalog) -> tuple[list[Diagnostic], list[Diag
     problems: list[Diagnostic] = []
     notes: list[Diagnostic] = []
     for (name, channel), variants in sorted(catalog.templates.items()):
-        if None not in variants:
+        if None not in variants and (name, channel, None) not in catalog.broken:
             # Locales fall back to the default; without one, every other locale gets nothing.
             first = min(variants.values(), key=lambda t: t.file)
             problems.append(
@@ -36,6 +36,8 @@ def check_catalog(catalog: TemplateCatalog) -> tuple[list[Diagnostic], list[Diag
             )
     for template in catalog.all():
         example = catalog.examples.get(template.name)
+        if example is None and (template.name, "example", None) in catalog.broken:
+            continue  # its example.yaml has its own diagnostics
         if example is None:
             problems.append(
                 _at(
@@ -113,5 +115,5 @@ def _limits(
     return []
 
 
-def _at(template: CompiledTemplate, line: int, code: str, message: str) -> Diagnostic:
+def _at(template: CompiledTemplate, line: int, code: DiagnosticCode, message: str) -> Diagnostic:
     return Diagnostic(file=template.file, line=line, col=1, code=code, message=message)

@@ -151,7 +151,6 @@ def test_dry_run_history_changes_the_decision(client: TestClient) -> None:  # ty
         ),
         ({"intent": INTENT, "user": {**USER, "user_id": "u_other"}}, 422, "user_mismatch", "user.user_id"),
         ({"intent": {**INTENT, "event": "unknown.thing"}}, 422, "no_matching_rule", "intent.event"),
-        ({"intent": {**INTENT, "user_id": "u_nobody"}}, 404, "unknown_user", "intent.user_id"),
         (
             {"intent": INTENT, "history": [{"event": "order.shipped", "channel": "push"}]},
             422,
@@ -238,3 +237,20 @@ async def test_the_full_app_serves_the_dry_run_behind_an_api_key(services) -> No
     assert answered.status_code == 200
     assert answered.json()["rule"] == "order-updates"
     assert policy.json()["version"] == services.policy.version
+
+
+def test_an_unknown_user_is_decided_for_as_intake_decides(client: TestClient) -> None:  # type: ignore[type-arg]
+    """Intake accepts an intent for an id nothing stores (only the feed delivers); the dry run
+    says exactly that, and its first trace step says the user is unknown."""
+    response = client.post("/v1/dry-run", json={"intent": {**INTENT, "user_id": "u_nobody"}, "at": AT})
+    assert response.status_code == 200, response.text
+    decision = response.json()
+    assert [d["channel"] for d in decision["deliveries"]] == ["in_app"]
+    assert {s["channel"]: s["reason"] for s in decision["suppressed"]} == {
+        "push": "no_address",
+        "email": "no_address",
+        "sms": "opted_out",
+    }
+    assert decision["trace"][0]["step"] == "user" and decision["trace"][0]["value"] == "unknown"
+    stored = client.post("/v1/dry-run", json={"intent": INTENT, "at": AT}).json()
+    assert stored["trace"][0]["step"] != "user"

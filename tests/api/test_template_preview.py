@@ -95,6 +95,10 @@ def test_missing_data_is_a_422_naming_template_and_variable(client: TestClient) 
     assert "templates/order.shipped/" in error["message"] and "carrier" in error["message"]
 
 
-def test_an_unknown_user_is_a_404(client: TestClient) -> None:  # type: ignore[type-arg]
+def test_an_unknown_user_gets_what_intake_would_send_them(client: TestClient) -> None:  # type: ignore[type-arg]
+    """Intake accepts an id nothing stores and writes only their feed: the preview shows that."""
     response = post(client, {"user_id": "u_nobody"})
-    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_user"
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [m["channel"] for m in body["messages"]] == ["in_app"]
+    assert {s["channel"]: s["reason"] for s in body["suppressed"]}["email"] == "no_address"

@@ -68,6 +68,23 @@ NOT_COMPILING = [
     ("shout(intent.event)", "undeclared reference to 'shout'"),
     ('history.exists(h, h.at > now) && h.channel == "sms"', "undeclared reference to 'h'"),
     ('now - duration("7d") < now', "not a CEL duration"),
+    # A helper called wrongly used to read "undeclared reference" (cel-expr-python's words).
+    ('local_time(now) == "10:00"', r"local_time takes 2 arguments \(timestamp, string\), got 1"),
+    # Literals a helper cannot use fail every evaluation: refused at compile time instead.
+    ('in_window(now, "UTC", "25:00", "08:00")', r"in_window, argument 3: '25:00' is not a clock time"),
+    ('local_time(now, "Mars/Olympus") == "x"', r"argument 2: 'Mars/Olympus' is not an IANA time zone"),
+    ('count_sent(history, "order.", "*", now) > 0', r"argument 2: 'order\.' is not an event pattern"),
+    ('event_matches(intent.event, "Order.*")', r"'Order\.\*' is not an event pattern"),
+    # `user` is a dyn map: a misspelt field fails only at evaluation, for every intent.
+    ('user.timezon == "UTC"', r"user has no field 'timezon'; the user schema gives it contacts, locale"),
+    ("has(user.contacts.emial)", r"user.contacts has no field 'emial'"),
+]
+# Still accepted: literals that are valid, and values only known at evaluation.
+LINT_CLEAN = [
+    'in_window(now, user.timezone, "22:00", "08:00")',
+    'local_time(now, "Europe/Paris") == "10:00" && event_matches(intent.event, "order.*")',
+    'count_sent(history, "*", "sms", now) < 3 && has(user.contacts.email) && user.locale == "fr"',
+    'intent.data.user.timezon == "x"',
 ]
 
 
@@ -91,6 +108,27 @@ def test_runtimes_agree_on_what_is_an_error(name: str, source: str) -> None:
 def test_static_check_rejects_with_a_runtime_independent_message(source: str, problem: str) -> None:
     with pytest.raises(CelCompileError, match=problem):
         static_check(source)
+
+
+@pytest.mark.parametrize("source", LINT_CLEAN)
+def test_static_check_accepts_valid_literals_and_fields(source: str) -> None:
+    static_check(source)
+
+
+@pytest.mark.parametrize(
+    ("source", "column"),
+    [
+        ("has(intent.data.amount && true", 4),
+        ('intent.data.tags[0 == "x"', 17),
+        ('intent.data.note == "(" && (true', 28),
+    ],
+)
+def test_an_unbalanced_bracket_is_reported_where_it_opens(source: str, column: int) -> None:
+    """It used to be column 1 ("unexpected end of expression"), or the end of the input."""
+    with pytest.raises(CelCompileError) as raised:
+        static_check(source)
+    assert (raised.value.kind, raised.value.column) == ("syntax", column)
+    assert raised.value.message == f"Syntax error: {source[column - 1]!r} is never closed"
 
 
 def test_compiled_programs_know_which_variables_they_read() -> None:

@@ -23,6 +23,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -639,6 +640,29 @@ CASES = [
 # the message quoting the expression.
 CEL_CASES = [
     Case(
+        "cel-check: a helper with too few arguments is not an undeclared reference",
+        (
+            replace(
+                "policies/transactional.yaml",
+                "&& intent.data.digital == true",
+                '&& local_time(now) == "10:00"',
+            ),
+        ),
+        (
+            E(
+                "policies/transactional.yaml:25:13",
+                "cel-check",
+                "local_time takes 2 arguments (timestamp, string), got 1: "
+                "local_time(timestamp, string) -> string (column 29)",
+            ),
+        ),
+    ),
+    Case(
+        "cel-syntax: an unclosed parenthesis is shown where it opens",
+        (replace("policies/social.yaml", "has(intent.data.actor_id) &&", "has(intent.data.actor_id &&"),),
+        (E("policies/social.yaml:17:11", "cel-syntax", "Syntax error: '(' is never closed (column 4)"),),
+    ),
+    Case(
         "cel-syntax: a constraint's condition ends early",
         (
             replace(
@@ -804,6 +828,93 @@ def test_several_problems_are_all_reported_sorted_by_file_line_col(bundle: Path)
     assert keys == sorted(keys)
 
 
+def test_a_broken_defaults_file_still_lets_every_other_file_be_checked(bundle: Path) -> None:
+    """A schema error in the Defaults used to hide everything found while compiling."""
+    apply_all(
+        bundle,
+        (
+            replace("policies/defaults.yaml", "timezone: UTC ", "timezone: 5 "),
+            replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, smtpp]"),
+            replace(
+                "policies/social.yaml", "intent.data.actor_id == intent.user_id", "intent.data.actor_id =="
+            ),
+            replace("policies/tests/social_test.yaml", "      rule: comments", "      rul: comments"),
+        ),
+    )
+    assert_reports(
+        check(paths()),
+        (
+            E("policies/defaults.yaml:9:11", "schema", "expected a string"),
+            E("policies/social.yaml:17:11", "cel-syntax", "Syntax error"),
+            E("policies/tests/social_test.yaml:52:7", "schema", "unknown field 'rul'"),
+            E("providers.yaml:81:21", "unknown-provider", "unknown provider 'smtpp'"),
+        ),
+    )
+
+
+def test_a_template_syntax_error_is_not_also_reported_as_a_missing_default(bundle: Path) -> None:
+    """order.shipped has push.fr.yaml too: a broken push.yaml used to add a false "add push.yaml"."""
+    apply_all(
+        bundle,
+        (
+            replace(
+                "templates/order.shipped/push.yaml",
+                'title: "Your order is on its way"',
+                'title: "Your order is {% if %}on its way"',
+            ),
+        ),
+    )
+    assert_reports(
+        check(paths(), run_tests=False),
+        (E("templates/order.shipped/push.yaml:4:8", "template-syntax", "title: Expected an expression"),),
+    )
+
+
+def test_tests_run_for_what_compiled_and_templates_do_not_hide_them(bundle: Path) -> None:
+    """A broken policy file, a broken template and a failing test case, all in one run.
+
+    The cases for the events security.yaml routes cannot run without it and are skipped,
+    naming the file; every other case runs against the rules that compiled.
+    """
+    apply_all(
+        bundle,
+        (
+            replace("policies/security.yaml", "    dedup: 30s\n", "    dedup: 30s\n    dedupe: 1m\n"),
+            replace(
+                "templates/social.like/push.yaml",
+                'body: "{{ data.post_title }}"',
+                'body: "{{ data.post_title }"',
+            ),
+            replace("policies/tests/social_test.yaml", "      rule: comments", "      rule: follows"),
+        ),
+    )
+    result = check(paths())
+    assert located(result.diagnostics) == [
+        ("policies/security.yaml", 34, 5, "schema"),
+        ("policies/tests/social_test.yaml", 49, 5, "test-failed"),
+        ("templates/social.like/push.yaml", 5, 7, "template-syntax"),
+    ]
+    assert result.status == "invalid"
+    assert result.suites is not None
+    skipped = {case.intent.event for case, _ in result.suites.skipped}
+    assert skipped and all(event.startswith("security.") for event in skipped), skipped
+    assert {why for _, why in result.suites.skipped} == {
+        f"policies/security.yaml routes {event!r} and has problems" for event in skipped
+    }
+    ran = {r.case.intent.event for r in result.suites.results}
+    assert not any(event.startswith("security.") for event in ran)
+    assert len(result.suites.results) + len(result.suites.skipped) == 62
+
+
+def test_a_file_too_broken_to_read_skips_every_case(bundle: Path) -> None:
+    """Which events a file that does not parse routes is unknown: no case can be trusted."""
+    apply_all(bundle, (replace("policies/social.yaml", "category: social", "category: [social"),))
+    result = check(paths())
+    assert [d.code for d in result.diagnostics] == ["yaml-syntax"]
+    assert result.suites is not None and not result.suites.results
+    assert len(result.suites.skipped) == 62
+
+
 # --- the policy test suites -------------------------------------------------------------------
 
 
@@ -907,6 +1018,80 @@ def test_cli_check_exits_0_on_the_good_bundle(bundle: Path, capsys: pytest.Captu
     assert out.startswith("ok: ")
     assert "test cases passed" in out
     assert not any(FORMAT.match(line) for line in out.splitlines()), out
+
+
+def test_cli_check_exit_status_tells_an_invalid_bundle_from_failing_tests(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply_all(
+        bundle, (replace("policies/tests/social_test.yaml", "      rule: comments", "      rule: follows"),)
+    )
+    assert main(["check", "policies"]) == 3
+    apply_all(bundle, BROKEN)
+    assert main(["check", "policies"]) == 1
+    out = capsys.readouterr().out
+    assert "test-failed" in out and "invalid-timezone" in out
+
+
+def test_cli_check_gates_coverage_in_the_same_run(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    apply_all(bundle, (delete("policies/tests/marketing_test.yaml"),))
+    assert main(["check", "policies", "--min-coverage", "100"]) == 3
+    [line] = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(
+        r"policies:1:1: coverage-below: the test suites exercise \d+\.\d% of rules and branches, "
+        r"below the required 100%; .*",
+        line,
+    ), line
+    assert main(["check", "policies", "--min-coverage", "50"]) == 0
+    assert "coverage " in capsys.readouterr().out
+
+
+def test_cli_check_format_github_annotates_each_problem(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply_all(bundle, BROKEN)
+    assert main(["check", "policies", "--format", "github"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "::error file=policies/defaults.yaml,line=9,col=11,title=invalid-timezone::`timezone` "
+        "'Mars/Olympus' is not an IANA time zone; use a name such as 'Europe/Paris'",
+        "::error file=providers.yaml,line=81,col=21,title=unknown-provider::unknown provider 'smtpp'; "
+        "declared: fcm, inbox, sendgrid, smtp, twilio, webhook",
+    ]
+
+
+def test_cli_check_format_junit_reports_each_case(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    apply_all(
+        bundle,
+        (
+            replace("policies/security.yaml", "    dedup: 30s\n", "    dedup: 30s\n    dedupe: 1m\n"),
+            replace("policies/tests/social_test.yaml", "      rule: comments", "      rule: follows"),
+        ),
+    )
+    assert main(["check", "policies", "--format", "junit"]) == 1
+    root = ElementTree.fromstring(capsys.readouterr().out.encode())
+    suites = {suite.get("name"): suite for suite in root.iter("testsuite")}
+    [problem] = suites["bundle"].iter("failure")
+    assert problem.get("type") == "schema"
+    [failed] = [case for case in suites["social"] if case.find("failure") is not None]
+    assert failed.get("name") == "R11: comments wait 600 seconds, follows 900"
+    assert failed.get("file") == "policies/tests/social_test.yaml"
+    security = suites["security"]
+    assert security.get("skipped") == security.get("tests") == str(len(list(security)))
+    total = sum(int(s.get("tests", "0")) for n, s in suites.items() if n != "bundle")
+    assert total == 62
+
+
+def test_cli_test_format_github_annotates_the_failing_case(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply_all(
+        bundle, (replace("policies/tests/social_test.yaml", "      rule: comments", "      rule: follows"),)
+    )
+    assert main(["test", "policies", "--format", "github"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "::error file=policies/tests/social_test.yaml,line=49,col=5,title=test-failed::"
+        "test 'R11: comments wait 600 seconds, follows 900': rule: expected 'follows', got 'comments'"
+    ]
 
 
 def test_load_policy_raises_the_diagnostics_of_check(bundle: Path) -> None:
