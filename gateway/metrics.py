@@ -56,7 +56,8 @@ POLICY_EVALUATION = Histogram(
 DELIVERIES = Counter(
     "notigate_deliveries",
     "Delivery attempts recorded, by channel, provider and outcome "
-    "(delivered, retrying, failed, dead, expired). provider is `none` when no provider was called.",
+    "(delivered, retrying, failed, dead, expired, unknown). provider is `none` when no provider "
+    "was called.",
     ["channel", "provider", "outcome"],
     registry=REGISTRY,
 )
@@ -69,6 +70,13 @@ RETRIES = Counter(
 DEAD_LETTERS = Counter(
     "notigate_dead_letters",
     "Deliveries that ran out of retries and were dead-lettered.",
+    registry=REGISTRY,
+)
+PROVIDER_CONFIGURATION_FAILURES = Counter(
+    "notigate_provider_configuration_failures",
+    "Provider calls refused for our configuration (credentials, permissions, unverified sender), "
+    "by provider and code: alert on any increase, the provider's breaker opened at once.",
+    ["provider", "code"],
     registry=REGISTRY,
 )
 ACCEPT_TO_DELIVERED = Histogram(

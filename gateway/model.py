@@ -283,6 +283,7 @@ DeliveryStatusName = Literal[
     "failed",
     "expired",
     "dead",
+    "unknown",  # a provider may have taken it and did not say: not sent again (docs/providers.md)
     "suppressed",
     "standby",
     "cancelled",

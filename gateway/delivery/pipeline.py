@@ -17,14 +17,15 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from gateway.delivery.retry import next_attempt
 from gateway.failpoints import failpoint
-from gateway.metrics import record_outcome
+from gateway.metrics import PROVIDER_CONFIGURATION_FAILURES, record_outcome
 from gateway.model import UserState
 from gateway.policy.compiled import CompiledPolicy, RetryPolicy
-from gateway.providers.base import Address, Delivered, Message, Permanent, Retryable, SendResult
+from gateway.providers.base import Adapter, Address, Delivered, Message, Permanent, Retryable, SendResult
 from gateway.providers.guard import ADMITTED, Admission, ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.dispatch import Dispatcher
@@ -153,7 +154,7 @@ class DeliveryPipeline:
                 "sent again (it may have been delivered)"
             )
             return Outcome(
-                claimed, "failed", tries=[Try(None, "unknown", error)], reason="outcome_unknown", error=error
+                claimed, "unknown", tries=[Try(None, "unknown", error)], reason="outcome_unknown", error=error
             )
         if notification is None:
             return Outcome(
@@ -201,9 +202,12 @@ class DeliveryPipeline:
         )
         for own in per_address:
             tries += own
+        unknown: list[tuple[str, Retryable]] = []
         for address, (provider, result) in zip(addresses, results, strict=True):
             if isinstance(result, Delivered):
                 delivered.append((provider, result))
+            elif isinstance(result, Retryable) and self.settles_unknown(claimed, provider, result):
+                unknown.append((provider, result))
             elif isinstance(result, Permanent):
                 permanent.append(result)
                 if result.address_invalid and user is not None:
@@ -218,6 +222,17 @@ class DeliveryPipeline:
                 tries=tries,
                 provider=provider,
                 provider_message_id=first.provider_message_id,
+            )
+        if unknown:
+            provider, maybe = unknown[0]
+            return Outcome(
+                claimed,
+                "unknown",
+                tries=tries,
+                provider=provider,
+                provider_message_id=maybe.provider_message_id,
+                reason="outcome_unknown",
+                error=f"{maybe.error}; not sent again, in case it was delivered",
             )
         if retryable:
             retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
@@ -263,7 +278,9 @@ class DeliveryPipeline:
 
         A provider whose breaker is open, or whose rate limit would make this send wait
         longer than `rate_wait`, is skipped like one that failed; a short wait for a token
-        is cheaper than failing over or retrying later.
+        is cheaper than failing over or retrying later. A failure moves on only when its
+        class is the provider's health or configuration, and not when the provider may have
+        taken the message (`settles_unknown`).
         """
         result: SendResult = Retryable("no provider could be tried", code="no_provider")
         waits: list[float] = []
@@ -288,36 +305,12 @@ class DeliveryPipeline:
                 waits.append(admission.wait)
                 tries.append(Try(name, "skipped", f"{admission.reason}: free again in {admission.wait:.2f}s"))
                 continue
-            called_at = self.clock()
-            started = time.perf_counter()
-            # Each adapter enforces its provider's own timeout; this is the backstop for one that
-            # does not, generous enough (twice, plus a second) for a token fetch before the send,
-            # and within the lease, so a slow provider never makes the send look orphaned.
-            limit = max(self.send_timeout, 2 * spec.timeout + 1) if spec is not None else self.send_timeout
-            limit = min(limit, 0.9 * self.lease.total_seconds())
-            try:
-                result = await asyncio.wait_for(
-                    adapter.send(message, address, idempotency_key=claimed.id), limit
-                )
-            except TimeoutError:
-                result = Retryable(f"{name} did not answer within {limit:g}s", code="timeout")
-            except Exception as exc:  # an adapter bug must not lose the delivery
-                log.exception("provider %s failed unexpectedly", name)
-                result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
-            elapsed = (time.perf_counter() - started) * 1000
-            if self.guard is not None:
-                await self.guard.record(name, isinstance(result, Retryable), trial=admission.trial)
-            error = None if isinstance(result, Delivered) else result.error
-            tries.append(
-                Try(
-                    name,
-                    result.outcome,
-                    error,
-                    result.provider_message_id if isinstance(result, Delivered) else None,
-                    elapsed,
-                    called_at,
-                )
-            )
+            result, attempt = await self._call(name, adapter, claimed, message, address)
+            await self._judge(name, result, admission)
+            if isinstance(result, Retryable) and self.settles_unknown(claimed, name, result):
+                tries.append(replace(attempt, outcome="unknown"))
+                return name, result
+            tries.append(attempt)
             if not isinstance(result, Retryable):
                 return name, result
         if unfit and unfit == len(claimed.providers):
@@ -332,6 +325,58 @@ class DeliveryPipeline:
                 code="providers_unavailable",
             )
         return claimed.providers[-1] if claimed.providers else "", result
+
+    async def _call(
+        self, name: str, adapter: Adapter, claimed: Claimed, message: Message, address: Address
+    ) -> tuple[SendResult, Try]:
+        """One provider call, never raising: its result and the try that records it."""
+        spec = self.registry.specs.get(name)
+        called_at = self.clock()
+        started = time.perf_counter()
+        # Each adapter enforces its provider's own timeout; this is the backstop for one that
+        # does not, generous enough (twice, plus a second) for a token fetch before the send,
+        # and within the lease, so a slow provider never makes the send look orphaned.
+        limit = max(self.send_timeout, 2 * spec.timeout + 1) if spec is not None else self.send_timeout
+        limit = min(limit, 0.9 * self.lease.total_seconds())
+        result: SendResult
+        try:
+            result = await asyncio.wait_for(adapter.send(message, address, idempotency_key=claimed.id), limit)
+        except TimeoutError:
+            # The adapter was cut off mid-call: the provider may have the message.
+            result = Retryable(f"{name} did not answer within {limit:g}s", code="timeout", ambiguous=True)
+        except Exception as exc:  # an adapter bug must not lose the delivery
+            log.exception("provider %s failed unexpectedly", name)
+            result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
+        elapsed = (time.perf_counter() - started) * 1000
+        reference = result.provider_message_id if not isinstance(result, Permanent) else None
+        error = None if isinstance(result, Delivered) else result.error
+        return result, Try(name, result.outcome, error, reference, elapsed, called_at)
+
+    async def _judge(self, name: str, result: SendResult, admission: Admission) -> None:
+        """Tell the breaker how the provider did: health and configuration failures count
+        against it (configuration opens it at once); the address's or message's do not."""
+        if not isinstance(result, Retryable):
+            if self.guard is not None:
+                await self.guard.record(name, False, trial=admission.trial)
+            return
+        configuration = result.failure == "configuration"
+        if configuration:
+            PROVIDER_CONFIGURATION_FAILURES.labels(name, result.code).inc()
+            log.error("provider %s refused our configuration (%s): %s", name, result.code, result.error)
+        if self.guard is not None:
+            await self.guard.record(name, True, trial=admission.trial, at_once=configuration)
+
+    def settles_unknown(self, claimed: Claimed, name: str, result: Retryable) -> bool:
+        """Whether an ambiguous failure ends the delivery as `unknown` rather than moving on:
+        the provider may have taken the message and cannot drop a repeat, and the tier did
+        not opt into at-least-once (`ambiguous: at_least_once`)."""
+        if not result.ambiguous:
+            return False
+        adapter = self.registry.get(name)
+        if adapter is not None and adapter.idempotent:
+            return False
+        tier = self.policy().tiers.get(claimed.tier or "")
+        return not (tier is not None and tier.at_least_once)
 
     async def _admit(self, name: str) -> Admission:
         if self.guard is None:

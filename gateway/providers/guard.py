@@ -7,9 +7,12 @@ How to use (the delivery pipeline, around each provider call): call
 the chain, as after a retryable failure; `admission.wait` says when this provider could
 take the call again (for the retry schedule when every provider was skipped). When it is
 allowed, send, then `await guard.record(name, failed=isinstance(result, Retryable),
-trial=admission.trial)`; a timeout counts as `Retryable`. Only retryable outcomes count
-against the provider: a `Permanent` result (an invalid number, an unregistered token, a
-hard bounce) says the *address* is bad, not that the provider is failing. Always record
+trial=admission.trial, at_once=result.failure == "configuration")`; a timeout counts as
+`Retryable`. Only retryable outcomes (the provider's health, our configuration of it)
+count against the provider: a `Permanent` result (an invalid number, an unregistered
+token, a message too long) says the *address* or the *message* is bad, not that the
+provider is failing. A configuration failure (bad credentials, a sender not verified)
+opens the breaker at once, whatever the counts: every call would fail alike. Always record
 after an admitted call, trial or not, or the half-open trial is only released when its
 deadline passes.
 
@@ -106,7 +109,7 @@ return {'', '0', tostring(trial)}
 _RECORD = """
 -- KEYS[1]: breaker.
 -- ARGV: now, failed (0/1), trial (0/1), min_calls, failure_rate, open_for (s), buckets,
---       bucket width (s), breaker ttl (ms).
+--       bucket width (s), breaker ttl (ms), at once (0/1: a failure that opens it by itself).
 -- Returns {event, calls, failures}: event is 'opened', 'reopened', 'closed' or ''.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -162,7 +165,8 @@ end
 redis.call('HSET', key, 'head', tostring(head), 'calls', tostring(calls), 'failures', tostring(failures),
   'geometry', geometry)
 local event = ''
-if open_until == nil and calls >= tonumber(ARGV[4]) and failures / calls >= tonumber(ARGV[5]) then
+local tripped = calls >= tonumber(ARGV[4]) and failures / calls >= tonumber(ARGV[5])
+if open_until == nil and (tripped or (failed and ARGV[10] == '1')) then
   redis.call('HSET', key, 'until', tostring(now + open_for))
   event = 'opened'
 end
@@ -292,8 +296,12 @@ class ProviderGuard:
             case _:
                 return Admission(allowed=False, reason="rate_limited", wait=float(_text(wait)))
 
-    async def record(self, provider: str, failed: bool, *, trial: bool = False) -> None:
-        """Count one admitted call's outcome; `trial` as `admit` returned it."""
+    async def record(
+        self, provider: str, failed: bool, *, trial: bool = False, at_once: bool = False
+    ) -> None:
+        """Count one admitted call's outcome; `trial` as `admit` returned it. `at_once`: the
+        failure opens the breaker by itself (the provider refused our configuration: every
+        call would fail the same way until an operator fixes it)."""
         plan = self._plans.get(provider)
         if plan is None or plan.breaker is None:
             return
@@ -312,6 +320,7 @@ class ProviderGuard:
                     plan.buckets,
                     repr(plan.width),
                     plan.breaker_ttl_ms,
+                    int(at_once),
                 ],
             )
         except (RedisError, OSError) as error:

@@ -9,7 +9,8 @@ Exactly once per address rests on three rules:
 3. A delivery left `sending` by a worker that died is reclaimed once its lease expires and
    sent again with the same idempotency key (the delivery id), which providers that
    support one use to drop the repeat; for a provider without one, the delivery is
-   recorded `failed` with `outcome_unknown` instead of risking a second message.
+   recorded `unknown` (reason `outcome_unknown`) instead of risking a second message, as
+   when such a provider times out after the request went out.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class Outcome:
     """What happened to a claimed delivery, and what must follow."""
 
     delivery: Claimed
-    status: str  # delivered, retrying, dead, failed, expired
+    status: str  # delivered, retrying, dead, failed, expired, unknown
     tries: Sequence[Try] = ()
     provider: str | None = None
     provider_message_id: str | None = None
@@ -323,9 +324,9 @@ class DeliveryStore:
                 "lease_until": None,
                 "updated_at": now,
             }
-            if outcome.status == "delivered":
+            if outcome.status in ("delivered", "unknown"):
                 values.update(provider=outcome.provider, provider_message_id=outcome.provider_message_id)
-            else:
+            if outcome.status != "delivered":
                 values.update(reason=outcome.reason, detail=outcome.error)
             if outcome.status == "retrying":
                 values["next_attempt_at"] = outcome.retry_at
@@ -605,7 +606,7 @@ async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str
     mirrored = dict(values)
     if values["status"] == "delivered":
         mirrored["detail"] = f"sent within delivery {leader.id}"
-    elif values["status"] in ("failed", "dead", "expired") and values.get("reason") != "outcome_unknown":
+    elif values["status"] in ("failed", "dead", "expired"):
         # The digest did not go: what was folded into it waits for the next one.
         await connection.execute(
             sa.update(deliveries)

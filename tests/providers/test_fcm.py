@@ -153,6 +153,19 @@ async def send_once(
             True,
             id="sender-id-mismatch",
         ),
+    ],
+)
+async def test_permanent_answers(reply: Reply, code: str, address_invalid: bool) -> None:
+    result, server = await send_once(lambda r: reply)
+    assert isinstance(result, Permanent), result
+    assert (result.code, result.address_invalid) == (code, address_invalid), result
+    assert VALID_TOKEN not in result.error
+    assert len(sends(server)) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
         pytest.param(
             google_error(
                 401,
@@ -161,27 +174,24 @@ async def send_once(
                 "THIRD_PARTY_AUTH_ERROR",
             ),
             "third_party_auth",
-            False,
             id="third-party-auth",
         ),
         pytest.param(
             google_error(403, "PERMISSION_DENIED", "Permission 'cloudmessaging.messages.create' denied"),
             "permission_denied",
-            False,
             id="permission-denied",
         ),
         pytest.param(
             google_error(404, "NOT_FOUND", "Requested entity was not found."),
             "not_found",
-            False,
             id="project-not-found",
         ),
     ],
 )
-async def test_permanent_answers(reply: Reply, code: str, address_invalid: bool) -> None:
+async def test_configuration_answers_move_to_the_next_provider(reply: Reply, code: str) -> None:
     result, server = await send_once(lambda r: reply)
-    assert isinstance(result, Permanent), result
-    assert (result.code, result.address_invalid) == (code, address_invalid), result
+    assert isinstance(result, Retryable), result
+    assert (result.code, result.failure, result.ambiguous) == (code, "configuration", False), result
     assert VALID_TOKEN not in result.error
     # One send each: the SDK's refresh-and-resend on 401 is not in our client.
     assert len(sends(server)) == 1
@@ -263,7 +273,9 @@ async def test_a_refused_service_account_is_permanent_and_names_the_variable(
             result = await adapter.send(message("push"), DEVICE, idempotency_key="d1")
         finally:
             await adapter.close()
-    assert isinstance(result, Permanent) and result.code == "auth", result
+    assert isinstance(result, Retryable) and (result.code, result.failure) == ("auth", "configuration"), (
+        result
+    )
     assert "FCM_SERVICE_ACCOUNT" in result.error
     assert not sends(server)
     for secret in (PRIVATE_KEY, KEY_LINE, VALID_TOKEN):

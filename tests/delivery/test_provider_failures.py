@@ -1,0 +1,178 @@
+"""The provider chain as production failures drive it, through the real SDK-backed adapters.
+
+SendGrid is the real `SendGridAdapter` (the `sendgrid` SDK) against a local server speaking
+SendGrid's v3 wire format; SMTP is the real `SmtpAdapter` (aiosmtplib) against a local
+aiosmtpd relay. Breakers and pauses live in the run's real Redis. Each test is one scenario
+of issue 13's "Where it stands".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.metrics import REGISTRY
+from gateway.policy.compiled import CompiledPolicy
+from gateway.providers.base import Adapter
+from gateway.providers.console import ConsoleAdapter
+from gateway.providers.registry import ProviderRegistry
+from gateway.providers.smtp_email import SmtpAdapter
+from gateway.providers.spec import ProviderSpec
+from gateway.redis_server import RedisServer
+from gateway.services import Services
+from gateway.store import migrate
+from tests.conftest import Clock, make_settings
+from tests.delivery.test_guarded import guard_state, shipped
+from tests.delivery.test_pipeline import EMAIL_ONLY, _settled, _status
+from tests.harness import admin_key, client, eventually, running_worker, store_user
+from tests.providers.test_smtp import Scripted, listening, smtp_server
+from tests.providers.wire_sendgrid import WIRE as SENDGRID
+from tests.providers.wire_sendgrid import errors
+from tests.stub_http import Reply, StubServer, stub_server
+
+SENDGRID_TIMEOUT = 0.5  # seconds; "late" answers come after twice this
+OPENS_LATE = {"failure_rate": 0.5, "min_calls": 20, "window": "60s", "open_for": "60s"}
+
+
+@dataclasses.dataclass
+class Chain:
+    """SendGrid then SMTP, the shipped email chain, with both ends observable."""
+
+    sendgrid: StubServer
+    relay: Scripted
+    registry: ProviderRegistry
+
+
+def _registry(outbox: Path, sendgrid: StubServer, smtp_port: int, **sendgrid_spec: Any) -> ProviderRegistry:
+    adapters: dict[str, Adapter] = {
+        name: ConsoleAdapter(name, channel, outbox)
+        for name, channel in {"twilio": "sms", "fcm": "push", "inbox": "in_app", "webhook": "webhook"}.items()
+    }
+    adapters["sendgrid"] = SENDGRID.build(sendgrid.url, SENDGRID_TIMEOUT)
+    adapters["smtp"] = SmtpAdapter(
+        "smtp",
+        "email",
+        host="127.0.0.1",
+        port=smtp_port,
+        starttls=False,
+        sender="n@notigate.example",
+        timeout=2,
+    )
+    raw = {"channel": "email", "adapter": "sendgrid", "cost": 0.001, "timeout": "500ms", **sendgrid_spec}
+    specs = {"sendgrid": ProviderSpec.parse("sendgrid", raw, {})}
+    return ProviderRegistry(adapters, "test", specs)
+
+
+@asynccontextmanager
+async def email_chain(outbox: Path, **sendgrid_spec: Any) -> AsyncIterator[Chain]:
+    relay = Scripted()
+    async with stub_server() as sendgrid, listening(smtp_server(relay)) as port:
+        reg = _registry(outbox, sendgrid, port, **sendgrid_spec)
+        try:
+            yield Chain(sendgrid, relay, reg)
+        finally:
+            await reg.close()
+
+
+async def send_emails(services: Services, chain: Chain, count: int, settled: str = "delivered") -> list[Any]:
+    """Accept `count` emails one after the other and wait for each to settle; their statuses."""
+    seen = []
+    token = await admin_key(services)
+    async with running_worker(services, registry=chain.registry), client(services, token) as http:
+        for n in range(count):
+            response = await http.post("/v1/intents", json=shipped(n))
+            assert response.status_code == 202, response.text
+            notification_id = response.json()["notification_id"]
+            await eventually(lambda nid=notification_id: _settled(services, nid, "email", settled))
+            seen.append((await _status(services, notification_id))["email"])
+    return seen
+
+
+def tries(email: Any) -> list[tuple[str | None, str]]:
+    return [(a.provider, a.outcome) for a in email.attempts]
+
+
+@contextmanager
+def counted(metric: str, **labels: str) -> Iterator[list[float]]:
+    """How much a counter of the gateway's registry grew inside the block."""
+    before = REGISTRY.get_sample_value(metric, labels) or 0.0
+    grew: list[float] = []
+    yield grew
+    grew.append((REGISTRY.get_sample_value(metric, labels) or 0.0) - before)
+
+
+async def test_a_rotated_sendgrid_key_fails_over_to_smtp_and_opens_the_breaker_at_once(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    await store_user(quick_services, EMAIL_ONLY)
+    async with email_chain(tmp_path / "outbox", circuit_breaker=OPENS_LATE) as chain:
+        chain.sendgrid.reply(Reply(401, errors((None, "The provided authorization grant is invalid"))))
+        labels = {"provider": "sendgrid", "code": "unauthorized"}
+        with counted("notigate_provider_configuration_failures_total", **labels) as alerts:
+            first, second = await send_emails(quick_services, chain, 2)
+        breaker = await guard_state(quick_services, chain.registry)
+    assert tries(first) == [("sendgrid", "retryable"), ("smtp", "delivered")]
+    # One refusal opened it, though min_calls is 20: a bad key fails every call alike.
+    assert tries(second) == [("sendgrid", "skipped"), ("smtp", "delivered")]
+    assert (first.provider, second.provider) == ("smtp", "smtp")
+    assert len(chain.sendgrid.requests) == 1 and len(chain.relay.received) == 2
+    assert breaker == "open" and alerts == [1.0]
+
+
+async def test_an_invalid_address_at_sendgrid_is_not_tried_at_smtp(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    await store_user(quick_services, EMAIL_ONLY)
+    async with email_chain(tmp_path / "outbox") as chain:
+        chain.sendgrid.reply(
+            Reply(400, errors(("personalizations.0.to.0.email", "Does not contain a valid address.")))
+        )
+        (email,) = await send_emails(quick_services, chain, 1, settled="failed")
+    assert tries(email) == [("sendgrid", "permanent")]
+    assert email.reason == "invalid_address" and chain.relay.received == []
+
+
+async def test_a_late_202_from_sendgrid_is_recorded_unknown_and_not_sent_by_smtp(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    """SendGrid accepts the email after our timeout: sending it through SMTP as well would
+    deliver it twice (observed before issue 13)."""
+    await store_user(quick_services, EMAIL_ONLY)
+    async with email_chain(tmp_path / "outbox") as chain:
+        chain.sendgrid.reply(Reply(202, headers={"x-message-id": "late-1"}, delay=2 * SENDGRID_TIMEOUT))
+        (email,) = await send_emails(quick_services, chain, 1, settled="unknown")
+    assert tries(email) == [("sendgrid", "unknown")]
+    assert (email.status, email.reason, email.provider) == ("unknown", "outcome_unknown", "sendgrid")
+    assert "not sent again" in (email.detail or "")
+    assert len(chain.sendgrid.requests) == 1 and chain.relay.received == []
+
+
+@pytest.fixture
+async def at_least_once_services(
+    database_url: str, redis_server: RedisServer, tmp_path: Path, quick_policy: CompiledPolicy
+) -> AsyncIterator[Services]:
+    """The quick policy with every tier opting into at-least-once (`ambiguous: at_least_once`)."""
+    tiers = {name: dataclasses.replace(t, at_least_once=True) for name, t in quick_policy.tiers.items()}
+    policy = dataclasses.replace(quick_policy, tiers=tiers)
+    opened = Services(make_settings(database_url, redis_server.url, tmp_path), policy=policy, clock=Clock())
+    await migrate.upgrade(opened.database)
+    await opened.start()
+    yield opened
+    await opened.close()
+
+
+async def test_a_tier_that_opts_into_at_least_once_fails_over_after_a_late_answer(
+    at_least_once_services: Services, tmp_path: Path
+) -> None:
+    services = at_least_once_services
+    await store_user(services, EMAIL_ONLY)
+    async with email_chain(tmp_path / "outbox") as chain:
+        chain.sendgrid.reply(Reply(202, delay=2 * SENDGRID_TIMEOUT))
+        (email,) = await send_emails(services, chain, 1)
+    assert tries(email) == [("sendgrid", "retryable"), ("smtp", "delivered")]
+    assert len(chain.relay.received) == 1
