@@ -37,6 +37,8 @@ from gateway.templating.catalog import RenderError
 
 log = logging.getLogger("gateway.delivery")
 
+# The code of a chain where no provider could be called: a wait, not a failed attempt.
+NOTHING_TRIED = "providers_unavailable"
 _NO_RETRY = RetryPolicy(schedule=(dt.timedelta(seconds=30),), max_attempts=1, jitter=0.0, max_delay=None)
 
 
@@ -235,33 +237,48 @@ class DeliveryPipeline:
                 error=f"{maybe.error}; not sent again, in case it was delivered",
             )
         if retryable:
-            retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
-            if retry_after is not None:
-                # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
-                # let that bring the retry before the provider's Retry-After.
-                retry_after += ON_TIME.total_seconds()
-            # Counted from the providers' answers, not from when this attempt began.
-            retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, self.clock(), retry_after)
-            error = retryable[-1].error
-            if retry_at is not None:
-                return Outcome(
-                    claimed,
-                    "retrying",
-                    tries=tries,
-                    reason=retryable[-1].code,
-                    error=error,
-                    retry_at=retry_at,
-                )
-            return Outcome(
-                claimed,
-                "dead",
-                tries=tries,
-                reason="retries_exhausted",
-                error=f"gave up after {claimed.attempts} attempts: {error}",
-                fall_back=True,
-            )
+            return self._later(claimed, tries, retryable, waited_only=not permanent)
         last = permanent[-1]
         return Outcome(claimed, "failed", tries=tries, reason=last.code, error=last.error, fall_back=True)
+
+    def _later(
+        self, claimed: Claimed, tries: list[Try], retryable: list[Retryable], *, waited_only: bool
+    ) -> Outcome:
+        """A retry on the tier's schedule (raised to the providers' Retry-After), or a dead
+        letter when the attempts are spent. When no provider was called at all (every one
+        paused, open or saturated), the delivery only waits for the first to free up: that
+        does not use up an attempt, and the tier's expiry still bounds the wait."""
+        retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
+        if retry_after is not None:
+            # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
+            # let that bring the retry before the provider's Retry-After.
+            retry_after += ON_TIME.total_seconds()
+        error = retryable[-1].error
+        if waited_only and retry_after is not None and all(r.code == NOTHING_TRIED for r in retryable):
+            free_at = self.clock() + dt.timedelta(seconds=retry_after)
+            return Outcome(
+                claimed,
+                "retrying",
+                tries=tries,
+                reason=NOTHING_TRIED,
+                error=error,
+                retry_at=free_at,
+                waited=True,
+            )
+        # Counted from the providers' answers, not from when this attempt began.
+        retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, self.clock(), retry_after)
+        if retry_at is not None:
+            return Outcome(
+                claimed, "retrying", tries=tries, reason=retryable[-1].code, error=error, retry_at=retry_at
+            )
+        return Outcome(
+            claimed,
+            "dead",
+            tries=tries,
+            reason="retries_exhausted",
+            error=f"gave up after {claimed.attempts} attempts: {error}",
+            fall_back=True,
+        )
 
     async def _batch(self, claimed: Claimed, notification: Any) -> list[Mapping[str, Any]]:
         """The items a grouped message carries: its batch in arrival order, then what was folded in."""
@@ -320,9 +337,9 @@ class DeliveryPipeline:
         if waits and len(waits) == len(claimed.providers):
             # Nothing was tried: every provider is open or saturated. Come back when one frees up.
             return claimed.providers[-1], Retryable(
-                "every provider is unavailable (circuit open or rate limited)",
+                "every provider is unavailable (paused, circuit open or rate limited)",
                 retry_after=min(waits),
-                code="providers_unavailable",
+                code=NOTHING_TRIED,
             )
         return claimed.providers[-1] if claimed.providers else "", result
 
@@ -359,6 +376,9 @@ class DeliveryPipeline:
             if self.guard is not None:
                 await self.guard.record(name, False, trial=admission.trial)
             return
+        if self.guard is not None and result.retry_after is not None and result.failure == "health":
+            # The provider said when it takes calls again: every worker waits, not just us.
+            await self.guard.pause(name, result.retry_after)
         configuration = result.failure == "configuration"
         if configuration:
             PROVIDER_CONFIGURATION_FAILURES.labels(name, result.code).inc()
@@ -384,7 +404,7 @@ class DeliveryPipeline:
         waited = 0.0
         while True:
             admission = await self.guard.admit(name)
-            if admission.allowed or admission.reason != "rate_limited":
+            if admission.allowed or admission.reason == "circuit_open":
                 return admission
             if waited + admission.wait > self.rate_wait:
                 return admission

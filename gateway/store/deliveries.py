@@ -142,6 +142,9 @@ class Outcome:
     error: str | None = None
     retry_at: dt.datetime | None = None
     fall_back: bool = False
+    # Nothing was sent: every provider was paused, open or saturated. The claim's attempt
+    # is given back, so waiting on a provider never spends the tier's max_attempts.
+    waited: bool = False
 
 
 @dataclass
@@ -330,6 +333,8 @@ class DeliveryStore:
                 values.update(reason=outcome.reason, detail=outcome.error)
             if outcome.status == "retrying":
                 values["next_attempt_at"] = outcome.retry_at
+            if outcome.waited:
+                values["attempts"] = deliveries.c.attempts - 1
             recorded = await connection.execute(
                 sa.update(deliveries)
                 .where(

@@ -9,23 +9,29 @@ of issue 13's "Where it stands".
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from gateway.metrics import REGISTRY
 from gateway.policy.compiled import CompiledPolicy
 from gateway.providers.base import Adapter
 from gateway.providers.console import ConsoleAdapter
+from gateway.providers.guard import ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.providers.smtp_email import SmtpAdapter
 from gateway.providers.spec import ProviderSpec
 from gateway.redis_server import RedisServer
 from gateway.services import Services
 from gateway.store import migrate
+from gateway.store.tables import DeliveryRow
+from gateway.tracking.events import EventRecorder, ProviderEvent
 from tests.conftest import Clock, make_settings
 from tests.delivery.test_guarded import guard_state, shipped
 from tests.delivery.test_pipeline import EMAIL_ONLY, _settled, _status
@@ -64,7 +70,10 @@ def _registry(outbox: Path, sendgrid: StubServer, smtp_port: int, **sendgrid_spe
         timeout=2,
     )
     raw = {"channel": "email", "adapter": "sendgrid", "cost": 0.001, "timeout": "500ms", **sendgrid_spec}
-    specs = {"sendgrid": ProviderSpec.parse("sendgrid", raw, {})}
+    specs = {
+        "sendgrid": ProviderSpec.parse("sendgrid", raw, {}),
+        "smtp": ProviderSpec.parse("smtp", {"channel": "email", "adapter": "smtp", "cost": 0.0005}, {}),
+    }
     return ProviderRegistry(adapters, "test", specs)
 
 
@@ -150,6 +159,17 @@ async def test_a_late_202_from_sendgrid_is_recorded_unknown_and_not_sent_by_smtp
     assert (email.status, email.reason, email.provider) == ("unknown", "outcome_unknown", "sendgrid")
     assert "not sent again" in (email.detail or "")
     assert len(chain.sendgrid.requests) == 1 and chain.relay.received == []
+    # SendGrid's event webhook later says what became of it: that settles it.
+    services = quick_services
+    recorder = EventRecorder(services.database, services.recipients, services.current_policy, services.clock)
+    at = dt.datetime.now(dt.UTC)
+    event = ProviderEvent("sendgrid", "sendgrid:ev1", "delivered", at, "email", delivery_id=email.delivery_id)
+    await recorder.record([event])
+    table = DeliveryRow.__table__  # type: ignore[attr-defined]
+    async with services.database.connect() as connection:
+        query = sa.select(table.c.status, table.c.detail).where(table.c.id == email.delivery_id)
+        row = (await connection.execute(query)).one()
+    assert (row.status, row.detail) == ("delivered", "settled by sendgrid's delivered event")
 
 
 @pytest.fixture
@@ -176,3 +196,52 @@ async def test_a_tier_that_opts_into_at_least_once_fails_over_after_a_late_answe
         (email,) = await send_emails(services, chain, 1)
     assert tries(email) == [("sendgrid", "retryable"), ("smtp", "delivered")]
     assert len(chain.relay.received) == 1
+
+
+async def test_a_429_with_a_reset_ahead_pauses_sendgrid_for_every_later_delivery(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    """SendGrid's 429 says when it takes mail again (X-RateLimit-Reset, 40 s ahead): the next
+    deliveries go straight to SMTP instead of each calling SendGrid again."""
+    await store_user(quick_services, EMAIL_ONLY)
+    async with email_chain(tmp_path / "outbox") as chain:
+        reset = int(time.time()) + 40
+        chain.sendgrid.reply(
+            Reply(429, errors((None, "too many requests")), headers={"x-ratelimit-reset": str(reset)}),
+            Reply(202, headers={"x-message-id": "should-not-be-called"}),
+        )
+        first, second, third = await send_emails(quick_services, chain, 3)
+    assert tries(first) == [("sendgrid", "retryable"), ("smtp", "delivered")]
+    assert tries(second) == tries(third) == [("sendgrid", "skipped"), ("smtp", "delivered")]
+    assert (second.attempts[0].error or "").startswith("paused: free again in 3")
+    assert len(chain.sendgrid.requests) == 1
+
+
+async def test_waiting_on_paused_providers_does_not_use_up_attempts(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    """Both providers paused: nothing is sent, the delivery waits for the first to free up,
+    and the wait gives its attempt back (the tier's max_attempts counts real tries only).
+
+    About 4 s: it waits out a real pause, which must outlast the 1 s a send may wait for a
+    provider by itself, with room for a loaded machine between the pause and the claim."""
+    services = quick_services
+    await store_user(services, EMAIL_ONLY)
+    token = await admin_key(services)
+    async with email_chain(tmp_path / "outbox") as chain:
+        chain.sendgrid.reply(Reply(202, headers={"x-message-id": "after-the-pause"}))
+        guard = ProviderGuard(services.redis, services.keys, chain.registry.specs)
+        async with running_worker(services, registry=chain.registry), client(services, token) as http:
+            await guard.pause("sendgrid", 4)
+            await guard.pause("smtp", 60)
+            response = await http.post("/v1/intents", json=shipped(1))
+            notification_id = response.json()["notification_id"]
+            await eventually(lambda: _settled(services, notification_id, "email", "delivered"))
+        email = (await _status(services, notification_id))["email"]
+        table = DeliveryRow.__table__  # type: ignore[attr-defined]
+        async with services.database.connect() as connection:
+            query = sa.select(table.c.attempts).where(table.c.id == email.delivery_id)
+            attempts = (await connection.execute(query)).scalar_one()
+    assert tries(email) == [("sendgrid", "skipped"), ("smtp", "skipped"), ("sendgrid", "delivered")]
+    assert attempts == 1  # two claims, one real try
+    assert chain.relay.received == []
