@@ -26,6 +26,7 @@ the delivery is recorded `unknown` (see `gateway.delivery.pipeline`).
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -57,6 +58,17 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe for email
     priority: str = "normal"  # the intent's: urgent push asks the platform for immediate delivery
     category: str | None = None  # the policy's category (an inbox filters by it)
+    # When the tier stops caring (its expiry): a provider that holds messages for offline
+    # devices or busy carriers is told to drop it then, rather than deliver a stale OTP.
+    expires_at: dt.datetime | None = None
+    # The same for every send of this delivery: a resend replaces what the device shows.
+    collapse_key: str | None = None
+
+    def lifetime(self, now: float | None = None) -> float | None:
+        """Seconds left until `expires_at` (never negative); None when the tier sets none."""
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at.timestamp() - (time.time() if now is None else now))
 
 
 # Whose fault a failure is: `Permanent` ones are the address's or the message's, `Retryable`

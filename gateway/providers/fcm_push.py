@@ -10,8 +10,10 @@ can coexist in one process.
 The message carries the notification (`title`, `body` of the rendered fields), the
 template's `data` with every value as a string (FCM's data map holds strings only), and our
 `notigate_delivery_id` / `notigate_notification_id`, so the app can report opens. An urgent
-message (`message.priority == "urgent"`) asks for Android priority `high` and APNs priority
-10; otherwise FCM's own defaults apply (notification messages are already high priority).
+message (`message.priority == "urgent"`) asks for Android priority `high`, APNs priority 10
+and web push urgency `high`; otherwise FCM's own defaults apply (notification messages are
+already high priority). The tier's remaining expiry and the delivery's collapse key go to
+each platform (`_platform_options`).
 
 FCM has no idempotency key: a repeat of the same request delivers twice, so `idempotent` is
 False and the delivery id only travels in `data`.
@@ -66,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import re
 import uuid
 import warnings
@@ -104,6 +107,7 @@ BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 # A Firebase installation ID: 128 bits, the first four 0111, as 22 characters of base64url.
 # Registration tokens are far longer (150+ characters, with a colon).
 FID = re.compile(r"[cdef][A-Za-z0-9_-]{21}")
+APNS_COLLAPSE_ID_MAX = 64  # bytes, Apple's limit for apns-collapse-id (our ids are ASCII)
 
 # FCM ErrorCode (or Google status) -> (our code, address invalid). INVALID_ARGUMENT is decided
 # by `_names_token`; the retryable codes are below.
@@ -381,8 +385,8 @@ def _fcm_message(message: Message, address: Address) -> messaging.Message:
     data["notigate_delivery_id"] = message.delivery_id
     data["notigate_notification_id"] = message.notification_id
     title, body = fields.get("title"), fields.get("body")
-    urgent = message.priority == "urgent"
     target = {"fid": address.value} if FID.fullmatch(address.value) else {"token": address.value}
+    android, apns, webpush = _platform_options(message)
     with warnings.catch_warnings():
         # firebase-admin 7.7 deprecates `token` for `fid`, but apps that have not opted in to
         # installation IDs still register tokens, and FCM still serves them.
@@ -390,10 +394,48 @@ def _fcm_message(message: Message, address: Address) -> messaging.Message:
         return messaging.Message(
             notification=messaging.Notification(title=title, body=body) if title or body else None,
             data=data,
-            android=messaging.AndroidConfig(priority="high") if urgent else None,
-            apns=messaging.APNSConfig(headers={"apns-priority": "10"}) if urgent else None,
+            android=android,
+            apns=apns,
+            webpush=webpush,
             **target,
         )
+
+
+def _platform_options(
+    message: Message,
+) -> tuple[messaging.AndroidConfig | None, messaging.APNSConfig | None, messaging.WebpushConfig | None]:
+    """Priority, lifetime and collapse key in each platform's own terms.
+
+    FCM keeps a message for an offline device up to 4 weeks by default: the tier's expiry
+    goes to Android's `ttl`, APNs' `apns-expiration` (an epoch second) and web push's `TTL`
+    header, so a one-time code is dropped rather than shown hours late. The collapse key
+    (`android.collapse_key`, `apns-collapse-id`, web push `Topic`) makes a resend of the
+    same delivery replace the one shown instead of stacking."""
+    urgent = message.priority == "urgent"
+    lifetime = message.lifetime()
+    ttl = math.ceil(lifetime) if lifetime is not None else None
+    key = message.collapse_key
+    apns_headers: dict[str, str] = {"apns-priority": "10"} if urgent else {}
+    web_headers: dict[str, str] = {"Urgency": "high"} if urgent else {}
+    if message.expires_at is not None and ttl is not None:
+        apns_headers["apns-expiration"] = str(math.ceil(message.expires_at.timestamp()))
+        web_headers["TTL"] = str(ttl)
+    if key is not None:
+        apns_headers["apns-collapse-id"] = key[:APNS_COLLAPSE_ID_MAX]
+        web_headers["Topic"] = _web_topic(key)
+    android = None
+    if urgent or ttl is not None or key is not None:
+        android = messaging.AndroidConfig(priority="high" if urgent else None, ttl=ttl, collapse_key=key)
+    return (
+        android,
+        messaging.APNSConfig(headers=apns_headers) if apns_headers else None,
+        messaging.WebpushConfig(headers=web_headers) if web_headers else None,
+    )
+
+
+def _web_topic(key: str) -> str:
+    """RFC 8030's Topic: at most 32 characters of the URL-safe base64 alphabet."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", key)[-32:]
 
 
 def _google_error(response: httpx.Response) -> dict[str, Any]:

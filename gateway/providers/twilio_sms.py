@@ -1,10 +1,12 @@
 """SMS through Twilio Programmable Messaging, with the `twilio` SDK's asynchronous client.
 
 One `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` per message: form-encoded `To`,
-`From`, `Body` (and `StatusCallback`: the `status_callback` setting, else our tracking route under
-`NOTIGATE_PUBLIC_URL` when that is set; see docs/tracking.md), Basic
-auth with the Account SID and Auth Token. The call runs on the event loop (aiohttp, through
-`AsyncTwilioHttpClient` and `messages.create_async`), so no thread is held per message.
+`From`, `Body`, `ValidityPeriod` (the seconds left of the tier's expiry, 1 to 36,000: Twilio
+drops the message if it is still queued then) and `StatusCallback` (the `status_callback`
+setting, else our tracking route under `NOTIGATE_PUBLIC_URL` when that is set; see
+docs/tracking.md), Basic auth with the Account SID and Auth Token. The call runs on the
+event loop (aiohttp, through `AsyncTwilioHttpClient` and `messages.create_async`), so no
+thread is held per message.
 
 Not `idempotent`: Twilio documents no idempotency key for creating a Message. The header
 `I-Twilio-Idempotency-Token` is one Twilio *sends* on its own webhooks so that receivers can
@@ -56,6 +58,7 @@ import asyncio
 import base64
 import contextvars
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +125,8 @@ CONFIGURATION_ERRORS: Mapping[int, TwilioSetupError] = {
     ),
 }
 RATE_LIMITED = 20429
+# ValidityPeriod's documented range is 1..36000 seconds (also Twilio's default).
+MAX_VALIDITY = 36_000
 
 # The SDK's HTTP client logs each request's URL (which holds the Account SID) and each
 # response's headers at INFO, through the logger it is given. Ours is a logger of its own
@@ -258,6 +263,10 @@ class TwilioAdapter:
         if not body:
             return Permanent("no_body", f"{self.name}: the rendered message has neither `body` nor `text`")
         options: dict[str, Any] = {"to": address.value, "from_": self.sender, "body": str(body)}
+        lifetime = message.lifetime()
+        if lifetime is not None:
+            # Twilio drops a message still queued after ValidityPeriod: an OTP is not sent late.
+            options["validity_period"] = min(MAX_VALIDITY, max(1, math.ceil(lifetime)))
         if self.status_callback:
             options["status_callback"] = self.status_callback
         client = self._twilio()

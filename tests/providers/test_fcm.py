@@ -71,12 +71,24 @@ def sends(server: StubServer) -> list[Request]:
 
 
 async def send_once(
-    send: Callable[[Request], Reply], address: Address = DEVICE, priority: str = "normal", **fields: object
+    send: Callable[[Request], Reply],
+    address: Address = DEVICE,
+    priority: str = "normal",
+    *,
+    expires_at: dt.datetime | None = None,
+    collapse_key: str | None = None,
+    **fields: object,
 ) -> tuple[SendResult, StubServer]:
     async with stub_server(answering(send)) as server:
         adapter = FcmAdapter.from_spec(spec(server.url, 2.0), AdapterDeps())
         msg = message("push")
-        msg = dataclasses.replace(msg, fields={**msg.fields, **fields}, priority=priority)
+        msg = dataclasses.replace(
+            msg,
+            fields={**msg.fields, **fields},
+            priority=priority,
+            expires_at=expires_at,
+            collapse_key=collapse_key,
+        )
         try:
             result = await adapter.send(msg, address, idempotency_key=msg.delivery_id)
         finally:
@@ -403,6 +415,18 @@ async def test_message_shape_urgent_and_data_as_strings() -> None:
     assert body["android"] == {"priority": "high"}
     assert body["apns"] == {"headers": {"apns-priority": "10"}}
     assert sent.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
+
+
+async def test_the_tier_expiry_and_collapse_key_reach_every_platform() -> None:
+    """An OTP's 10 minutes reach the device's platform: FCM would otherwise keep it 4 weeks."""
+    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    _, server = await send_once(delivered, expires_at=expires_at, collapse_key="d_01OTP")
+    body = sends(server)[0].json()["message"]
+    android, apns, webpush = body["android"], body["apns"]["headers"], body["webpush"]["headers"]
+    assert android["collapse_key"] == "d_01OTP" and "priority" not in android
+    assert android["ttl"] in ("599s", "600s")  # FCM's Duration: whole seconds left, rounded up
+    assert apns == {"apns-expiration": str(int(expires_at.timestamp()) + 1), "apns-collapse-id": "d_01OTP"}
+    assert webpush["TTL"] == android["ttl"].removesuffix("s") and webpush["Topic"] == "d_01OTP"
 
 
 async def test_a_normal_message_keeps_fcm_defaults() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import replace
 
@@ -157,3 +158,21 @@ async def test_the_status_callback_defaults_to_our_tracking_route_under_the_publ
     sent = [form(r) for r in server.requests]
     assert sent[0]["StatusCallback"] == "https://gw.example.com/v1/webhooks/twilio/status"
     assert "StatusCallback" not in sent[1]  # no public URL: Twilio could not reach a local one
+
+
+@pytest.mark.parametrize(("left", "validity"), [(600, {"599", "600"}), (86_400, {"36000"}), (None, {None})])
+async def test_the_tier_expiry_becomes_the_validity_period(
+    left: int | None, validity: set[str | None]
+) -> None:
+    """Twilio drops a message still queued after ValidityPeriod (1..36000 s): an OTP whose
+    10 minutes ran out in a carrier queue is not sent late."""
+    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=left) if left is not None else None
+    async with stub_server(lambda r: Reply(201, message_resource(r))) as server:
+        adapter = WIRE.build(server.url, 2.0)
+        try:
+            msg = replace(message("sms"), expires_at=expires_at)
+            result = await adapter.send(msg, WIRE.address(), idempotency_key="k")
+        finally:
+            await adapter.close()
+    assert isinstance(result, Delivered)
+    assert form(server.requests[0]).get("ValidityPeriod") in validity
