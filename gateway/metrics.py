@@ -79,6 +79,13 @@ PROVIDER_CONFIGURATION_FAILURES = Counter(
     ["provider", "code"],
     registry=REGISTRY,
 )
+DELIVERY_COST = Counter(
+    "notigate_delivery_cost_usd",
+    "What delivered messages cost, in USD, by channel and provider: the provider's reported "
+    "price where it gives one (Twilio), else the configured unit cost (per SMS segment).",
+    ["channel", "provider"],
+    registry=REGISTRY,
+)
 ACCEPT_TO_DELIVERED = Histogram(
     "notigate_accept_to_delivered_seconds",
     "From the intent's acceptance (the notification's created_at) to its delivery, by tier.",
@@ -140,6 +147,9 @@ def record_outcome(outcome: Outcome, accepted_at: dt.datetime | None, now: dt.da
     claimed = outcome.delivery
     provider = outcome.provider or next((t.provider for t in reversed(outcome.tries) if t.provider), None)
     DELIVERIES.labels(claimed.channel, provider or "none", outcome.status).inc()
+    for attempt in outcome.tries:
+        if attempt.cost and attempt.provider:
+            DELIVERY_COST.labels(claimed.channel, attempt.provider).inc(attempt.cost)
     if outcome.status == "retrying":
         RETRIES.labels(claimed.channel).inc()
     elif outcome.status == "dead":

@@ -366,8 +366,23 @@ class DeliveryPipeline:
             result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
         elapsed = (time.perf_counter() - started) * 1000
         reference = result.provider_message_id if not isinstance(result, Permanent) else None
-        error = None if isinstance(result, Delivered) else result.error
-        return result, Try(name, result.outcome, error, reference, elapsed, called_at)
+        if not isinstance(result, Delivered):
+            return result, Try(name, result.outcome, result.error, reference, elapsed, called_at)
+        # What it cost: the provider's own price when it said, else providers.yaml's unit cost
+        # per message (per segment for SMS).
+        reported = result.price is not None
+        configured = (spec.cost if spec is not None else 0.0) * (result.segments or 1)
+        return result, Try(
+            name,
+            result.outcome,
+            None,
+            reference,
+            elapsed,
+            called_at,
+            segments=result.segments,
+            cost=result.price if result.price is not None else configured,
+            cost_source="reported" if reported else "configured",
+        )
 
     async def _judge(self, name: str, result: SendResult, admission: Admission) -> None:
         """Tell the breaker how the provider did: health and configuration failures count

@@ -83,6 +83,8 @@ FAIL_OVER: frozenset[FailureClass] = frozenset({"health", "configuration"})
 @dataclass(frozen=True, slots=True)
 class Delivered:
     provider_message_id: str | None = None
+    segments: int | None = None  # the parts an SMS was split into, when the provider says
+    price: float | None = None  # USD the provider says it charged (Twilio), when it says
     outcome: ClassVar[str] = "delivered"
 
 

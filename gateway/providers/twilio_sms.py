@@ -20,7 +20,8 @@ copied into our errors: it quotes the phone number.
 
 | Twilio answer                                             | result (failure class)                       |
 |-----------------------------------------------------------|----------------------------------------------|
-| 201 Created, a Message resource                           | delivered (message id: its `sid`, SM...)     |
+| 201 Created, a Message resource                           | delivered (message id: its `sid`, SM...;     |
+|                                                           | `num_segments`, and `price` when given)      |
 | 21211 invalid 'To' phone number                           | permanent `invalid_number`, address invalid  |
 | 21614 'To' is not a valid mobile number                   | permanent `not_mobile`, address invalid      |
 | 21635 'To' cannot be a landline                           | permanent `not_mobile`, address invalid      |
@@ -183,6 +184,25 @@ def status_callback_url(environ: Mapping[str, str]) -> str | None:
     return f"{base}/v1/webhooks/twilio/status" if base else None
 
 
+def _whole(created: Any) -> int | None:
+    """The Message's `num_segments` (a string in Twilio's JSON), when readable."""
+    try:
+        return int(created.num_segments)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _price(created: Any) -> float | None:
+    """The Message's `price` in USD, as a positive amount (Twilio writes charges negative, and
+    usually only once the message is sent, so it is often null at creation)."""
+    unit = getattr(created, "price_unit", None)
+    try:
+        price = abs(float(created.price))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return price if unit in (None, "USD") else None
+
+
 def _basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
@@ -317,7 +337,7 @@ class TwilioAdapter:
                 code=MALFORMED,
                 ambiguous=True,
             )
-        return Delivered(provider_message_id=sid)
+        return Delivered(provider_message_id=sid, segments=_whole(created), price=_price(created))
 
     def _refused(
         self, exc: TwilioRestException | TwilioServiceException, headers: Mapping[str, str] | None

@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.ids import new_id
 from gateway.model import (
     AttemptRecord,
+    ChannelCost,
+    CostSource,
     DeadLetter,
     DeadLetterPage,
     DeliveryStatus,
@@ -127,6 +129,9 @@ class Try:
     provider_message_id: str | None = None
     duration_ms: float | None = None
     at: dt.datetime | None = None  # when the call was made; None: when the outcome is recorded
+    segments: int | None = None
+    cost: float | None = None  # USD, for a delivered try: reported by the provider, else configured
+    cost_source: CostSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +456,9 @@ class DeliveryStore:
                             outcome=a.outcome,
                             error=a.error,
                             provider_message_id=a.provider_message_id,
+                            segments=a.segments,
+                            cost=a.cost,
+                            cost_source=a.cost_source,
                         )
                     )
         return NotificationStatus(
@@ -465,6 +473,7 @@ class DeliveryStore:
             tier=note.tier,
             rule=note.rule,
             fallback=list(note.fallback or []),
+            costs=costs_of([(r.channel, tries[r.id]) for r in rows]),
             deliveries=[
                 DeliveryStatus(
                     delivery_id=r.id,
@@ -629,6 +638,23 @@ async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str
     )
 
 
+def costs_of(channels: Sequence[tuple[str, Sequence[AttemptRecord]]]) -> list[ChannelCost]:
+    """Each channel's and provider's actual cost: the sum over its delivered attempts."""
+    sums: dict[tuple[str, str], tuple[int, int | None, float]] = {}
+    for channel, records in channels:
+        for a in records:
+            if a.cost is None or a.provider is None:
+                continue
+            messages, segments, cost = sums.get((channel, a.provider), (0, None, 0.0))
+            if a.segments is not None:
+                segments = (segments or 0) + a.segments
+            sums[(channel, a.provider)] = (messages + 1, segments, cost + a.cost)
+    return [
+        ChannelCost(channel=channel, provider=provider, messages=n, segments=segments, cost=round(cost, 6))
+        for (channel, provider), (n, segments, cost) in sums.items()
+    ]
+
+
 def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded: bool) -> dict[str, Any]:
     outcome, error = attempt.outcome, attempt.error
     if superseded:
@@ -644,6 +670,9 @@ def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded
         "error": error,
         "provider_message_id": attempt.provider_message_id,
         "duration_ms": attempt.duration_ms,
+        "segments": attempt.segments,
+        "cost": attempt.cost,
+        "cost_source": attempt.cost_source,
     }
 
 

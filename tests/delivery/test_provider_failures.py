@@ -39,7 +39,9 @@ from tests.harness import admin_key, client, eventually, running_worker, store_u
 from tests.providers.test_smtp import Scripted, listening, smtp_server
 from tests.providers.wire_sendgrid import WIRE as SENDGRID
 from tests.providers.wire_sendgrid import errors
-from tests.stub_http import Reply, StubServer, stub_server
+from tests.providers.wire_twilio import WIRE as TWILIO
+from tests.providers.wire_twilio import form, message_resource
+from tests.stub_http import Reply, Request, StubServer, stub_server
 
 SENDGRID_TIMEOUT = 0.5  # seconds; "late" answers come after twice this
 OPENS_LATE = {"failure_rate": 0.5, "min_calls": 20, "window": "60s", "open_for": "60s"}
@@ -245,3 +247,55 @@ async def test_waiting_on_paused_providers_does_not_use_up_attempts(
     assert tries(email) == [("sendgrid", "skipped"), ("smtp", "skipped"), ("sendgrid", "delivered")]
     assert attempts == 1  # two claims, one real try
     assert chain.relay.received == []
+
+
+async def test_an_otp_sms_records_twilios_price_and_segments_and_carries_its_lifetime(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    """Cost is what was really charged, and the critical tier's 10 minutes reach Twilio."""
+    services = quick_services
+    await store_user(services, {**EMAIL_ONLY, "contacts": {"phone": "+33612345678"}})
+    token = await admin_key(services)
+
+    def twilio_answer(request: Request) -> Reply:
+        return Reply(201, {**message_resource(request), "num_segments": "2", "price": "-0.01580"})
+
+    async with email_chain(tmp_path / "outbox") as chain, stub_server(twilio_answer) as twilio:
+        reg = chain.registry
+        reg.adapters["twilio"] = TWILIO.build(twilio.url, 2.0)
+        reg.specs["twilio"] = ProviderSpec.parse(
+            "twilio", {"channel": "sms", "adapter": "twilio", "cost": 0.0079}, {}
+        )
+        otp = {
+            "event": "security.otp",
+            "user_id": "u_ada",
+            "priority": "urgent",
+            "data": {"code": "123456", "minutes": 10},
+        }
+        async with running_worker(services, registry=reg), client(services, token) as http:
+            notification_id = (await http.post("/v1/intents", json=otp)).json()["notification_id"]
+            await eventually(lambda: _settled(services, notification_id, "sms", "delivered"))
+            shown = (await http.get(f"/v1/notifications/{notification_id}")).json()
+            scraped = await http.get("/metrics")
+    (sms,) = [d for d in shown["deliveries"] if d["channel"] == "sms"]
+    (attempt,) = sms["attempts"]
+    assert (attempt["segments"], attempt["cost"], attempt["cost_source"]) == (2, 0.0158, "reported")
+    assert {"channel": "sms", "provider": "twilio", "messages": 1, "segments": 2, "cost": 0.0158} in shown[
+        "costs"
+    ]
+    assert 'notigate_delivery_cost_usd_total{channel="sms",provider="twilio"}' in scraped.text
+    validity = int(form(twilio.requests[0])["ValidityPeriod"])
+    assert 500 < validity <= 600  # what is left of the critical tier's 10-minute expiry
+
+
+async def test_cost_follows_the_provider_that_carried_the_message(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    """SendGrid failed, SMTP sent: the cost is SMTP's configured one, not the chain's first."""
+    services = quick_services
+    await store_user(services, EMAIL_ONLY)
+    async with email_chain(tmp_path / "outbox") as chain:
+        chain.sendgrid.reply(Reply(503))
+        (email,) = await send_emails(services, chain, 1)
+    costs = [(a.provider, a.cost, a.cost_source) for a in email.attempts]
+    assert costs == [("sendgrid", None, None), ("smtp", 0.0005, "configured")]
