@@ -40,7 +40,7 @@ FRAUD = {
         "review_url": "https://bank.example/r/1",
     },
 }
-FINAL = ("delivered", "failed", "dead", "expired", "suppressed", "standby")
+FINAL = ("delivered", "failed", "dead", "expired", "unknown", "suppressed", "standby")
 
 
 @dataclass
