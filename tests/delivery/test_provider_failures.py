@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -98,8 +99,8 @@ async def send_emails(services: Services, chain: Chain, count: int, settled: str
         for n in range(count):
             response = await http.post("/v1/intents", json=shipped(n))
             assert response.status_code == 202, response.text
-            notification_id = response.json()["notification_id"]
-            await eventually(lambda nid=notification_id: _settled(services, nid, "email", settled))
+            notification_id: str = response.json()["notification_id"]
+            await eventually(functools.partial(_settled, services, notification_id, "email", settled))
             seen.append((await _status(services, notification_id))["email"])
     return seen
 
