@@ -56,7 +56,8 @@ POLICY_EVALUATION = Histogram(
 DELIVERIES = Counter(
     "notigate_deliveries",
     "Delivery attempts recorded, by channel, provider and outcome "
-    "(delivered, retrying, failed, dead, expired). provider is `none` when no provider was called.",
+    "(delivered, retrying, failed, dead, expired, unknown). provider is `none` when no provider "
+    "was called.",
     ["channel", "provider", "outcome"],
     registry=REGISTRY,
 )
@@ -69,6 +70,20 @@ RETRIES = Counter(
 DEAD_LETTERS = Counter(
     "notigate_dead_letters",
     "Deliveries that ran out of retries and were dead-lettered.",
+    registry=REGISTRY,
+)
+PROVIDER_CONFIGURATION_FAILURES = Counter(
+    "notigate_provider_configuration_failures",
+    "Provider calls refused for our configuration (credentials, permissions, unverified sender), "
+    "by provider and code: alert on any increase, the provider's breaker opened at once.",
+    ["provider", "code"],
+    registry=REGISTRY,
+)
+DELIVERY_COST = Counter(
+    "notigate_delivery_cost_usd",
+    "What delivered messages cost, in USD, by channel and provider: the provider's reported "
+    "price where it gives one (Twilio), else the configured unit cost (per SMS segment).",
+    ["channel", "provider"],
     registry=REGISTRY,
 )
 ACCEPT_TO_DELIVERED = Histogram(
@@ -132,6 +147,9 @@ def record_outcome(outcome: Outcome, accepted_at: dt.datetime | None, now: dt.da
     claimed = outcome.delivery
     provider = outcome.provider or next((t.provider for t in reversed(outcome.tries) if t.provider), None)
     DELIVERIES.labels(claimed.channel, provider or "none", outcome.status).inc()
+    for attempt in outcome.tries:
+        if attempt.cost and attempt.provider:
+            DELIVERY_COST.labels(claimed.channel, attempt.provider).inc(attempt.cost)
     if outcome.status == "retrying":
         RETRIES.labels(claimed.channel).inc()
     elif outcome.status == "dead":

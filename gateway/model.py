@@ -310,6 +310,7 @@ DeliveryStatusName = Literal[
     "failed",
     "expired",
     "dead",
+    "unknown",  # a provider may have taken it and did not say: not sent again (docs/providers.md)
     "suppressed",
     "standby",
     "cancelled",
@@ -321,12 +322,29 @@ class Accepted(Struct, frozen=True, kw_only=True):
     status: Literal["accepted"] = "accepted"
 
 
+# Where an attempt's cost comes from: the provider's own price, or providers.yaml's `cost`.
+CostSource = Literal["reported", "configured"]
+
+
 class AttemptRecord(Struct, frozen=True, kw_only=True):
     at: dt.datetime
     provider: str | None
     outcome: str
     error: str | None
     provider_message_id: str | None = None
+    segments: int | None = None  # SMS parts the provider billed
+    cost: float | None = None  # USD, for a delivered attempt
+    cost_source: CostSource | None = None
+
+
+class ChannelCost(Struct, frozen=True, kw_only=True):
+    """What a notification's sends cost on one channel through one provider."""
+
+    channel: str
+    provider: str
+    messages: int  # delivered attempts
+    segments: int | None  # SMS parts, when the provider said
+    cost: float  # USD: reported prices where given, configured unit costs elsewhere
 
 
 class TrackingEvent(Struct, frozen=True, kw_only=True):
@@ -367,6 +385,7 @@ class NotificationStatus(Struct, frozen=True, kw_only=True):
     rule: str | None
     fallback: list[str]
     deliveries: list[DeliveryStatus]
+    costs: list[ChannelCost] = []  # actual cost per channel and provider, from the attempts
 
 
 class DeadLetter(Struct, frozen=True, kw_only=True):

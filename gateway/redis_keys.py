@@ -47,6 +47,11 @@ class Keys:
         the rolling window's per-bucket call and failure counts."""
         return f"{self.prefix}:provider:{{{name}}}:breaker"
 
+    def provider_pause(self, name: str) -> str:
+        """String: until when (epoch seconds) the provider asked every worker to wait, from
+        its 429's Retry-After or rate-limit reset; it expires then."""
+        return f"{self.prefix}:provider:{{{name}}}:paused"
+
     def queue(self, name: str) -> str:
         """arq queue (sorted set of job ids) of a tier."""
         return f"{self.prefix}:queue:{name}"

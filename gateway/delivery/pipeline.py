@@ -17,14 +17,15 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from gateway.delivery.retry import next_attempt
 from gateway.failpoints import failpoint
-from gateway.metrics import record_outcome
+from gateway.metrics import PROVIDER_CONFIGURATION_FAILURES, record_outcome
 from gateway.model import UserState
 from gateway.policy.compiled import CompiledPolicy, RetryPolicy
-from gateway.providers.base import Address, Delivered, Message, Permanent, Retryable, SendResult
+from gateway.providers.base import Adapter, Address, Delivered, Message, Permanent, Retryable, SendResult
 from gateway.providers.guard import ADMITTED, Admission, ProviderGuard
 from gateway.providers.registry import ProviderRegistry
 from gateway.queue.dispatch import Dispatcher
@@ -36,6 +37,8 @@ from gateway.templating.catalog import RenderError
 
 log = logging.getLogger("gateway.delivery")
 
+# The code of a chain where no provider could be called: a wait, not a failed attempt.
+NOTHING_TRIED = "providers_unavailable"
 _NO_RETRY = RetryPolicy(schedule=(dt.timedelta(seconds=30),), max_attempts=1, jitter=0.0, max_delay=None)
 
 
@@ -153,7 +156,7 @@ class DeliveryPipeline:
                 "sent again (it may have been delivered)"
             )
             return Outcome(
-                claimed, "failed", tries=[Try(None, "unknown", error)], reason="outcome_unknown", error=error
+                claimed, "unknown", tries=[Try(None, "unknown", error)], reason="outcome_unknown", error=error
             )
         if notification is None:
             return Outcome(
@@ -201,9 +204,12 @@ class DeliveryPipeline:
         )
         for own in per_address:
             tries += own
+        unknown: list[tuple[str, Retryable]] = []
         for address, (provider, result) in zip(addresses, results, strict=True):
             if isinstance(result, Delivered):
                 delivered.append((provider, result))
+            elif isinstance(result, Retryable) and self.settles_unknown(claimed, provider, result):
+                unknown.append((provider, result))
             elif isinstance(result, Permanent):
                 permanent.append(result)
                 if result.address_invalid and user is not None:
@@ -219,34 +225,60 @@ class DeliveryPipeline:
                 provider=provider,
                 provider_message_id=first.provider_message_id,
             )
-        if retryable:
-            retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
-            if retry_after is not None:
-                # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
-                # let that bring the retry before the provider's Retry-After.
-                retry_after += ON_TIME.total_seconds()
-            # Counted from the providers' answers, not from when this attempt began.
-            retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, self.clock(), retry_after)
-            error = retryable[-1].error
-            if retry_at is not None:
-                return Outcome(
-                    claimed,
-                    "retrying",
-                    tries=tries,
-                    reason=retryable[-1].code,
-                    error=error,
-                    retry_at=retry_at,
-                )
+        if unknown:
+            provider, maybe = unknown[0]
             return Outcome(
                 claimed,
-                "dead",
+                "unknown",
                 tries=tries,
-                reason="retries_exhausted",
-                error=f"gave up after {claimed.attempts} attempts: {error}",
-                fall_back=True,
+                provider=provider,
+                provider_message_id=maybe.provider_message_id,
+                reason="outcome_unknown",
+                error=f"{maybe.error}; not sent again, in case it was delivered",
             )
+        if retryable:
+            return self._later(claimed, tries, retryable, waited_only=not permanent)
         last = permanent[-1]
         return Outcome(claimed, "failed", tries=tries, reason=last.code, error=last.error, fall_back=True)
+
+    def _later(
+        self, claimed: Claimed, tries: list[Try], retryable: list[Retryable], *, waited_only: bool
+    ) -> Outcome:
+        """A retry on the tier's schedule (raised to the providers' Retry-After), or a dead
+        letter when the attempts are spent. When no provider was called at all (every one
+        paused, open or saturated), the delivery only waits for the first to free up: that
+        does not use up an attempt, and the tier's expiry still bounds the wait."""
+        retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
+        if retry_after is not None:
+            # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
+            # let that bring the retry before the provider's Retry-After.
+            retry_after += ON_TIME.total_seconds()
+        error = retryable[-1].error
+        if waited_only and retry_after is not None and all(r.code == NOTHING_TRIED for r in retryable):
+            free_at = self.clock() + dt.timedelta(seconds=retry_after)
+            return Outcome(
+                claimed,
+                "retrying",
+                tries=tries,
+                reason=NOTHING_TRIED,
+                error=error,
+                retry_at=free_at,
+                waited=True,
+            )
+        # Counted from the providers' answers, not from when this attempt began.
+        retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, self.clock(), retry_after)
+        if retry_at is not None:
+            return Outcome(
+                claimed, "retrying", tries=tries, reason=retryable[-1].code, error=error, retry_at=retry_at
+            )
+        return Outcome(
+            claimed,
+            "dead",
+            tries=tries,
+            reason="retries_exhausted",
+            error=f"gave up after {claimed.attempts} attempts: {error}",
+            fall_back=True,
+        )
 
     async def _batch(self, claimed: Claimed, notification: Any) -> list[Mapping[str, Any]]:
         """The items a grouped message carries: its batch in arrival order, then what was folded in."""
@@ -263,7 +295,9 @@ class DeliveryPipeline:
 
         A provider whose breaker is open, or whose rate limit would make this send wait
         longer than `rate_wait`, is skipped like one that failed; a short wait for a token
-        is cheaper than failing over or retrying later.
+        is cheaper than failing over or retrying later. A failure moves on only when its
+        class is the provider's health or configuration, and not when the provider may have
+        taken the message (`settles_unknown`).
         """
         result: SendResult = Retryable("no provider could be tried", code="no_provider")
         waits: list[float] = []
@@ -288,36 +322,12 @@ class DeliveryPipeline:
                 waits.append(admission.wait)
                 tries.append(Try(name, "skipped", f"{admission.reason}: free again in {admission.wait:.2f}s"))
                 continue
-            called_at = self.clock()
-            started = time.perf_counter()
-            # Each adapter enforces its provider's own timeout; this is the backstop for one that
-            # does not, generous enough (twice, plus a second) for a token fetch before the send,
-            # and within the lease, so a slow provider never makes the send look orphaned.
-            limit = max(self.send_timeout, 2 * spec.timeout + 1) if spec is not None else self.send_timeout
-            limit = min(limit, 0.9 * self.lease.total_seconds())
-            try:
-                result = await asyncio.wait_for(
-                    adapter.send(message, address, idempotency_key=claimed.id), limit
-                )
-            except TimeoutError:
-                result = Retryable(f"{name} did not answer within {limit:g}s", code="timeout")
-            except Exception as exc:  # an adapter bug must not lose the delivery
-                log.exception("provider %s failed unexpectedly", name)
-                result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
-            elapsed = (time.perf_counter() - started) * 1000
-            if self.guard is not None:
-                await self.guard.record(name, isinstance(result, Retryable), trial=admission.trial)
-            error = None if isinstance(result, Delivered) else result.error
-            tries.append(
-                Try(
-                    name,
-                    result.outcome,
-                    error,
-                    result.provider_message_id if isinstance(result, Delivered) else None,
-                    elapsed,
-                    called_at,
-                )
-            )
+            result, attempt = await self._call(name, adapter, claimed, message, address)
+            await self._judge(name, result, admission)
+            if isinstance(result, Retryable) and self.settles_unknown(claimed, name, result):
+                tries.append(replace(attempt, outcome="unknown"))
+                return name, result
+            tries.append(attempt)
             if not isinstance(result, Retryable):
                 return name, result
         if unfit and unfit == len(claimed.providers):
@@ -327,11 +337,81 @@ class DeliveryPipeline:
         if waits and len(waits) == len(claimed.providers):
             # Nothing was tried: every provider is open or saturated. Come back when one frees up.
             return claimed.providers[-1], Retryable(
-                "every provider is unavailable (circuit open or rate limited)",
+                "every provider is unavailable (paused, circuit open or rate limited)",
                 retry_after=min(waits),
-                code="providers_unavailable",
+                code=NOTHING_TRIED,
             )
         return claimed.providers[-1] if claimed.providers else "", result
+
+    async def _call(
+        self, name: str, adapter: Adapter, claimed: Claimed, message: Message, address: Address
+    ) -> tuple[SendResult, Try]:
+        """One provider call, never raising: its result and the try that records it."""
+        spec = self.registry.specs.get(name)
+        called_at = self.clock()
+        started = time.perf_counter()
+        # Each adapter enforces its provider's own timeout; this is the backstop for one that
+        # does not, generous enough (twice, plus a second) for a token fetch before the send,
+        # and within the lease, so a slow provider never makes the send look orphaned.
+        limit = max(self.send_timeout, 2 * spec.timeout + 1) if spec is not None else self.send_timeout
+        limit = min(limit, 0.9 * self.lease.total_seconds())
+        result: SendResult
+        try:
+            result = await asyncio.wait_for(adapter.send(message, address, idempotency_key=claimed.id), limit)
+        except TimeoutError:
+            # The adapter was cut off mid-call: the provider may have the message.
+            result = Retryable(f"{name} did not answer within {limit:g}s", code="timeout", ambiguous=True)
+        except Exception as exc:  # an adapter bug must not lose the delivery
+            log.exception("provider %s failed unexpectedly", name)
+            result = Retryable(f"{name} raised {type(exc).__name__}", code="adapter_error")
+        elapsed = (time.perf_counter() - started) * 1000
+        reference = result.provider_message_id if not isinstance(result, Permanent) else None
+        if not isinstance(result, Delivered):
+            return result, Try(name, result.outcome, result.error, reference, elapsed, called_at)
+        # What it cost: the provider's own price when it said, else providers.yaml's unit cost
+        # per message (per segment for SMS).
+        reported = result.price is not None
+        configured = (spec.cost if spec is not None else 0.0) * (result.segments or 1)
+        return result, Try(
+            name,
+            result.outcome,
+            None,
+            reference,
+            elapsed,
+            called_at,
+            segments=result.segments,
+            cost=result.price if result.price is not None else configured,
+            cost_source="reported" if reported else "configured",
+        )
+
+    async def _judge(self, name: str, result: SendResult, admission: Admission) -> None:
+        """Tell the breaker how the provider did: health and configuration failures count
+        against it (configuration opens it at once); the address's or message's do not."""
+        if not isinstance(result, Retryable):
+            if self.guard is not None:
+                await self.guard.record(name, False, trial=admission.trial)
+            return
+        if self.guard is not None and result.retry_after is not None and result.failure == "health":
+            # The provider said when it takes calls again: every worker waits, not just us.
+            await self.guard.pause(name, result.retry_after)
+        configuration = result.failure == "configuration"
+        if configuration:
+            PROVIDER_CONFIGURATION_FAILURES.labels(name, result.code).inc()
+            log.error("provider %s refused our configuration (%s): %s", name, result.code, result.error)
+        if self.guard is not None:
+            await self.guard.record(name, True, trial=admission.trial, at_once=configuration)
+
+    def settles_unknown(self, claimed: Claimed, name: str, result: Retryable) -> bool:
+        """Whether an ambiguous failure ends the delivery as `unknown` rather than moving on:
+        the provider may have taken the message and cannot drop a repeat, and the tier did
+        not opt into at-least-once (`ambiguous: at_least_once`)."""
+        if not result.ambiguous:
+            return False
+        adapter = self.registry.get(name)
+        if adapter is not None and adapter.idempotent:
+            return False
+        tier = self.policy().tiers.get(claimed.tier or "")
+        return not (tier is not None and tier.at_least_once)
 
     async def _admit(self, name: str) -> Admission:
         if self.guard is None:
@@ -339,7 +419,7 @@ class DeliveryPipeline:
         waited = 0.0
         while True:
             admission = await self.guard.admit(name)
-            if admission.allowed or admission.reason != "rate_limited":
+            if admission.allowed or admission.reason == "circuit_open":
                 return admission
             if waited + admission.wait > self.rate_wait:
                 return admission

@@ -68,6 +68,9 @@ class Tier:
     chunk_size: int
     origin: Origin
     summary: str = ""  # for traces: "queue critical, expiry 10m"
+    # `ambiguous: at_least_once`: when a provider may have taken the message but did not say,
+    # try the next one anyway (a possible duplicate) rather than record the delivery `unknown`.
+    at_least_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)

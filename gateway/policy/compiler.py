@@ -322,6 +322,7 @@ class _Compiler:
                 chunk_size=spec.get("jobs", {}).get("chunk_size", 1),
                 origin=self.origin(doc, key),
                 summary=f"queue {spec['queue']}, expiry {spec['expiry']}",
+                at_least_once=spec.get("ambiguous", "at_most_once") == "at_least_once",
             )
         priorities: dict[Priority, PrioritySettings] = {}
         for priority in PRIORITIES:

@@ -7,10 +7,26 @@ the provider's documented codes, to one of three results:
 - `Permanent(code, error, address_invalid)`: do not retry; when the address itself is bad
   (invalid number, hard bounce, unregistered token) the worker marks it so later decisions
   see `no_address`.
+
+Each failure also names whose fault it is (`FailureClass`), and that, not the code, drives
+the provider chain (docs/providers.md has the table):
+- `address`: the recipient's (invalid, unsubscribed): no other provider would do better;
+- `message`: the content's (too long, rejected content): same;
+- `health`: the provider's (5xx, unreachable, rate limited): the next provider is tried
+  and the failure counts toward the breaker;
+- `configuration`: ours with this provider (credentials, permissions, sender not
+  verified): the next provider is tried, the breaker opens at once, and an alert-worthy
+  metric counts it. It is `Retryable`: once the operator fixes it, retries go through.
+
+A `Retryable` failure is `ambiguous` when the provider may have accepted the message (a
+timeout after the request was sent, a connection dropped mid-answer, a success we cannot
+read): a provider that cannot drop a repeat is then not called again, nor another one, and
+the delivery is recorded `unknown` (see `gateway.delivery.pipeline`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -42,11 +58,33 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe for email
     priority: str = "normal"  # the intent's: urgent push asks the platform for immediate delivery
     category: str | None = None  # the policy's category (an inbox filters by it)
+    # When the tier stops caring (its expiry): a provider that holds messages for offline
+    # devices or busy carriers is told to drop it then, rather than deliver a stale OTP.
+    expires_at: dt.datetime | None = None
+    # The same for every send of this delivery: a resend replaces what the device shows.
+    collapse_key: str | None = None
+
+    def lifetime(self, now: float | None = None) -> float | None:
+        """Seconds left until `expires_at` (never negative); None when the tier sets none."""
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at.timestamp() - (time.time() if now is None else now))
+
+
+# Whose fault a failure is: `Permanent` ones are the address's or the message's, `Retryable`
+# ones the provider's health or our configuration of it.
+PermanentClass = Literal["address", "message"]
+RetryableClass = Literal["health", "configuration"]
+FailureClass = Literal[PermanentClass, RetryableClass]
+# The classes after which the next provider of the chain is tried.
+FAIL_OVER: frozenset[FailureClass] = frozenset({"health", "configuration"})
 
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
     provider_message_id: str | None = None
+    segments: int | None = None  # the parts an SMS was split into, when the provider says
+    price: float | None = None  # USD the provider says it charged (Twilio), when it says
     outcome: ClassVar[str] = "delivered"
 
 
@@ -55,6 +93,11 @@ class Retryable:
     error: str
     retry_after: float | None = None  # seconds, when the provider said (429 Retry-After)
     code: str = "retryable"
+    failure: RetryableClass = "health"
+    # The provider may have taken the message (see the module docstring); with its reference
+    # when it gave one.
+    ambiguous: bool = False
+    provider_message_id: str | None = None
     outcome: ClassVar[str] = "retryable"
 
 
@@ -63,7 +106,13 @@ class Permanent:
     code: str
     error: str
     address_invalid: bool = False
+    failure: PermanentClass = "message"
     outcome: ClassVar[str] = "permanent"
+
+    def __post_init__(self) -> None:
+        # An address marked invalid is the address's failure, whatever the caller said.
+        if self.address_invalid and self.failure != "address":
+            object.__setattr__(self, "failure", "address")
 
 
 SendResult = Delivered | Retryable | Permanent

@@ -10,8 +10,10 @@ can coexist in one process.
 The message carries the notification (`title`, `body` of the rendered fields), the
 template's `data` with every value as a string (FCM's data map holds strings only), and our
 `notigate_delivery_id` / `notigate_notification_id`, so the app can report opens. An urgent
-message (`message.priority == "urgent"`) asks for Android priority `high` and APNs priority
-10; otherwise FCM's own defaults apply (notification messages are already high priority).
+message (`message.priority == "urgent"`) asks for Android priority `high`, APNs priority 10
+and web push urgency `high`; otherwise FCM's own defaults apply (notification messages are
+already high priority). The tier's remaining expiry and the delivery's collapse key go to
+each platform (`_platform_options`).
 
 FCM has no idempotency key: a repeat of the same request delivers twice, so `idempotent` is
 False and the delivery id only travels in `data`.
@@ -19,23 +21,29 @@ False and the delivery id only travels in `data`.
 Outcomes, by FCM v1's documented `ErrorCode` (the `FcmError` detail of Google's error body),
 else by the Google API `status`:
 
-| FCM answer                                       | result                                        |
+| FCM answer                                       | result (failure class)                        |
 |--------------------------------------------------|-----------------------------------------------|
 | 200 with `name`                                  | delivered (message id: the `name`)            |
 | UNREGISTERED (404)                               | permanent `unregistered`, address invalid     |
 | INVALID_ARGUMENT (400) about the token           | permanent `invalid_token`, address invalid    |
-| INVALID_ARGUMENT (400) about the payload         | permanent `invalid_argument`                  |
+| INVALID_ARGUMENT (400) about the payload         | permanent `invalid_argument` (message)        |
 | SENDER_ID_MISMATCH (403)                         | permanent `sender_id_mismatch`, address inv.  |
-| THIRD_PARTY_AUTH_ERROR (401; APNs/web push cert) | permanent `third_party_auth`                  |
-| QUOTA_EXCEEDED (429), RESOURCE_EXHAUSTED         | retryable, with Retry-After when given        |
-| UNAVAILABLE (503), INTERNAL (500), other 5xx     | retryable                                     |
-| UNAUTHENTICATED (401, our access token refused)  | retryable `auth_rejected` (token dropped)     |
-| PERMISSION_DENIED (403), NOT_FOUND (404) project | permanent `permission_denied`, `not_found`    |
-| other 4xx                                        | permanent `rejected`                          |
-| token endpoint refuses the service account       | permanent `auth` (names the variable)         |
-| token endpoint 5xx / `temporarily_unavailable`   | retryable `auth_unavailable`                  |
-| timeout, connection refused (FCM or token)       | retryable (`timeout`, `unreachable`)          |
-| 200 that is not JSON or has no `name`; not HTTP  | retryable `malformed_response`                |
+| THIRD_PARTY_AUTH_ERROR (401; APNs/web push cert) | retryable `third_party_auth` (configuration)  |
+| PERMISSION_DENIED (403), NOT_FOUND (404) project | retryable `permission_denied`, `not_found`    |
+|                                                  | (configuration)                               |
+| token endpoint refuses the service account       | retryable `auth` (configuration; names the    |
+|                                                  | variable)                                     |
+| QUOTA_EXCEEDED (429), RESOURCE_EXHAUSTED         | retryable (health), with Retry-After if given |
+| UNAVAILABLE (503), INTERNAL (500), other 5xx     | retryable (health)                            |
+| UNAUTHENTICATED (401, our access token refused)  | retryable `auth_rejected` (health: the token  |
+|                                                  | is dropped and fetched again; a key that no   |
+|                                                  | longer works fails at the token endpoint)     |
+| other 4xx                                        | permanent `rejected` (message)                |
+| token endpoint 5xx / `temporarily_unavailable`   | retryable `auth_unavailable` (health)         |
+| connection refused, connect timeout (FCM or      | retryable `unreachable`, `timeout` (health)   |
+| token endpoint)                                  |                                               |
+| no answer in time once sent; 200 that is not JSON| retryable `timeout`, `malformed_response`     |
+| or has no `name`; not HTTP                       | (health), *ambiguous*: FCM may have it        |
 
 INVALID_ARGUMENT covers both a bad token and a bad payload (a reserved data key, a message too
 big). It marks the address invalid only when the answer points at the token: a
@@ -60,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import re
 import uuid
 import warnings
@@ -98,14 +107,19 @@ BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 # A Firebase installation ID: 128 bits, the first four 0111, as 22 characters of base64url.
 # Registration tokens are far longer (150+ characters, with a colon).
 FID = re.compile(r"[cdef][A-Za-z0-9_-]{21}")
+APNS_COLLAPSE_ID_MAX = 64  # bytes, Apple's limit for apns-collapse-id (our ids are ASCII)
 
 # FCM ErrorCode (or Google status) -> (our code, address invalid). INVALID_ARGUMENT is decided
 # by `_names_token`; the retryable codes are below.
 PERMANENT_CODES: Mapping[str, tuple[str, bool]] = {
     "UNREGISTERED": ("unregistered", True),
     "SENDER_ID_MISMATCH": ("sender_id_mismatch", True),
-    "THIRD_PARTY_AUTH_ERROR": ("third_party_auth", False),
-    "APNS_AUTH_ERROR": ("third_party_auth", False),  # the legacy name of THIRD_PARTY_AUTH_ERROR
+}
+# FCM ErrorCode (or Google status) -> our code, for answers that say our project, service
+# account or APNs/web-push credentials are wrong: the next provider may do.
+CONFIGURATION_CODES: Mapping[str, str] = {
+    "THIRD_PARTY_AUTH_ERROR": "third_party_auth",
+    "APNS_AUTH_ERROR": "third_party_auth",  # the legacy name of THIRD_PARTY_AUTH_ERROR
 }
 RETRYABLE_CODES: Mapping[str, str] = {
     "QUOTA_EXCEEDED": "quota_exceeded",
@@ -209,7 +223,9 @@ class FcmAdapter:
         if response.success:
             return Delivered(provider_message_id=response.message_id)
         if response.exception is None:
-            return Retryable(f"{self.name}: FCM answered 200 without a message name", code=MALFORMED)
+            return Retryable(
+                f"{self.name}: FCM answered 200 without a message name", code=MALFORMED, ambiguous=True
+            )
         return self._failure(response.exception, address)
 
     async def _fresh_token(self) -> SendResult | None:
@@ -234,10 +250,11 @@ class FcmAdapter:
                             f"{self.name}: Google's token endpoint is unavailable", code="auth_unavailable"
                         ),
                     )
-                return Permanent(
-                    "auth",
+                return Retryable(
                     f"{self.name}: Google's token endpoint refused the service account in "
                     f"{self.credential_var}; check the key is current and its service account enabled",
+                    code="auth",
+                    failure="configuration",
                 )
             except google.auth.exceptions.TransportError as exc:
                 if isinstance(exc.__cause__, requests.Timeout):
@@ -255,11 +272,13 @@ class FcmAdapter:
 
     def _failure(self, exc: exceptions.FirebaseError, address: Address) -> SendResult:
         cause = exc.cause
+        if isinstance(cause, httpx.ConnectTimeout | httpx.PoolTimeout):  # nothing was sent
+            return Retryable(f"{self.name}: could not connect to FCM in time", code=TIMEOUT)
         if isinstance(cause, httpx.TimeoutException):
-            return Retryable(f"{self.name}: FCM did not answer in time", code=TIMEOUT)
+            return Retryable(f"{self.name}: FCM did not answer in time", code=TIMEOUT, ambiguous=True)
         if isinstance(cause, httpx.RemoteProtocolError | ValueError | TypeError | AttributeError | KeyError):
             # Not HTTP, or a 200 whose body is not a JSON object (the SDK fails reading it).
-            return Retryable(f"{self.name}: FCM's answer cannot be read", code=MALFORMED)
+            return Retryable(f"{self.name}: FCM's answer cannot be read", code=MALFORMED, ambiguous=True)
         if isinstance(cause, httpx.TransportError):
             return Retryable(f"{self.name}: cannot connect to FCM ({type(cause).__name__})", code=UNREACHABLE)
         response = exc.http_response
@@ -273,6 +292,8 @@ class FcmAdapter:
         if reason in PERMANENT_CODES:
             code, address_invalid = PERMANENT_CODES[reason]
             return Permanent(code, said, address_invalid=address_invalid)
+        if reason in CONFIGURATION_CODES:
+            return Retryable(said, code=CONFIGURATION_CODES[reason], failure="configuration")
         if reason == "INVALID_ARGUMENT":
             if _names_token(error):
                 return Permanent("invalid_token", said, address_invalid=True)
@@ -287,14 +308,19 @@ class FcmAdapter:
             self.credential.token = None  # revoked early: fetch a new one on the next send
             return Retryable(said, code="auth_rejected")
         if reason == "PERMISSION_DENIED":
-            return Permanent(
-                "permission_denied",
+            return Retryable(
                 f"{said}: the service account of {self.credential_var} may not send for project "
                 f"{self.project_id!r} (it needs the Firebase Cloud Messaging API and the "
                 "cloudmessaging.messages.create permission)",
+                code="permission_denied",
+                failure="configuration",
             )
         if reason == "NOT_FOUND":
-            return Permanent("not_found", f"{said}: check settings.project_id ({self.project_id!r})")
+            return Retryable(
+                f"{said}: check settings.project_id ({self.project_id!r})",
+                code="not_found",
+                failure="configuration",
+            )
         return Permanent("rejected", said)
 
     async def close(self) -> None:
@@ -359,8 +385,8 @@ def _fcm_message(message: Message, address: Address) -> messaging.Message:
     data["notigate_delivery_id"] = message.delivery_id
     data["notigate_notification_id"] = message.notification_id
     title, body = fields.get("title"), fields.get("body")
-    urgent = message.priority == "urgent"
     target = {"fid": address.value} if FID.fullmatch(address.value) else {"token": address.value}
+    android, apns, webpush = _platform_options(message)
     with warnings.catch_warnings():
         # firebase-admin 7.7 deprecates `token` for `fid`, but apps that have not opted in to
         # installation IDs still register tokens, and FCM still serves them.
@@ -368,10 +394,48 @@ def _fcm_message(message: Message, address: Address) -> messaging.Message:
         return messaging.Message(
             notification=messaging.Notification(title=title, body=body) if title or body else None,
             data=data,
-            android=messaging.AndroidConfig(priority="high") if urgent else None,
-            apns=messaging.APNSConfig(headers={"apns-priority": "10"}) if urgent else None,
+            android=android,
+            apns=apns,
+            webpush=webpush,
             **target,
         )
+
+
+def _platform_options(
+    message: Message,
+) -> tuple[messaging.AndroidConfig | None, messaging.APNSConfig | None, messaging.WebpushConfig | None]:
+    """Priority, lifetime and collapse key in each platform's own terms.
+
+    FCM keeps a message for an offline device up to 4 weeks by default: the tier's expiry
+    goes to Android's `ttl`, APNs' `apns-expiration` (an epoch second) and web push's `TTL`
+    header, so a one-time code is dropped rather than shown hours late. The collapse key
+    (`android.collapse_key`, `apns-collapse-id`, web push `Topic`) makes a resend of the
+    same delivery replace the one shown instead of stacking."""
+    urgent = message.priority == "urgent"
+    lifetime = message.lifetime()
+    ttl = math.ceil(lifetime) if lifetime is not None else None
+    key = message.collapse_key
+    apns_headers: dict[str, str] = {"apns-priority": "10"} if urgent else {}
+    web_headers: dict[str, str] = {"Urgency": "high"} if urgent else {}
+    if message.expires_at is not None and ttl is not None:
+        apns_headers["apns-expiration"] = str(math.ceil(message.expires_at.timestamp()))
+        web_headers["TTL"] = str(ttl)
+    if key is not None:
+        apns_headers["apns-collapse-id"] = key[:APNS_COLLAPSE_ID_MAX]
+        web_headers["Topic"] = _web_topic(key)
+    android = None
+    if urgent or ttl is not None or key is not None:
+        android = messaging.AndroidConfig(priority="high" if urgent else None, ttl=ttl, collapse_key=key)
+    return (
+        android,
+        messaging.APNSConfig(headers=apns_headers) if apns_headers else None,
+        messaging.WebpushConfig(headers=web_headers) if web_headers else None,
+    )
+
+
+def _web_topic(key: str) -> str:
+    """RFC 8030's Topic: at most 32 characters of the URL-safe base64 alphabet."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", key)[-32:]
 
 
 def _google_error(response: httpx.Response) -> dict[str, Any]:

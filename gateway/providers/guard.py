@@ -3,13 +3,16 @@
 How to use (the delivery pipeline, around each provider call): call
 `admission = await guard.admit(name)` right before `adapter.send(...)`. When
 `admission.allowed` is false, do not call the provider: record a "skipped" try for it with
-`admission.reason` (`circuit_open` or `rate_limited`) and move on to the next provider of
+`admission.reason` (`circuit_open`, `rate_limited` or `paused`) and move on to the next provider of
 the chain, as after a retryable failure; `admission.wait` says when this provider could
 take the call again (for the retry schedule when every provider was skipped). When it is
 allowed, send, then `await guard.record(name, failed=isinstance(result, Retryable),
-trial=admission.trial)`; a timeout counts as `Retryable`. Only retryable outcomes count
-against the provider: a `Permanent` result (an invalid number, an unregistered token, a
-hard bounce) says the *address* is bad, not that the provider is failing. Always record
+trial=admission.trial, at_once=result.failure == "configuration")`; a timeout counts as
+`Retryable`. Only retryable outcomes (the provider's health, our configuration of it)
+count against the provider: a `Permanent` result (an invalid number, an unregistered
+token, a message too long) says the *address* or the *message* is bad, not that the
+provider is failing. A configuration failure (bad credentials, a sender not verified)
+opens the breaker at once, whatever the counts: every call would fail alike. Always record
 after an admitted call, trial or not, or the half-open trial is only released when its
 deadline passes.
 
@@ -39,8 +42,11 @@ When Redis is unreachable (RedisError, OSError) the guard fails OPEN: every call
 admitted and outcomes are not counted, with one warning per provider per minute at most.
 Refusing every send because the limiter's store is down would turn a Redis outage into a
 delivery outage; the providers' own limits (429, answered as `Retryable`) still hold.
-Providers without `rate_limit` and `circuit_breaker`, and names not in `specs`, are
-admitted without any Redis call.
+A provider's own "wait" (a 429's Retry-After or rate-limit reset) is shared the same way:
+`pause(name, seconds)` sets a pause every worker's `admit` sees first (reason `paused`), so
+one 429 keeps every worker off the provider until its reset, not only the delivery that got
+it. Every provider of `specs` costs one Redis call per admission for that; names not in
+`specs` are admitted without any.
 """
 
 from __future__ import annotations
@@ -70,10 +76,14 @@ WARN_EVERY = 60.0
 _ADMIT = (
     TAKE_FUNCTION
     + """
--- KEYS[1]: bucket, KEYS[2]: breaker.
+-- KEYS[1]: bucket, KEYS[2]: breaker, KEYS[3]: pause.
 -- ARGV: now, limited (0/1), rate (tokens/s), burst, guarded (0/1), trial ttl (s), breaker ttl (ms).
 -- Returns {reason, wait, trial}: reason '' when admitted.
 local now = tonumber(ARGV[1])
+local paused_until = tonumber(redis.call('GET', KEYS[3]))
+if paused_until and now < paused_until then
+  return {'paused', tostring(paused_until - now), '0'}
+end
 local trial = 0
 if ARGV[5] == '1' then
   local state = redis.call('HMGET', KEYS[2], 'until', 'trial')
@@ -103,10 +113,20 @@ return {'', '0', tostring(trial)}
 """
 )
 
+_PAUSE = """
+-- KEYS[1]: pause. ARGV: until (epoch s), ttl (ms). A later pause wins; an earlier one is ignored.
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current == nil or current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 _RECORD = """
 -- KEYS[1]: breaker.
 -- ARGV: now, failed (0/1), trial (0/1), min_calls, failure_rate, open_for (s), buckets,
---       bucket width (s), breaker ttl (ms).
+--       bucket width (s), breaker ttl (ms), at once (0/1: a failure that opens it by itself).
 -- Returns {event, calls, failures}: event is 'opened', 'reopened', 'closed' or ''.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -162,7 +182,8 @@ end
 redis.call('HSET', key, 'head', tostring(head), 'calls', tostring(calls), 'failures', tostring(failures),
   'geometry', geometry)
 local event = ''
-if open_until == nil and calls >= tonumber(ARGV[4]) and failures / calls >= tonumber(ARGV[5]) then
+local tripped = calls >= tonumber(ARGV[4]) and failures / calls >= tonumber(ARGV[5])
+if open_until == nil and (tripped or (failed and ARGV[10] == '1')) then
   redis.call('HSET', key, 'until', tostring(now + open_for))
   event = 'opened'
 end
@@ -171,10 +192,18 @@ return {event, tostring(calls), tostring(failures)}
 """
 
 
+# Why a provider is not called now: its breaker is open, our own rate limit has no token,
+# or the provider itself asked every worker to wait (a 429's Retry-After, `pause`).
+Refusal = Literal["circuit_open", "rate_limited", "paused"]
+# The longest pause a provider's answer can impose: a reset hours ahead is a provider's
+# mistake or a daily quota, and the breaker and retries handle those better.
+MAX_PAUSE = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     allowed: bool
-    reason: Literal["circuit_open", "rate_limited"] | None = None
+    reason: Refusal | None = None
     wait: float = 0.0  # seconds until it could be admitted, 0 when allowed
     trial: bool = False  # this call is the half-open trial: record(..., trial=True) after it
 
@@ -200,6 +229,7 @@ class _Plan:
 
     bucket_key: str
     breaker_key: str
+    pause_key: str
     limit: RateLimit | None
     breaker: BreakerPolicy | None
     trial_ttl: float
@@ -226,6 +256,7 @@ def _plan(spec: ProviderSpec, keys: Keys) -> _Plan:
     return _Plan(
         bucket_key=keys.provider_bucket(spec.name),
         breaker_key=keys.breaker(spec.name),
+        pause_key=keys.provider_pause(spec.name),
         limit=spec.rate_limit,
         breaker=spec.breaker,
         trial_ttl=ttl,
@@ -252,12 +283,9 @@ class ProviderGuard:
         self.redis = redis
         self.keys = keys
         self.clock = clock
-        self._plans = {
-            name: _plan(spec, keys)
-            for name, spec in specs.items()
-            if spec.rate_limit is not None or spec.breaker is not None
-        }
+        self._plans = {name: _plan(spec, keys) for name, spec in specs.items()}
         self._admit = redis.register_script(_ADMIT)
+        self._pause = redis.register_script(_PAUSE)
         self._record = redis.register_script(_RECORD)
         self._warned: dict[str, float] = {}
 
@@ -270,7 +298,7 @@ class ProviderGuard:
         limit = plan.limit
         try:
             reason, wait, trial = await self._admit(
-                keys=[plan.bucket_key, plan.breaker_key],
+                keys=[plan.bucket_key, plan.breaker_key, plan.pause_key],
                 args=[
                     now,
                     int(limit is not None),
@@ -289,11 +317,36 @@ class ProviderGuard:
                 return Admission(allowed=True, trial=_text(trial) == "1")
             case "circuit_open":
                 return Admission(allowed=False, reason="circuit_open", wait=float(_text(wait)))
+            case "paused":
+                return Admission(allowed=False, reason="paused", wait=float(_text(wait)))
             case _:
                 return Admission(allowed=False, reason="rate_limited", wait=float(_text(wait)))
 
-    async def record(self, provider: str, failed: bool, *, trial: bool = False) -> None:
-        """Count one admitted call's outcome; `trial` as `admit` returned it."""
+    async def pause(self, provider: str, seconds: float) -> None:
+        """Hold `provider` for every worker for `seconds` (at most MAX_PAUSE): it said so
+        (a 429 with Retry-After or a rate-limit reset), and calling it sooner only earns
+        another 429 and may lengthen the penalty."""
+        plan = self._plans.get(provider)
+        if plan is None or seconds <= 0:
+            return
+        now = self.clock()
+        seconds = min(seconds, MAX_PAUSE)
+        try:
+            extended = await self._pause(
+                keys=[plan.pause_key], args=[now + seconds, math.ceil(seconds * 1000)]
+            )
+        except (RedisError, OSError) as error:
+            self._warn_unreachable(provider, now, error)
+            return
+        if extended:
+            log.info("provider %r asked to wait: paused for every worker for %.1fs", provider, seconds)
+
+    async def record(
+        self, provider: str, failed: bool, *, trial: bool = False, at_once: bool = False
+    ) -> None:
+        """Count one admitted call's outcome; `trial` as `admit` returned it. `at_once`: the
+        failure opens the breaker by itself (the provider refused our configuration: every
+        call would fail the same way until an operator fixes it)."""
         plan = self._plans.get(provider)
         if plan is None or plan.breaker is None:
             return
@@ -312,6 +365,7 @@ class ProviderGuard:
                     plan.buckets,
                     repr(plan.width),
                     plan.breaker_ttl_ms,
+                    int(at_once),
                 ],
             )
         except (RedisError, OSError) as error:

@@ -11,23 +11,26 @@ does not know.
 Outcomes (SendGrid's documented v3 responses; error bodies are
 `{"errors": [{"message", "field", "help"}]}`):
 
-| response                                        | result                                          |
+| response                                        | result (failure class)                          |
 |-------------------------------------------------|-------------------------------------------------|
 | 202 Accepted                                    | delivered (message id: `X-Message-Id`)           |
 | 400 Bad Request, an error whose `field` is the  | permanent `invalid_address`, address invalid     |
-| recipient (`personalizations.N.to.N.email`)     |                                                 |
-| 400 Bad Request, any other field                | permanent `bad_request`                          |
-| 401 Unauthorized (API key missing or wrong)     | permanent `unauthorized` (not the address)       |
-| 403 Forbidden (key lacks mail.send, sender not  | permanent `forbidden` (not the address)          |
+| recipient (`personalizations.N.to.N.email`)     | (address)                                       |
+| 400 Bad Request, any other field                | permanent `bad_request` (message)                |
+| 401 Unauthorized (API key missing or wrong)     | retryable `unauthorized` (configuration)         |
+| 403 Forbidden (key lacks mail.send, sender not  | retryable `forbidden` (configuration)            |
 | a verified identity)                            |                                                 |
-| 413 Payload Too Large                           | permanent `payload_too_large`                    |
-| other 4xx (404, 405, 406, 415, 451...)          | permanent `http_<status>`                        |
-| 429 Too Many Requests                           | retryable `rate_limited`, after `Retry-After` if |
-|                                                 | sent, else until `X-RateLimit-Reset` (epoch s)   |
-| 5xx                                             | retryable `http_<status>`                        |
-| timeout, connection refused                     | retryable (`timeout`, `unreachable`)             |
-| not HTTP at all; a 400 whose body is not the    | retryable `malformed_response`                   |
-| errors JSON; any status outside 2xx-5xx         |                                                 |
+| 413 Payload Too Large                           | permanent `payload_too_large` (message)          |
+| other 4xx (404, 405, 406, 415, 451...)          | permanent `http_<status>` (message)              |
+| 429 Too Many Requests                           | retryable `rate_limited` (health), after         |
+|                                                 | `Retry-After` if sent, else until                |
+|                                                 | `X-RateLimit-Reset` (epoch s)                    |
+| 5xx                                             | retryable `http_<status>` (health)               |
+| connection refused, DNS, TLS, connect timeout   | retryable `unreachable`, `timeout` (health)      |
+| no answer in time once the request was sent; the| retryable `timeout`, `malformed_response`        |
+| connection dropped or not HTTP mid-answer       | (health), *ambiguous*: SendGrid may have it      |
+| a 400 whose body is not the errors JSON; any    | retryable `malformed_response` (health)          |
+| status outside 2xx-5xx                          |                                                 |
 
 A 202 without `X-Message-Id` is still delivered (the id is for tracking, not for success).
 Only a 400 needs its body read; other statuses decide by themselves, so a proxy's HTML
@@ -79,7 +82,8 @@ log = logging.getLogger("gateway.providers.sendgrid")
 
 # The error `field` SendGrid names when the recipient's address is what it refused.
 RECIPIENT_FIELD = re.compile(r"^personalizations\.\d+\.to\.\d+\.email$|^personalizations\.\d+\.to$")
-PERMANENT_STATUSES = {401: "unauthorized", 403: "forbidden", 413: "payload_too_large"}
+# Statuses that say our account or key is wrong, not the message: the next provider may do.
+CONFIGURATION_STATUSES = {401: "unauthorized", 403: "forbidden"}
 
 
 class _OnlyRequestLines(logging.Filter):
@@ -182,17 +186,21 @@ class SendGridAdapter:
             response = self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
         except HTTPError as exc:
             return self._refused(exc.status_code, exc.body, exc.headers, address)
-        except TimeoutError:
-            return Retryable(f"{self.name}: no answer in {self.timeout:g}s", code=TIMEOUT)
-        except urllib.error.URLError as exc:
+        except TimeoutError:  # reading the answer: the request had gone out
+            return Retryable(f"{self.name}: no answer in {self.timeout:g}s", code=TIMEOUT, ambiguous=True)
+        except urllib.error.URLError as exc:  # opening the connection: nothing was sent
             if isinstance(exc.reason, TimeoutError):
                 return Retryable(f"{self.name}: no answer in {self.timeout:g}s", code=TIMEOUT)
             reason = type(exc.reason).__name__ if isinstance(exc.reason, BaseException) else "URLError"
             return Retryable(f"{self.name}: cannot connect ({reason})", code=UNREACHABLE)
         except http.client.HTTPException as exc:
-            return Retryable(f"{self.name}: the answer is not HTTP ({type(exc).__name__})", code=MALFORMED)
-        except ConnectionError as exc:
-            return Retryable(f"{self.name}: the connection broke ({type(exc).__name__})", code=UNREACHABLE)
+            return Retryable(
+                f"{self.name}: the answer is not HTTP ({type(exc).__name__})", code=MALFORMED, ambiguous=True
+            )
+        except ConnectionError as exc:  # reset while the answer was awaited
+            return Retryable(
+                f"{self.name}: the connection broke ({type(exc).__name__})", code=UNREACHABLE, ambiguous=True
+            )
         status = response.status_code
         if 200 <= status < 300:
             return Delivered(provider_message_id=response.headers.get("X-Message-Id"))
@@ -217,12 +225,15 @@ class SendGridAdapter:
                     "invalid_address", f"{self.name}: the recipient was refused: {said}", address_invalid=True
                 )
             return Permanent("bad_request", f"{self.name}: the request was refused: {said}")
-        if status in PERMANENT_STATUSES:
-            hint = " (check SENDGRID_API_KEY and its mail.send scope)" if status in (401, 403) else ""
-            return Permanent(
-                PERMANENT_STATUSES[status],
-                f"{self.name}: HTTP {status}: {self._said(_errors(body) or [], address)}{hint}",
+        if status in CONFIGURATION_STATUSES:
+            return Retryable(
+                f"{self.name}: HTTP {status}: {self._said(_errors(body) or [], address)} (check "
+                "SENDGRID_API_KEY, its mail.send scope and the sender's verified identity)",
+                code=CONFIGURATION_STATUSES[status],
+                failure="configuration",
             )
+        if status == 413:
+            return Permanent("payload_too_large", f"{self.name}: HTTP 413: the message is too large")
         if 400 <= status < 500:
             return Permanent(f"http_{status}", f"{self.name}: refused with HTTP {status}")
         return Retryable(f"{self.name}: unexpected HTTP {status}", code=MALFORMED)

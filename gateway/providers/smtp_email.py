@@ -15,16 +15,19 @@ Outcomes, from the reply code (RFC 5321 section 4.2) and its enhanced status (RF
 | recipient (5.1.0-5.1.4, 5.1.6, 5.1.10) or none    | invalid (no such user, bad mailbox syntax)  |
 | 552 to RCPT (too many recipients)                 | retryable: RFC 5321 4.5.3.1.10 reads it as  |
 |                                                   | 452                                         |
-| 535 to AUTH, 530 (authentication required)        | permanent `auth_failed` (not the address)   |
-| other 5xx (5.7.1 policy, 554 transaction failed)  | permanent `smtp_<code>`                     |
+| 535/534 to AUTH, 530 (authentication required)    | retryable `auth_failed` (configuration)     |
+| other 5xx (5.7.1 policy, 554 transaction failed)  | permanent `smtp_<code>` (message)           |
 | 4xx (421 closing, 450/451/452 try later)          | retryable `smtp_<code>`; SMTP sends no retry|
 |                                                   | time, the worker's schedule decides         |
-| no answer within the timeout (greeting or any     | retryable `timeout`                         |
-| command)                                          |                                             |
+| no answer within the timeout (greeting or any     | retryable `timeout` (health); *ambiguous*   |
+| command)                                          | once the message's DATA was sent            |
 | connection refused, DNS, TLS handshake            | retryable `unreachable`                     |
-| a reply that is not SMTP (garbage greeting, no    | retryable `malformed_response`              |
-| 3-digit code), a hang-up mid-session              |                                             |
-| server lacks STARTTLS or AUTH that we need        | permanent `not_supported` (configuration)   |
+| a reply that is not SMTP (garbage greeting, no    | retryable `malformed_response` (health);    |
+| 3-digit code), a hang-up mid-session              | *ambiguous* once DATA was sent              |
+| server lacks STARTTLS or AUTH that we need        | retryable `not_supported` (configuration)   |
+
+*Ambiguous*: the relay may have queued the message (the end of DATA went out, its 250 did
+not come back), so it is not sent again (see `gateway.providers.base`).
 
 Server replies often quote the recipient (`<ada@example.com>: Recipient address
 rejected`): error strings mask it before they leave this module.
@@ -141,7 +144,7 @@ class SmtpAdapter:
         except ValueError as exc:
             return Permanent("unsendable", f"{self.name}: the message cannot be written as email: {exc}")
         username, password = (c.reveal() for c in self.credentials) if self.credentials else (None, None)
-        client = aiosmtplib.SMTP(
+        client = _StagedSMTP(
             hostname=self.host,
             port=self.port,
             timeout=self.timeout,
@@ -156,16 +159,26 @@ class SmtpAdapter:
             refused = exc.recipients[0]
             return self._reply(refused.code, refused.message, address, at_rcpt=True)
         except aiosmtplib.SMTPTimeoutError:
-            return Retryable(f"{self.name}: no answer from {self.host}:{self.port} in time", code=TIMEOUT)
+            return Retryable(
+                f"{self.name}: no answer from {self.host}:{self.port} in time",
+                code=TIMEOUT,
+                ambiguous=client.data_sent,
+            )
         except aiosmtplib.SMTPResponseException as exc:
             return self._reply(exc.code, exc.message, address, at_rcpt=False)
         except aiosmtplib.SMTPConnectError:
             return Retryable(f"{self.name}: cannot connect to {self.host}:{self.port}", code=UNREACHABLE)
         except aiosmtplib.SMTPServerDisconnected:
-            return Retryable(f"{self.name}: {self.host}:{self.port} hung up mid-session", code=MALFORMED)
+            return Retryable(
+                f"{self.name}: {self.host}:{self.port} hung up mid-session",
+                code=MALFORMED,
+                ambiguous=client.data_sent,
+            )
         except aiosmtplib.SMTPException as exc:  # no STARTTLS, no AUTH method we can use, SMTPUTF8
-            return Permanent(
-                "not_supported", f"{self.name}: {self.host}:{self.port}: {_masked(exc.message, address)}"
+            return Retryable(
+                f"{self.name}: {self.host}:{self.port}: {_masked(exc.message, address)}",
+                code="not_supported",
+                failure="configuration",
             )
         except OSError as exc:  # TLS handshake, a reset connection
             return Retryable(f"{self.name}: connection failed ({type(exc).__name__})", code=UNREACHABLE)
@@ -188,12 +201,27 @@ class SmtpAdapter:
             if at_rcpt and code == 552:
                 return Retryable(said, code="smtp_552")
             if code in AUTH_CODES:
-                return Permanent("auth_failed", f"{said} (check SMTP_USERNAME and SMTP_PASSWORD)")
+                return Retryable(
+                    f"{said} (check SMTP_USERNAME and SMTP_PASSWORD)",
+                    code="auth_failed",
+                    failure="configuration",
+                )
             return Permanent(f"smtp_{code}", said)
         return Retryable(f"{self.name}: unexpected reply {code}", code=MALFORMED)
 
     async def close(self) -> None:
         return None
+
+
+class _StagedSMTP(aiosmtplib.SMTP):
+    """Knows whether the message itself went out: a failure after DATA's end is ambiguous
+    (the relay may have queued it), one before it is not."""
+
+    data_sent = False
+
+    async def data(self, message: str | bytes, /, **options: Any) -> aiosmtplib.SMTPResponse:
+        self.data_sent = True
+        return await super().data(message, **options)
 
 
 async def _transmit(

@@ -1,10 +1,12 @@
 """SMS through Twilio Programmable Messaging, with the `twilio` SDK's asynchronous client.
 
 One `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` per message: form-encoded `To`,
-`From`, `Body` (and `StatusCallback`: the `status_callback` setting, else our tracking route under
-`NOTIGATE_PUBLIC_URL` when that is set; see docs/tracking.md), Basic
-auth with the Account SID and Auth Token. The call runs on the event loop (aiohttp, through
-`AsyncTwilioHttpClient` and `messages.create_async`), so no thread is held per message.
+`From`, `Body`, `ValidityPeriod` (the seconds left of the tier's expiry, 1 to 36,000: Twilio
+drops the message if it is still queued then) and `StatusCallback` (the `status_callback`
+setting, else our tracking route under `NOTIGATE_PUBLIC_URL` when that is set; see
+docs/tracking.md), Basic auth with the Account SID and Auth Token. The call runs on the
+event loop (aiohttp, through `AsyncTwilioHttpClient` and `messages.create_async`), so no
+thread is held per message.
 
 Not `idempotent`: Twilio documents no idempotency key for creating a Message. The header
 `I-Twilio-Idempotency-Token` is one Twilio *sends* on its own webhooks so that receivers can
@@ -16,26 +18,35 @@ Outcomes, from Twilio's REST error codes (the JSON body `{"code", "message", "mo
 "status"}`; https://www.twilio.com/docs/api/errors/<code>). Twilio's `message` is never
 copied into our errors: it quotes the phone number.
 
-| Twilio answer                                             | result                                       |
+| Twilio answer                                             | result (failure class)                       |
 |-----------------------------------------------------------|----------------------------------------------|
-| 201 Created, a Message resource                           | delivered (message id: its `sid`, SM...)     |
+| 201 Created, a Message resource                           | delivered (message id: its `sid`, SM...;     |
+|                                                           | `num_segments`, and `price` when given)      |
 | 21211 invalid 'To' phone number                           | permanent `invalid_number`, address invalid  |
 | 21614 'To' is not a valid mobile number                   | permanent `not_mobile`, address invalid      |
 | 21635 'To' cannot be a landline                           | permanent `not_mobile`, address invalid      |
 | 21610 the recipient replied STOP (unsubscribed)           | permanent `unsubscribed`, address invalid    |
-| 21612 'To' not reachable from this sender (cannot route)  | permanent `unroutable`                       |
-| 21408 sending to this region not enabled (geo permission) | permanent `region_disabled`                  |
-| 21606 'From' is not a message-capable number of ours      | permanent `invalid_sender`                   |
-| 21608 unverified 'To' on a trial account                  | permanent `unverified_recipient`             |
-| 21617 body longer than 1,600 characters                   | permanent `body_too_long`                    |
-| 20003 authentication failed (wrong SID or token)          | permanent `auth_failed` (not the address)    |
-| 20429 too many requests, or HTTP 429                      | retryable `rate_limited`, with Retry-After   |
-| HTTP 5xx (20500, 20503, ...)                              | retryable `http_<status>`                    |
-| any other 4xx                                             | permanent `rejected`, naming Twilio's code   |
-| no answer within the spec's timeout                       | retryable `timeout`                          |
-| connection refused, DNS, TLS                              | retryable `unreachable`                      |
-| a 2xx that is no Message resource (not JSON, no `sid`),   | retryable `malformed_response`               |
-| or an answer that is not HTTP                             |                                              |
+| 21612 'To' not reachable from this sender (cannot route)  | permanent `unroutable` (address)             |
+| 21617 body longer than 1,600 characters                   | permanent `body_too_long` (message)          |
+| 20003 authentication failed (wrong SID or token), or an   | retryable `auth_failed` (configuration)      |
+| HTTP 401 without a Twilio code                            |                                              |
+| 21606 'From' is not a message-capable number of ours      | retryable `invalid_sender` (configuration)   |
+| 21608 unverified 'To' on a trial account                  | retryable `unverified_recipient` (config.)   |
+| 21408 sending to this region not enabled (geo permission) | retryable `region_disabled` (configuration)  |
+| 20429 too many requests, or HTTP 429                      | retryable `rate_limited` (health), with      |
+|                                                           | Retry-After                                  |
+| HTTP 5xx (20500, 20503, ...)                              | retryable `http_<status>` (health)           |
+| any other 4xx                                             | permanent `rejected` (message), naming       |
+|                                                           | Twilio's code                                |
+| connection refused, DNS, TLS                              | retryable `unreachable` (health)             |
+| no answer within the spec's timeout                       | retryable `timeout` (health), *ambiguous*    |
+| a 2xx that is no Message resource (not JSON, no `sid`),   | retryable `malformed_response` (health),     |
+| an answer that is not HTTP, a connection dropped mid-answer| *ambiguous*                                 |
+
+*Ambiguous*: Twilio may have created the Message, so it is not sent again (see
+`gateway.providers.base`). A timeout is counted ambiguous whatever the phase: the SDK's
+one deadline covers connecting and answering alike, and a connection that cannot be made
+usually fails fast (`unreachable`) rather than by the deadline.
 
 21610 marks the address invalid although the number works: Twilio refuses every later
 message to it until its owner texts START, so later decisions should see `no_address`
@@ -48,6 +59,7 @@ import asyncio
 import base64
 import contextvars
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +79,7 @@ from gateway.providers.base import (
     Delivered,
     Message,
     Permanent,
+    PermanentClass,
     Retryable,
     SendResult,
     retry_after_seconds,
@@ -82,6 +95,15 @@ class TwilioError:
     code: str
     meaning: str
     address_invalid: bool = False
+    failure: PermanentClass = "message"
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSetupError:
+    """An error that says our account or sender is wrong: the next provider may do."""
+
+    code: str
+    meaning: str
 
 
 # Twilio error code -> our permanent result (retryable codes are handled by status below).
@@ -90,14 +112,22 @@ PERMANENT_ERRORS: Mapping[int, TwilioError] = {
     21614: TwilioError("not_mobile", "the 'To' number is not a mobile number", True),
     21635: TwilioError("not_mobile", "the 'To' number is a landline", True),
     21610: TwilioError("unsubscribed", "the recipient replied STOP; they must text START first", True),
-    21612: TwilioError("unroutable", "Twilio cannot route to this 'To' number from this sender"),
-    21408: TwilioError("region_disabled", "sending to this region is not enabled in the geo permissions"),
-    21606: TwilioError("invalid_sender", "settings.from is not a message-capable number of the account"),
-    21608: TwilioError("unverified_recipient", "a trial account may only text verified numbers"),
+    21612: TwilioError(
+        "unroutable", "Twilio cannot route to this 'To' number from this sender", failure="address"
+    ),
     21617: TwilioError("body_too_long", "the body is longer than Twilio's 1,600 characters"),
-    20003: TwilioError("auth_failed", "Twilio refused the Account SID or Auth Token"),
+}
+CONFIGURATION_ERRORS: Mapping[int, TwilioSetupError] = {
+    20003: TwilioSetupError("auth_failed", "Twilio refused the Account SID or Auth Token"),
+    21606: TwilioSetupError("invalid_sender", "settings.from is not a message-capable number of the account"),
+    21608: TwilioSetupError("unverified_recipient", "a trial account may only text verified numbers"),
+    21408: TwilioSetupError(
+        "region_disabled", "sending to this region is not enabled in the geo permissions"
+    ),
 }
 RATE_LIMITED = 20429
+# ValidityPeriod's documented range is 1..36000 seconds (also Twilio's default).
+MAX_VALIDITY = 36_000
 
 # The SDK's HTTP client logs each request's URL (which holds the Account SID) and each
 # response's headers at INFO, through the logger it is given. Ours is a logger of its own
@@ -152,6 +182,25 @@ def status_callback_url(environ: Mapping[str, str]) -> str | None:
     URL's callback route, when `NOTIGATE_PUBLIC_URL` says where Twilio can reach us."""
     base = (environ.get("NOTIGATE_PUBLIC_URL") or "").rstrip("/")
     return f"{base}/v1/webhooks/twilio/status" if base else None
+
+
+def _whole(created: Any) -> int | None:
+    """The Message's `num_segments` (a string in Twilio's JSON), when readable."""
+    try:
+        return int(created.num_segments)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _price(created: Any) -> float | None:
+    """The Message's `price` in USD, as a positive amount (Twilio writes charges negative, and
+    usually only once the message is sent, so it is often null at creation)."""
+    unit = getattr(created, "price_unit", None)
+    try:
+        price = abs(float(created.price))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return price if unit in (None, "USD") else None
 
 
 def _basic_auth(username: str, password: str) -> str:
@@ -234,6 +283,10 @@ class TwilioAdapter:
         if not body:
             return Permanent("no_body", f"{self.name}: the rendered message has neither `body` nor `text`")
         options: dict[str, Any] = {"to": address.value, "from_": self.sender, "body": str(body)}
+        lifetime = message.lifetime()
+        if lifetime is not None:
+            # Twilio drops a message still queued after ValidityPeriod: an OTP is not sent late.
+            options["validity_period"] = min(MAX_VALIDITY, max(1, math.ceil(lifetime)))
         if self.status_callback:
             options["status_callback"] = self.status_callback
         client = self._twilio()
@@ -244,7 +297,9 @@ class TwilioAdapter:
             async with asyncio.timeout(self.timeout):
                 created = await client.messages.create_async(**options)
         except TimeoutError:
-            return Retryable(f"{self.name}: no answer from Twilio within {self.timeout:g}s", code=TIMEOUT)
+            return Retryable(
+                f"{self.name}: no answer from Twilio within {self.timeout:g}s", code=TIMEOUT, ambiguous=True
+            )
         except (TwilioRestException, TwilioServiceException) as exc:
             return self._refused(exc, _answer_headers.get())
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -253,6 +308,7 @@ class TwilioAdapter:
             return Retryable(
                 f"{self.name}: Twilio's answer is not a Message resource ({type(exc).__name__})",
                 code=MALFORMED,
+                ambiguous=True,
             )
         except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS: the request never left
             return Retryable(
@@ -264,7 +320,9 @@ class TwilioAdapter:
             aiohttp.ClientPayloadError,
         ) as exc:
             return Retryable(
-                f"{self.name}: Twilio's answer is not valid HTTP ({type(exc).__name__})", code=MALFORMED
+                f"{self.name}: Twilio's answer is not valid HTTP ({type(exc).__name__})",
+                code=MALFORMED,
+                ambiguous=True,
             )
         except aiohttp.ClientError as exc:
             return Retryable(
@@ -275,9 +333,11 @@ class TwilioAdapter:
         sid = getattr(created, "sid", None)
         if not isinstance(sid, str) or not sid:
             return Retryable(
-                f"{self.name}: Twilio's answer is not a Message resource (no sid)", code=MALFORMED
+                f"{self.name}: Twilio's answer is not a Message resource (no sid)",
+                code=MALFORMED,
+                ambiguous=True,
             )
-        return Delivered(provider_message_id=sid)
+        return Delivered(provider_message_id=sid, segments=_whole(created), price=_price(created))
 
     def _refused(
         self, exc: TwilioRestException | TwilioServiceException, headers: Mapping[str, str] | None
@@ -295,12 +355,20 @@ class TwilioAdapter:
             return Retryable(
                 f"{self.name}: Twilio failed with HTTP {status} ({reference})", code=f"http_{status}"
             )
+        setup = CONFIGURATION_ERRORS.get(code) if code is not None else None
+        if setup is None and code is None and status == 401:
+            setup = CONFIGURATION_ERRORS[20003]
+        if setup is not None:
+            return Retryable(
+                f"{self.name}: Twilio {reference}: {setup.meaning}", code=setup.code, failure="configuration"
+            )
         known = PERMANENT_ERRORS.get(code) if code is not None else None
         if known is not None:
             return Permanent(
                 known.code,
                 f"{self.name}: Twilio error {code}: {known.meaning}",
                 address_invalid=known.address_invalid,
+                failure=known.failure,
             )
         more = f", see https://www.twilio.com/docs/api/errors/{code}" if code is not None else ""
         return Permanent(

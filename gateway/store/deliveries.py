@@ -9,7 +9,8 @@ Exactly once per address rests on three rules:
 3. A delivery left `sending` by a worker that died is reclaimed once its lease expires and
    sent again with the same idempotency key (the delivery id), which providers that
    support one use to drop the repeat; for a provider without one, the delivery is
-   recorded `failed` with `outcome_unknown` instead of risking a second message.
+   recorded `unknown` (reason `outcome_unknown`) instead of risking a second message, as
+   when such a provider times out after the request went out.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.ids import new_id
 from gateway.model import (
     AttemptRecord,
+    ChannelCost,
+    CostSource,
     DeadLetter,
     DeadLetterPage,
     DeliveryStatus,
@@ -126,6 +129,9 @@ class Try:
     provider_message_id: str | None = None
     duration_ms: float | None = None
     at: dt.datetime | None = None  # when the call was made; None: when the outcome is recorded
+    segments: int | None = None
+    cost: float | None = None  # USD, for a delivered try: reported by the provider, else configured
+    cost_source: CostSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +139,7 @@ class Outcome:
     """What happened to a claimed delivery, and what must follow."""
 
     delivery: Claimed
-    status: str  # delivered, retrying, dead, failed, expired
+    status: str  # delivered, retrying, dead, failed, expired, unknown
     tries: Sequence[Try] = ()
     provider: str | None = None
     provider_message_id: str | None = None
@@ -141,6 +147,9 @@ class Outcome:
     error: str | None = None
     retry_at: dt.datetime | None = None
     fall_back: bool = False
+    # Nothing was sent: every provider was paused, open or saturated. The claim's attempt
+    # is given back, so waiting on a provider never spends the tier's max_attempts.
+    waited: bool = False
 
 
 @dataclass
@@ -323,12 +332,14 @@ class DeliveryStore:
                 "lease_until": None,
                 "updated_at": now,
             }
-            if outcome.status == "delivered":
+            if outcome.status in ("delivered", "unknown"):
                 values.update(provider=outcome.provider, provider_message_id=outcome.provider_message_id)
-            else:
+            if outcome.status != "delivered":
                 values.update(reason=outcome.reason, detail=outcome.error)
             if outcome.status == "retrying":
                 values["next_attempt_at"] = outcome.retry_at
+            if outcome.waited:
+                values["attempts"] = deliveries.c.attempts - 1
             recorded = await connection.execute(
                 sa.update(deliveries)
                 .where(
@@ -445,6 +456,9 @@ class DeliveryStore:
                             outcome=a.outcome,
                             error=a.error,
                             provider_message_id=a.provider_message_id,
+                            segments=a.segments,
+                            cost=a.cost,
+                            cost_source=a.cost_source,
                         )
                     )
         return NotificationStatus(
@@ -459,6 +473,7 @@ class DeliveryStore:
             tier=note.tier,
             rule=note.rule,
             fallback=list(note.fallback or []),
+            costs=costs_of([(r.channel, tries[r.id]) for r in rows]),
             deliveries=[
                 DeliveryStatus(
                     delivery_id=r.id,
@@ -605,7 +620,7 @@ async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str
     mirrored = dict(values)
     if values["status"] == "delivered":
         mirrored["detail"] = f"sent within delivery {leader.id}"
-    elif values["status"] in ("failed", "dead", "expired") and values.get("reason") != "outcome_unknown":
+    elif values["status"] in ("failed", "dead", "expired"):
         # The digest did not go: what was folded into it waits for the next one.
         await connection.execute(
             sa.update(deliveries)
@@ -623,6 +638,23 @@ async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str
     )
 
 
+def costs_of(channels: Sequence[tuple[str, Sequence[AttemptRecord]]]) -> list[ChannelCost]:
+    """Each channel's and provider's actual cost: the sum over its delivered attempts."""
+    sums: dict[tuple[str, str], tuple[int, int | None, float]] = {}
+    for channel, records in channels:
+        for a in records:
+            if a.cost is None or a.provider is None:
+                continue
+            messages, segments, cost = sums.get((channel, a.provider), (0, None, 0.0))
+            if a.segments is not None:
+                segments = (segments or 0) + a.segments
+            sums[(channel, a.provider)] = (messages + 1, segments, cost + a.cost)
+    return [
+        ChannelCost(channel=channel, provider=provider, messages=n, segments=segments, cost=round(cost, 6))
+        for (channel, provider), (n, segments, cost) in sums.items()
+    ]
+
+
 def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded: bool) -> dict[str, Any]:
     outcome, error = attempt.outcome, attempt.error
     if superseded:
@@ -638,6 +670,9 @@ def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded
         "error": error,
         "provider_message_id": attempt.provider_message_id,
         "duration_ms": attempt.duration_ms,
+        "segments": attempt.segments,
+        "cost": attempt.cost,
+        "cost_source": attempt.cost_source,
     }
 
 

@@ -171,6 +171,9 @@ class AttemptRow(SQLModel, table=True):
     error: str | None = Field(default=None)
     provider_message_id: str | None = Field(default=None, max_length=200)
     duration_ms: float | None = Field(default=None)
+    segments: int | None = Field(default=None)  # SMS parts the provider billed
+    cost: float | None = Field(default=None)  # USD: the provider's price, else the configured cost
+    cost_source: str | None = Field(default=None, max_length=16)  # reported | configured
 
 
 class JobRow(SQLModel, table=True):

@@ -60,4 +60,6 @@ class TemplateRenderer:
             priority=notification.priority,
             category=notification.category,
             headers=unsubscribe.headers_for(self.links, self.policy(), claimed, notification),
+            expires_at=claimed.expires_at,
+            collapse_key=claimed.id,
         )

@@ -9,7 +9,11 @@ failed adds nothing, and only the events stored for the first time have effects:
   `SqlRecipients.mark_contact`, the same marking the delivery pipeline uses when a provider
   refuses an address at send time, so later decisions suppress the channel as `no_address`;
 - `opt_out` set (the recipient unsubscribed through the provider): the notification's
-  category is turned off for email, as a one-click unsubscribe does.
+  category is turned off for email, as a one-click unsubscribe does;
+- a delivery left `unknown` (the provider may have taken it, see docs/providers.md) is
+  settled by the first event that says what became of it: `delivered` once the provider
+  reports it handled the message, `failed` when it bounced or failed. It does not fall back:
+  the next channel would arrive long after the fact.
 
 An event is tied to our delivery by the id the adapter sent along (SendGrid's custom arg
 `delivery_id`), else by the provider's message id stored on the delivery or its attempts.
@@ -51,6 +55,16 @@ EventType = Literal[
 ]
 # How a contact is marked: `load_users` leaves out every contact that is not `active`.
 Suppression = Literal["bounced", "complained", "invalid"]
+# What an event proves about a delivery whose outcome was unknown.
+SETTLES: dict[EventType, Literal["delivered", "failed"]] = {
+    "sent": "delivered",
+    "delivered": "delivered",
+    "opened": "delivered",
+    "clicked": "delivered",
+    "complained": "delivered",
+    "bounced": "failed",
+    "failed": "failed",
+}
 
 events_table = DeliveryEventRow.__table__  # type: ignore[attr-defined]
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
@@ -136,6 +150,7 @@ class EventRecorder:
                     .returning(events_table.c.dedup_key)
                 )
             }
+            await _settle_unknown(connection, events, targets, now)
         stored = duplicates = unmatched = marked = opted_out = 0
         done: set[str] = set()
         for event in events:
@@ -205,6 +220,30 @@ class EventRecorder:
                     received_at=now,
                 ).on_conflict_do_nothing(index_elements=[events_table.c.dedup_key])
             )
+
+
+async def _settle_unknown(
+    connection: AsyncConnection,
+    events: Sequence[ProviderEvent],
+    targets: dict[str, _Target],
+    now: dt.datetime,
+) -> None:
+    """Deliveries recorded `unknown` take the outcome their provider's events prove."""
+    for event in events:
+        status = SETTLES.get(event.type)
+        target = _target_of(event, targets)
+        if status is None or target is None:
+            continue
+        await connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id == target.delivery_id, deliveries.c.status == "unknown")
+            .values(
+                status=status,
+                reason=None if status == "delivered" else event.type,
+                detail=f"settled by {event.provider}'s {event.type} event",
+                updated_at=now,
+            )
+        )
 
 
 async def _targets(connection: AsyncConnection, events: Sequence[ProviderEvent]) -> dict[str, _Target]:

@@ -40,7 +40,7 @@ FRAUD = {
         "review_url": "https://bank.example/r/1",
     },
 }
-FINAL = ("delivered", "failed", "dead", "expired", "suppressed", "standby")
+FINAL = ("delivered", "failed", "dead", "expired", "unknown", "suppressed", "standby")
 
 
 @dataclass
@@ -163,9 +163,13 @@ async def test_an_urgent_alert_falls_back_channel_by_channel_and_fails_over_prov
     # What went over each wire, rendered from templates/security.fraud_alert/
     [fcm] = providers.fcm_sends()
     assert fcm.json()["message"]["notification"]["title"]
-    assert fcm.json()["message"]["android"] == {"priority": "high"}  # urgent
+    android = fcm.json()["message"]["android"]
+    assert android["priority"] == "high"  # urgent
+    # the critical tier's lifetime and the delivery's collapse key
+    assert android["collapse_key"] == by_channel["push"]["delivery_id"] and android["ttl"].endswith("s")
     [sms] = providers.twilio.requests
     assert "ACME" in wire_twilio.form(sms)["Body"]
+    assert 0 < int(wire_twilio.form(sms)["ValidityPeriod"]) <= 600
     [sendgrid] = providers.sendgrid.requests
     assert sendgrid.json()["custom_args"]["delivery_id"] == by_channel["email"]["delivery_id"]
     mail = received_email(providers.smtp)

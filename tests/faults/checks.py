@@ -15,7 +15,7 @@ from tests.harness import ADA, DELIVERIES, NOTIFICATIONS, admin_key, client, sto
 from tests.providers.outbox import per_delivery
 
 INBOX = InboxItemRow.__table__  # type: ignore[attr-defined]
-FINAL = ("delivered", "suppressed", "failed", "dead", "expired")
+FINAL = ("delivered", "suppressed", "failed", "dead", "expired", "unknown")
 
 
 async def accept_many(

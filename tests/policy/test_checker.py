@@ -1129,3 +1129,21 @@ def test_files_outside_the_working_directory_are_shown_absolute(
         (str(root / "policies" / "defaults.yaml"), 9, 11, "invalid-timezone"),
         (str(root / "providers.yaml"), 81, 21, "unknown-provider"),
     ]
+
+
+# --- tier options -----------------------------------------------------------------------------
+
+
+def test_a_tier_opts_into_at_least_once_for_ambiguous_sends(bundle: Path) -> None:
+    """`ambiguous: at_least_once` (docs/providers.md); the default, and a misspelling, located."""
+    default = check(paths(), run_tests=False).policy
+    assert default is not None and not any(t.at_least_once for t in default.tiers.values())
+    edit = "    queue: critical\n"
+    replace("policies/defaults.yaml", edit, edit + "    ambiguous: at_least_once\n")(bundle)
+    opted = check(paths(), run_tests=False).policy
+    assert opted is not None
+    assert {n for n, t in opted.tiers.items() if t.at_least_once} == {"critical"}
+    replace("policies/defaults.yaml", "ambiguous: at_least_once", "ambiguous: twice")(bundle)
+    (problem,) = check(paths(), run_tests=False).diagnostics
+    assert (problem.file, problem.code) == ("policies/defaults.yaml", "schema")
+    assert "twice" in problem.message and problem.line == 28

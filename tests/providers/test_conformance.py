@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from gateway.providers.base import Address
+from gateway.providers.base import Address, Retryable
 from tests.providers.conformance import (
     ADAPTER_TIMEOUT,
     REFUSED,
@@ -59,6 +59,11 @@ async def test_adapter_conformance(wire: Wire, scenario: str, caplog: pytest.Log
         finally:
             await adapter.close()
         judge(result, expected(wire, scenario))
+        if scenario in (TIMED_OUT, REFUSED):
+            # The request went out and no answer came: a provider that cannot drop a repeat may
+            # have the message. A refused connection carried nothing.
+            assert isinstance(result, Retryable)
+            assert result.ambiguous is (scenario == TIMED_OUT and not adapter.idempotent), result
         sends = [r for r in server.requests if wire.is_send(r)]
         if scenario == REFUSED:
             assert not sends

@@ -71,12 +71,24 @@ def sends(server: StubServer) -> list[Request]:
 
 
 async def send_once(
-    send: Callable[[Request], Reply], address: Address = DEVICE, priority: str = "normal", **fields: object
+    send: Callable[[Request], Reply],
+    address: Address = DEVICE,
+    priority: str = "normal",
+    *,
+    expires_at: dt.datetime | None = None,
+    collapse_key: str | None = None,
+    **fields: object,
 ) -> tuple[SendResult, StubServer]:
     async with stub_server(answering(send)) as server:
         adapter = FcmAdapter.from_spec(spec(server.url, 2.0), AdapterDeps())
         msg = message("push")
-        msg = dataclasses.replace(msg, fields={**msg.fields, **fields}, priority=priority)
+        msg = dataclasses.replace(
+            msg,
+            fields={**msg.fields, **fields},
+            priority=priority,
+            expires_at=expires_at,
+            collapse_key=collapse_key,
+        )
         try:
             result = await adapter.send(msg, address, idempotency_key=msg.delivery_id)
         finally:
@@ -153,6 +165,19 @@ async def send_once(
             True,
             id="sender-id-mismatch",
         ),
+    ],
+)
+async def test_permanent_answers(reply: Reply, code: str, address_invalid: bool) -> None:
+    result, server = await send_once(lambda r: reply)
+    assert isinstance(result, Permanent), result
+    assert (result.code, result.address_invalid) == (code, address_invalid), result
+    assert VALID_TOKEN not in result.error
+    assert len(sends(server)) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
         pytest.param(
             google_error(
                 401,
@@ -161,27 +186,24 @@ async def send_once(
                 "THIRD_PARTY_AUTH_ERROR",
             ),
             "third_party_auth",
-            False,
             id="third-party-auth",
         ),
         pytest.param(
             google_error(403, "PERMISSION_DENIED", "Permission 'cloudmessaging.messages.create' denied"),
             "permission_denied",
-            False,
             id="permission-denied",
         ),
         pytest.param(
             google_error(404, "NOT_FOUND", "Requested entity was not found."),
             "not_found",
-            False,
             id="project-not-found",
         ),
     ],
 )
-async def test_permanent_answers(reply: Reply, code: str, address_invalid: bool) -> None:
+async def test_configuration_answers_move_to_the_next_provider(reply: Reply, code: str) -> None:
     result, server = await send_once(lambda r: reply)
-    assert isinstance(result, Permanent), result
-    assert (result.code, result.address_invalid) == (code, address_invalid), result
+    assert isinstance(result, Retryable), result
+    assert (result.code, result.failure, result.ambiguous) == (code, "configuration", False), result
     assert VALID_TOKEN not in result.error
     # One send each: the SDK's refresh-and-resend on 401 is not in our client.
     assert len(sends(server)) == 1
@@ -263,7 +285,9 @@ async def test_a_refused_service_account_is_permanent_and_names_the_variable(
             result = await adapter.send(message("push"), DEVICE, idempotency_key="d1")
         finally:
             await adapter.close()
-    assert isinstance(result, Permanent) and result.code == "auth", result
+    assert isinstance(result, Retryable) and (result.code, result.failure) == ("auth", "configuration"), (
+        result
+    )
     assert "FCM_SERVICE_ACCOUNT" in result.error
     assert not sends(server)
     for secret in (PRIVATE_KEY, KEY_LINE, VALID_TOKEN):
@@ -391,6 +415,18 @@ async def test_message_shape_urgent_and_data_as_strings() -> None:
     assert body["android"] == {"priority": "high"}
     assert body["apns"] == {"headers": {"apns-priority": "10"}}
     assert sent.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
+
+
+async def test_the_tier_expiry_and_collapse_key_reach_every_platform() -> None:
+    """An OTP's 10 minutes reach the device's platform: FCM would otherwise keep it 4 weeks."""
+    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    _, server = await send_once(delivered, expires_at=expires_at, collapse_key="d_01OTP")
+    body = sends(server)[0].json()["message"]
+    android, apns, webpush = body["android"], body["apns"]["headers"], body["webpush"]["headers"]
+    assert android["collapse_key"] == "d_01OTP" and "priority" not in android
+    assert android["ttl"] in ("599s", "600s")  # FCM's Duration: whole seconds left, rounded up
+    assert apns == {"apns-expiration": str(int(expires_at.timestamp()) + 1), "apns-collapse-id": "d_01OTP"}
+    assert webpush["TTL"] == android["ttl"].removesuffix("s") and webpush["Topic"] == "d_01OTP"
 
 
 async def test_a_normal_message_keeps_fcm_defaults() -> None:

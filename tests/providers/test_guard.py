@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.providers.guard import Admission, ProviderGuard, trial_ttl
+from gateway.providers.guard import MAX_PAUSE, Admission, ProviderGuard, trial_ttl
 from gateway.providers.spec import BreakerPolicy, ProviderSpec, RateLimit
 from gateway.redis_keys import Keys
 from gateway.redis_server import RedisServer, free_port
@@ -271,16 +271,56 @@ async def test_a_refusal_takes_neither_a_token_nor_the_trial(redis: Redis, keys:
 # --- no limits, and Redis down ------------------------------------------------------------
 
 
-async def test_a_provider_without_limits_makes_no_redis_call(keys: Keys, clock: Clock) -> None:
+async def test_a_provider_not_configured_makes_no_redis_call(keys: Keys, clock: Clock) -> None:
     nowhere = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     try:
         guard = ProviderGuard(nowhere, keys, {"console": spec("console")}, clock)
-        assert await guard.admit("console") == Admission(allowed=True)
         assert await guard.admit("not-configured") == Admission(allowed=True)
-        await guard.record("console", failed=True)
+        await guard.record("console", failed=True)  # no breaker: nothing to count
+        await guard.pause("not-configured", 30)
         assert (await guard.state("console")).state == "closed"
     finally:
         await nowhere.aclose()
+
+
+# --- a provider's own "wait" (shared backoff) ---------------------------------------------
+
+
+async def test_a_pause_refuses_every_worker_until_it_ends_and_a_later_one_wins(
+    redis: Redis, other_redis: Redis, keys: Keys, clock: Clock
+) -> None:
+    """One worker's 429 with a reset 40 s ahead keeps every worker off the provider."""
+    first, second = guards(redis, other_redis, keys, clock, spec(rate=1, burst=1, breaker=True), spec("mail"))
+    await first.pause("sms", 40)
+    assert await second.admit("sms") == Admission(allowed=False, reason="paused", wait=40.0)
+    await second.pause("sms", 10)  # an earlier end does not shorten it
+    clock.advance(20)
+    assert await first.admit("sms") == Admission(allowed=False, reason="paused", wait=20.0)
+    assert (await first.admit("mail")).allowed  # a provider without limits is paused alone
+    await first.pause("mail", 5)
+    assert (await second.admit("mail")).reason == "paused"
+    clock.advance(20)
+    # The refusals took no token: the bucket's one token is there when the pause ends.
+    assert (await second.admit("sms")).allowed
+    assert (await first.admit("sms")).reason == "rate_limited"
+    assert (await first.state("sms")).state == "closed"
+
+
+async def test_a_pause_is_capped_at_an_hour(redis: Redis, keys: Keys, clock: Clock) -> None:
+    guard = ProviderGuard(redis, keys, {"sms": spec()}, clock)
+    await guard.pause("sms", 86_400)  # a daily quota's reset: the breaker and retries handle that
+    assert await guard.admit("sms") == Admission(allowed=False, reason="paused", wait=MAX_PAUSE)
+
+
+async def test_a_configuration_failure_opens_the_breaker_at_once(
+    redis: Redis, keys: Keys, clock: Clock
+) -> None:
+    guard = ProviderGuard(redis, keys, {"sms": spec(breaker=True, min_calls=20)}, clock)
+    await guard.record("sms", failed=False)
+    await guard.record("sms", failed=False, at_once=True)  # a success never opens it
+    assert (await guard.state("sms")).state == "closed"
+    await guard.record("sms", failed=True, at_once=True)
+    assert await guard.admit("sms") == Admission(allowed=False, reason="circuit_open", wait=OPEN_FOR)
 
 
 async def test_an_unreachable_redis_fails_open_and_warns_once_a_minute(

@@ -25,18 +25,25 @@ async def _send(reply: Reply, msg: Message | None = None) -> tuple[SendResult, l
     return result, server.requests
 
 
-@pytest.mark.parametrize(
-    ("status", "code"),
-    [(401, "unauthorized"), (403, "forbidden"), (413, "payload_too_large"), (404, "http_404")],
-)
-async def test_refusals_that_are_not_about_the_address(
+@pytest.mark.parametrize(("status", "code"), [(413, "payload_too_large"), (404, "http_404")])
+async def test_refusals_of_the_message(status: int, code: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    result, _ = await _send(Reply(status, errors((None, "The request is not acceptable"))))
+    assert isinstance(result, Permanent)
+    assert (result.code, result.address_invalid, result.failure) == (code, False, "message")
+    assert API_KEY not in result.error and API_KEY not in caplog.text
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "unauthorized"), (403, "forbidden")])
+async def test_a_refused_key_is_a_configuration_failure(
     status: int, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A rotated key is ours to fix, and SMTP may still work: retryable, class configuration."""
     caplog.set_level(logging.DEBUG)
     result, _ = await _send(Reply(status, errors((None, "The provided authorization grant is invalid"))))
-    assert isinstance(result, Permanent) and (result.code, result.address_invalid) == (code, False)
-    if status in (401, 403):
-        assert "SENDGRID_API_KEY" in result.error
+    assert isinstance(result, Retryable)
+    assert (result.code, result.failure, result.ambiguous) == (code, "configuration", False)
+    assert "SENDGRID_API_KEY" in result.error
     assert API_KEY not in result.error and API_KEY not in caplog.text
 
 

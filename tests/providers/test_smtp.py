@@ -23,7 +23,16 @@ from aiosmtpd.smtp import SMTP as SmtpServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from gateway.errors import ConfigError
-from gateway.providers.base import MALFORMED, TIMEOUT, AdapterDeps, Address, Delivered, Message, Permanent
+from gateway.providers.base import (
+    MALFORMED,
+    TIMEOUT,
+    AdapterDeps,
+    Address,
+    Delivered,
+    Message,
+    Permanent,
+    Retryable,
+)
 from gateway.providers.smtp_email import SmtpAdapter
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret
@@ -289,7 +298,10 @@ async def test_policy_rejection_is_permanent_but_not_an_address_problem() -> Non
 async def test_starttls_required_but_not_offered_is_a_configuration_error() -> None:
     async with listening(smtp_server(Scripted())) as port:
         result = await _send(port, VALID, message("email"), starttls=True)
-    assert isinstance(result, Permanent) and result.code == "not_supported"
+    assert isinstance(result, Retryable) and (result.code, result.failure) == (
+        "not_supported",
+        "configuration",
+    )
 
 
 async def test_auth_logs_in_when_both_credentials_are_set(caplog: pytest.LogCaptureFixture) -> None:
@@ -303,12 +315,14 @@ async def test_auth_logs_in_when_both_credentials_are_set(caplog: pytest.LogCapt
     _no_leaks(caplog, VALID)
 
 
-async def test_auth_refused_is_permanent_and_names_the_variables(caplog: pytest.LogCaptureFixture) -> None:
+async def test_auth_refused_is_a_configuration_failure_naming_the_variables(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     credentials = {"SMTP_USERNAME": USERNAME, "SMTP_PASSWORD": "wrong-" + PASSWORD}
     async with listening(smtp_server(Scripted(), auth=True)) as port:
         result = await _send(port, VALID, message("email"), credentials=credentials)
-    assert isinstance(result, Permanent) and result.code == "auth_failed" and not result.address_invalid
+    assert isinstance(result, Retryable) and (result.code, result.failure) == ("auth_failed", "configuration")
     assert "SMTP_PASSWORD" in result.error and PASSWORD not in result.error
     _no_leaks(caplog, VALID)
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import replace
 
 import pytest
 
-from gateway.providers.base import MALFORMED, AdapterDeps, Delivered, Permanent, Retryable
+from gateway.providers.base import MALFORMED, AdapterDeps, Delivered, Permanent, Retryable, SendResult
 from gateway.providers.spec import ProviderSpec
 from gateway.providers.twilio_sms import TwilioAdapter
 from tests.providers.conformance import message
 from tests.providers.wire_twilio import ACCOUNT_SID, AUTH_TOKEN, WIRE, error, form, message_resource
 from tests.stub_http import Reply, stub_server
+
+
+async def send_once(reply: Reply) -> SendResult:
+    """One SMS through the real adapter to a Twilio stand-in that answers `reply`."""
+    async with stub_server(lambda r: reply) as server:
+        adapter = WIRE.build(server.url, 2.0)
+        try:
+            return await adapter.send(message("sms"), WIRE.address(), idempotency_key="k")
+        finally:
+            await adapter.close()
 
 
 @pytest.mark.parametrize(
@@ -22,17 +33,6 @@ from tests.stub_http import Reply, stub_server
         (error(400, 21635, "'To' number cannot be a landline"), "not_mobile", True),
         (error(400, 21610, "Attempt to send to unsubscribed recipient"), "unsubscribed", True),
         (error(400, 21612, "The 'To' phone number is not currently reachable via SMS"), "unroutable", False),
-        (
-            error(400, 21408, "Permission to send an SMS has not been enabled for the region"),
-            "region_disabled",
-            False,
-        ),
-        (
-            error(400, 21606, "The From phone number is not a valid, SMS-capable inbound phone number"),
-            "invalid_sender",
-            False,
-        ),
-        (error(401, 20003, "Authenticate"), "auth_failed", False),
         (error(404, 20404, "The requested resource was not found"), "rejected", False),
         (Reply(400, "<html>bad</html>"), "rejected", False),
     ],
@@ -41,18 +41,40 @@ async def test_permanent_codes(
     reply: Reply, code: str, address_invalid: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with stub_server(lambda r: reply) as server:
-        adapter = WIRE.build(server.url, 2.0)
-        try:
-            result = await adapter.send(message("sms"), WIRE.address(), idempotency_key="k")
-        finally:
-            await adapter.close()
+    result = await send_once(reply)
     assert isinstance(result, Permanent), result
     assert result.code == code and result.address_invalid is address_invalid
     assert "+1415" not in result.error
     assert (
         ACCOUNT_SID not in caplog.text and AUTH_TOKEN not in caplog.text and "+14155550123" not in caplog.text
     )
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (error(401, 20003, "Authenticate"), "auth_failed"),
+        (Reply(401, "Unauthorized"), "auth_failed"),
+        (
+            error(400, 21408, "Permission to send an SMS has not been enabled for the region"),
+            "region_disabled",
+        ),
+        (
+            error(400, 21606, "The From phone number is not a valid, SMS-capable inbound phone number"),
+            "invalid_sender",
+        ),
+        (
+            error(400, 21608, "The number is unverified. Trial accounts cannot send messages"),
+            "unverified_recipient",
+        ),
+    ],
+)
+async def test_configuration_errors_move_to_the_next_provider(reply: Reply, code: str) -> None:
+    """Our account's fault, not the address's: retryable, so the chain moves on (issue 13)."""
+    result = await send_once(reply)
+    assert isinstance(result, Retryable), result
+    assert (result.code, result.failure, result.ambiguous) == (code, "configuration", False)
+    assert AUTH_TOKEN not in result.error and "+1415" not in result.error
 
 
 @pytest.mark.parametrize(
@@ -69,12 +91,7 @@ async def test_permanent_codes(
     ],
 )
 async def test_retryable(reply: Reply, code: str, retry_after: float | None) -> None:
-    async with stub_server(lambda r: reply) as server:
-        adapter = WIRE.build(server.url, 2.0)
-        try:
-            result = await adapter.send(message("sms"), WIRE.address(), idempotency_key="k")
-        finally:
-            await adapter.close()
+    result = await send_once(reply)
     assert isinstance(result, Retryable), result
     assert result.code == code
     assert result.retry_after == retry_after
@@ -141,3 +158,21 @@ async def test_the_status_callback_defaults_to_our_tracking_route_under_the_publ
     sent = [form(r) for r in server.requests]
     assert sent[0]["StatusCallback"] == "https://gw.example.com/v1/webhooks/twilio/status"
     assert "StatusCallback" not in sent[1]  # no public URL: Twilio could not reach a local one
+
+
+@pytest.mark.parametrize(("left", "validity"), [(600, {"599", "600"}), (86_400, {"36000"}), (None, {None})])
+async def test_the_tier_expiry_becomes_the_validity_period(
+    left: int | None, validity: set[str | None]
+) -> None:
+    """Twilio drops a message still queued after ValidityPeriod (1..36000 s): an OTP whose
+    10 minutes ran out in a carrier queue is not sent late."""
+    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=left) if left is not None else None
+    async with stub_server(lambda r: Reply(201, message_resource(r))) as server:
+        adapter = WIRE.build(server.url, 2.0)
+        try:
+            msg = replace(message("sms"), expires_at=expires_at)
+            result = await adapter.send(msg, WIRE.address(), idempotency_key="k")
+        finally:
+            await adapter.close()
+    assert isinstance(result, Delivered)
+    assert form(server.requests[0]).get("ValidityPeriod") in validity

@@ -6,7 +6,7 @@ import { badge, clear, errorBox, facts, h, loading, local, section, table, utc }
 const STATUS_KIND = {
   delivered: "good", suppressed: "", standby: "", cancelled: "",
   failed: "bad", dead: "bad", expired: "bad",
-  pending: "warn", scheduled: "warn", sending: "warn", retrying: "warn",
+  pending: "warn", scheduled: "warn", sending: "warn", retrying: "warn", unknown: "warn",
 };
 
 export async function activityPage(root, params, principal) {
