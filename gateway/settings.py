@@ -62,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str | None = None  # the base URL providers call; default `http://{host}:{port}`
     sendgrid_webhook_public_key: str | None = None  # SendGrid's ECDSA verification key (base64 DER)
     twilio_auth_token: Secret | None = None  # the Twilio provider's own TWILIO_AUTH_TOKEN
+    # What a text saying HELP is answered with (docs/tracking.md, inbound SMS).
+    sms_help_text: str = "Reply STOP to stop these texts, START to get them again."
     unsubscribe_secret: Secret | None = None  # signs List-Unsubscribe links; unset, none are sent
     unsubscribe_mailto: str | None = None  # an address for `List-Unsubscribe: <mailto:...>`
     unsubscribe_exempt: tuple[str, ...] = ("transactional",)  # categories whose email has no link
@@ -237,6 +239,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("public_url", "NOTIGATE_PUBLIC_URL", _url),
     ("sendgrid_webhook_public_key", "NOTIGATE_SENDGRID_WEBHOOK_PUBLIC_KEY", _ecdsa_public_key),
     ("twilio_auth_token", "TWILIO_AUTH_TOKEN", _token),
+    ("sms_help_text", "NOTIGATE_SMS_HELP_TEXT", str),
     ("unsubscribe_secret", "NOTIGATE_UNSUBSCRIBE_SECRET", _secret),
     ("unsubscribe_mailto", "NOTIGATE_UNSUBSCRIBE_MAILTO", _mailto),
     ("unsubscribe_exempt", "NOTIGATE_UNSUBSCRIBE_EXEMPT", _names),

@@ -22,7 +22,7 @@ OPEN_PATHS = {"/schema", "/healthz", "/readyz", "/metrics"}
 INBOX_PATHS = r"^/v1/inbox(/|$)"
 # Provider webhooks (signed by the provider) and one-click unsubscribe links (signed by us):
 # each handler verifies its signature (`gateway.api.tracking_routes`). Exactly these routes.
-TRACKING_PATHS = r"^/v1/(webhooks/sendgrid|webhooks/twilio/status|unsubscribe/[^/]+)$"
+TRACKING_PATHS = r"^/v1/(webhooks/sendgrid|webhooks/twilio/(status|inbound)|unsubscribe/[^/]+)$"
 
 
 # Another kind of bearer credential that stands for a key (console links): returns the key it

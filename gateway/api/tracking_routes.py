@@ -21,8 +21,9 @@ from litestar.params import PathParameter
 
 from gateway.api.openapi import BODY, PARAMS, errors, raw_body
 from gateway.errors import ClientError, Unauthorized, Unavailable
+from gateway.redact import redact
 from gateway.services import Services
-from gateway.tracking import sendgrid, twilio, unsubscribe
+from gateway.tracking import inbound_sms, sendgrid, twilio, unsubscribe
 from gateway.tracking.events import EventRecorder, Recorded
 
 log = logging.getLogger("gateway.api.tracking")
@@ -34,6 +35,7 @@ class WebhookAnswer(msgspec.Struct, frozen=True):
     unmatched: int
     marked: int
     opted_out: int
+    resent: int
 
 
 class Unsubscribed(msgspec.Struct, frozen=True):
@@ -47,7 +49,9 @@ UnsubscribeToken = Annotated[str, PathParameter(description="The signed token of
 
 
 def _answer(done: Recorded) -> WebhookAnswer:
-    return WebhookAnswer(done.stored, done.duplicates, done.unmatched, done.marked, done.opted_out)
+    return WebhookAnswer(
+        done.stored, done.duplicates, done.unmatched, done.marked, done.opted_out, done.resent
+    )
 
 
 def _not_configured(variable: str, what: str) -> Unavailable:
@@ -64,7 +68,13 @@ def _refused(request: Request[Any, Any, Any], reason: str) -> Unauthorized:
 
 def tracking_router(services: Services) -> Router:
     settings = services.settings
-    recorder = EventRecorder(services.database, services.recipients, services.current_policy, services.clock)
+    recorder = EventRecorder(
+        services.database,
+        services.recipients,
+        services.current_policy,
+        services.clock,
+        dispatch=services.dispatcher.dispatch,
+    )
 
     @post(
         "/webhooks/sendgrid",
@@ -103,6 +113,20 @@ def tracking_router(services: Services) -> Router:
             raise ClientError(str(exc), code="invalid_payload") from None
         return _answer(await recorder.record(events))
 
+    async def twilio_form(request: Request[Any, Any, Any], what: str) -> dict[str, str]:
+        """The form Twilio posted, once its signature is checked against our public URL."""
+        token = settings.twilio_auth_token
+        if token is None or not token:
+            raise _not_configured("TWILIO_AUTH_TOKEN", what)
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        query = request.scope.get("query_string", b"").decode()
+        url = settings.public_base() + request.url.path + (f"?{query}" if query else "")
+        try:
+            twilio.verify(token, url, form, request.headers.get(twilio.SIGNATURE_HEADER))
+        except twilio.SignatureError as exc:
+            raise _refused(request, str(exc)) from None
+        return form
+
     @post(
         twilio.PATH.removeprefix("/v1"),
         summary="Twilio's message status callback",
@@ -119,21 +143,41 @@ def tracking_router(services: Services) -> Router:
         ),
     )
     async def twilio_status(request: Request[Any, Any, Any]) -> WebhookAnswer:
-        token = settings.twilio_auth_token
-        if token is None or not token:
-            raise _not_configured("TWILIO_AUTH_TOKEN", "the Twilio status callback")
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        query = request.scope.get("query_string", b"").decode()
-        url = settings.public_base() + request.url.path + (f"?{query}" if query else "")
-        try:
-            twilio.verify(token, url, form, request.headers.get(twilio.SIGNATURE_HEADER))
-        except twilio.SignatureError as exc:
-            raise _refused(request, str(exc)) from None
+        form = await twilio_form(request, "the Twilio status callback")
         try:
             event = twilio.parse(form, services.clock())
         except twilio.PayloadError as exc:
             raise ClientError(str(exc), code="invalid_payload") from None
         return _answer(await recorder.record([event] if event else []))
+
+    @post(
+        inbound_sms.PATH.removeprefix("/v1"),
+        summary="Twilio's incoming message webhook: STOP, START and HELP",
+        description="The texts people send to our Twilio number, signed like the status callback "
+        "(`X-Twilio-Signature`; no API key). STOP turns SMS off for that phone, START back on; "
+        "answered in TwiML (HELP with `NOTIGATE_SMS_HELP_TEXT`). 503 until `TWILIO_AUTH_TOKEN` is set.",
+        status_code=200,
+        media_type=MediaType.XML,
+        security=[],
+        responses=errors(BODY, 401, 503),
+        operation_class=raw_body(
+            "application/x-www-form-urlencoded",
+            Schema(type=OpenAPIType.OBJECT, additional_properties=Schema(type=OpenAPIType.STRING)),
+            "Twilio's incoming message form (`MessageSid`, `From`, `Body`, `OptOutType`, ...)",
+        ),
+    )
+    async def twilio_inbound(request: Request[Any, Any, Any]) -> Response[str]:
+        form = await twilio_form(request, "the Twilio incoming message webhook")
+        try:
+            sms = inbound_sms.parse(form)
+        except inbound_sms.PayloadError as exc:
+            raise ClientError(str(exc), code="invalid_payload") from None
+        if sms.keyword in ("stop", "start"):
+            changed = await services.recipients.set_sms_opt_out(
+                sms.phone, sms.keyword == "stop", f"texted {sms.keyword.upper()}", services.clock()
+            )
+            log.info("%s texted %s: %d contacts changed", redact("phone", sms.phone), sms.keyword, changed)
+        return Response(inbound_sms.answer(sms.keyword, settings.sms_help_text), media_type=MediaType.XML)
 
     @get(
         "/unsubscribe/{token:str}",
@@ -199,5 +243,5 @@ def tracking_router(services: Services) -> Router:
     return Router(
         path="/v1",
         tags=["tracking"],
-        route_handlers=[sendgrid_events, twilio_status, unsubscribe_page, unsubscribe_now],
+        route_handlers=[sendgrid_events, twilio_status, twilio_inbound, unsubscribe_page, unsubscribe_now],
     )

@@ -39,6 +39,9 @@ log = logging.getLogger("gateway.delivery")
 
 # The code of a chain where no provider could be called: a wait, not a failed attempt.
 NOTHING_TRIED = "providers_unavailable"
+# How an address a provider refused is marked; `opted_out` (the recipient texted STOP) is
+# undone when they text START (`gateway/tracking/inbound_sms.py`).
+_CONTACT_STATUS = {"hard_bounce": "bounced", "bounced": "bounced", "unsubscribed": "opted_out"}
 _NO_RETRY = RetryPolicy(schedule=(dt.timedelta(seconds=30),), max_attempts=1, jitter=0.0, max_delay=None)
 
 
@@ -437,7 +440,7 @@ class DeliveryPipeline:
         if address.kind == "device":
             await self.recipients.deactivate_device(claimed.user_id, address.value, result.code, now)
         elif address.kind in ("email", "phone", "webhook"):
-            status = "bounced" if result.code in ("hard_bounce", "bounced") else "invalid"
+            status = _CONTACT_STATUS.get(result.code, "invalid")
             await self.recipients.mark_contact(
                 claimed.user_id, address.kind, address.value, status, result.code, now
             )

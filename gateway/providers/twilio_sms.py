@@ -48,9 +48,12 @@ copied into our errors: it quotes the phone number.
 one deadline covers connecting and answering alike, and a connection that cannot be made
 usually fails fast (`unreachable`) rather than by the deadline.
 
-21610 marks the address invalid although the number works: Twilio refuses every later
-message to it until its owner texts START, so later decisions should see `no_address`
-rather than pay for a refused attempt each time.
+21610 marks the address although the number works (as `opted_out`, see
+`gateway/delivery/pipeline.py`): Twilio refuses every later message to it until its owner
+texts START, so later decisions should see `no_address` rather than pay for a refused
+attempt each time; the START text (`gateway/tracking/inbound_sms.py`) makes it usable again.
+Carrier errors (30001 to 30010) are not answers to this call: Twilio reports them on the
+status callback, where the temporary ones send the message again (`gateway/tracking/twilio.py`).
 """
 
 from __future__ import annotations

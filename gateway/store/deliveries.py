@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -412,6 +412,52 @@ class DeliveryStore:
         if woken.rowcount and standby.queue:
             applied.activated.append(standby.id)
             applied.jobs.append(NewJob(new_id("j"), standby.queue, [standby.id], now, 0))
+
+    async def resend_undelivered(
+        self,
+        delivery_id: str,
+        provider_message_id: str,
+        retry_at: Callable[[str | None, int], dt.datetime | None],
+        reason: str,
+        now: dt.datetime,
+    ) -> NewJob | None:
+        """A provider took the message but the carrier could not hand it over for now (Twilio
+        30003): the delivery is open again, on its tier's retry schedule; None when it is not.
+
+        Only the message the delivery last sent counts (a late report about an earlier one
+        changes nothing), and only while the tier allows another attempt before the expiry.
+        `retry_at(tier, attempts)` is the retry schedule.
+        """
+        async with self.database.begin() as connection:
+            row = (
+                await connection.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id))
+            ).first()
+            if (
+                row is None
+                or row.status != "delivered"
+                or row.provider_message_id != provider_message_id
+                or row.grouped_into not in (None, row.id)
+                or not row.queue
+                or _expired(row, now)
+            ):
+                return None
+            at = retry_at(row.tier, row.attempts)
+            if at is None or (row.expires_at is not None and at >= row.expires_at):
+                return None
+            reopened = await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.status == "delivered",
+                    deliveries.c.provider_message_id == provider_message_id,
+                )
+                .values(status="retrying", next_attempt_at=at, reason=reason, detail=None, updated_at=now)
+            )
+            if not reopened.rowcount:
+                return None
+            job = NewJob(new_id("j"), row.queue, [row.id], at, 1)
+            await insert_jobs(connection, [job], now)
+            return job
 
     async def finish_job(self, job_id: str) -> None:
         async with self.database.begin() as connection:

@@ -120,6 +120,29 @@ class SqlRecipients:
                 .values(status=status, reason=reason, updated_at=now)
             )
 
+    async def set_sms_opt_out(self, phone: str, stopped: bool, reason: str, now: dt.datetime) -> int:
+        """The phone's owner texted STOP (`stopped`) or START: mark every stored contact with
+        that number `opted_out`, or make it `active` again; how many contacts changed.
+
+        START undoes only an opt-out: a number marked `bounced` or `invalid` for another
+        reason stays so. Rows marked before `opted_out` existed carry the 21610 refusal in
+        their reason (`unsubscribed` from a send, `error 21610` from a status callback).
+        """
+        where = [contacts.c.kind == "phone", contacts.c.value == phone]
+        if stopped:
+            where.append(contacts.c.status == "active")
+            values: dict[str, object] = {"status": "opted_out", "reason": reason, "updated_at": now}
+        else:
+            legacy = sa.and_(
+                contacts.c.status == "invalid",
+                sa.or_(contacts.c.reason == "unsubscribed", contacts.c.reason.like("%error 21610%")),
+            )
+            where.append(sa.or_(contacts.c.status == "opted_out", legacy))
+            values = {"status": "active", "reason": None, "updated_at": now}
+        async with self.database.begin() as connection:
+            result = await connection.execute(sa.update(contacts).where(*where).values(**values))
+            return int(result.rowcount or 0)
+
 
 async def load_user(connection: AsyncConnection, user_id: str) -> UserState | None:
     return (await load_users(connection, [user_id])).get(user_id)

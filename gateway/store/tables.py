@@ -223,7 +223,8 @@ class ContactRow(SQLModel, table=True):
     user_id: str = Field(primary_key=True, max_length=128, foreign_key="users.user_id")
     kind: str = Field(primary_key=True, max_length=16)  # email, phone, webhook
     value: str = Field(max_length=2048)
-    status: str = Field(default="active", max_length=16)  # active, invalid, bounced, complained
+    # active, invalid, bounced, complained, opted_out (texted STOP; START makes it active again)
+    status: str = Field(default="active", max_length=16)
     reason: str | None = Field(default=None)
     updated_at: dt.datetime = _time()
 

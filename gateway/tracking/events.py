@@ -14,6 +14,9 @@ failed adds nothing, and only the events stored for the first time have effects:
   settled by the first event that says what became of it: `delivered` once the provider
   reports it handled the message, `failed` when it bounced or failed. It does not fall back:
   the next channel would arrive long after the fact.
+- `resend` set (the carrier could not hand the message over for now, Twilio 30003): the
+  delivery is opened again on its tier's retry schedule (`DeliveryStore.resend_undelivered`)
+  and its job handed to the queue, so a phone that was switched off gets the message later.
 
 An event is tied to our delivery by the id the adapter sent along (SendGrid's custom arg
 `delivery_id`), else by the provider's message id stored on the delivery or its attempts.
@@ -31,10 +34,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.delivery.retry import next_attempt
 from gateway.errors import ClientError
 from gateway.policy.compiled import CompiledPolicy
 from gateway.redact import redact
 from gateway.store.database import Database
+from gateway.store.deliveries import DeliveryStore
+from gateway.store.intake import NewJob
 from gateway.store.recipients import SqlRecipients
 from gateway.store.tables import AttemptRow, DeliveryEventRow, DeliveryRow, NotificationRow
 from gateway.tracking import unsubscribe
@@ -54,7 +60,8 @@ EventType = Literal[
     "deferred",  # the receiving server asked to try later; the provider retries
 ]
 # How a contact is marked: `load_users` leaves out every contact that is not `active`.
-Suppression = Literal["bounced", "complained", "invalid"]
+# `opted_out`: the recipient texted STOP; texting START makes the phone `active` again.
+Suppression = Literal["bounced", "complained", "invalid", "opted_out"]
 # What an event proves about a delivery whose outcome was unknown.
 SETTLES: dict[EventType, Literal["delivered", "failed"]] = {
     "sent": "delivered",
@@ -85,6 +92,7 @@ class ProviderEvent:
     detail: str | None = None
     suppress: Suppression | None = None
     opt_out: bool = False
+    resend: bool = False  # a temporary carrier failure: send the delivery again
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,7 @@ class Recorded:
     unmatched: int = 0  # stored, but tied to no delivery of ours
     marked: int = 0  # addresses marked unusable
     opted_out: int = 0  # categories turned off
+    resent: int = 0  # deliveries opened again after a temporary carrier failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +120,14 @@ class EventRecorder:
         recipients: SqlRecipients,
         policy: Callable[[], CompiledPolicy],
         clock: Callable[[], dt.datetime],
+        dispatch: Callable[[Sequence[NewJob]], None] | None = None,
     ) -> None:
         self.database = database
         self.recipients = recipients
         self.policy = policy
         self.clock = clock
+        self.dispatch = dispatch  # hands a resent delivery's job to the queue at once
+        self.deliveries = DeliveryStore(database)
 
     async def record(self, events: Sequence[ProviderEvent]) -> Recorded:
         """Store the events not seen before and apply their effects; what was done."""
@@ -151,7 +163,7 @@ class EventRecorder:
                 )
             }
             await _settle_unknown(connection, events, targets, now)
-        stored = duplicates = unmatched = marked = opted_out = 0
+        stored = duplicates = unmatched = marked = opted_out = resent = 0
         done: set[str] = set()
         for event in events:
             # A repeat is not stored again, but its effects are applied again (both are
@@ -189,7 +201,27 @@ class EventRecorder:
                     marked += 1
             if event.opt_out and target.category and await self._opt_out(target.user_id, target.category):
                 opted_out += 1
-        return Recorded(stored, duplicates, unmatched, marked, opted_out)
+            if event.resend and event.provider_message_id:  # idempotent: only the last message counts
+                resent += await self._resend(target.delivery_id, event.provider_message_id, event, now)
+        return Recorded(stored, duplicates, unmatched, marked, opted_out, resent)
+
+    async def _resend(self, delivery_id: str, message_id: str, event: ProviderEvent, now: dt.datetime) -> int:
+        """Open the delivery again on its tier's retry schedule; 1 when it was."""
+        policy = self.policy()
+
+        def retry_at(tier: str | None, attempts: int) -> dt.datetime | None:
+            found = policy.tiers.get(tier or "")
+            return next_attempt(found.retry, attempts, now, None) if found is not None else None
+
+        job = await self.deliveries.resend_undelivered(
+            delivery_id, message_id, retry_at, "carrier_retry", now
+        )
+        if job is None:
+            return 0
+        log.info("%s could not reach the handset for now (%s): sending again", event.provider, event.detail)
+        if self.dispatch is not None:
+            self.dispatch([job])
+        return 1
 
     async def _opt_out(self, user_id: str, category: str) -> bool:
         """Turn the category's email off; a category the policy no longer has is only logged,

@@ -14,12 +14,25 @@ callback is stored once. Twilio calls again for each status, in any order.
 | sent                             | sent      |                                                     |
 | delivered                        | delivered |                                                     |
 | read (WhatsApp)                  | opened    |                                                     |
-| undelivered, failed, canceled    | failed    | with ErrorCode 21610 (the recipient texted STOP):   |
-|                                  |           | phone marked `invalid`; 30003 (unreachable handset),|
-|                                  |           | 30005 (unknown handset), 30006 (landline or         |
-|                                  |           | unreachable carrier): phone marked `bounced`        |
+| undelivered, failed, canceled    | failed    | by ErrorCode, below                                 |
 | queued, accepted, scheduled,     | (ignored) | Twilio's own progress; not stored                   |
 | sending                          |           |                                                     |
+
+A failure's `ErrorCode` (Twilio's carrier errors, https://www.twilio.com/docs/api/errors/<code>)
+decides what follows:
+
+| ErrorCode                                 | effect                                                       |
+|-------------------------------------------|--------------------------------------------------------------|
+| 21610 the recipient texted STOP           | phone marked `opted_out` until they text START (`inbound.py`)|
+| 30005 unknown destination handset         | phone marked `bounced`: the number does not exist            |
+| 30006 landline or unreachable carrier     | phone marked `bounced`: it cannot take SMS                   |
+| 30001 queue overflow (carrier congestion) | temporary: the delivery is sent again on its tier's retry    |
+| 30003 unreachable handset (off, no signal)| schedule, the phone is kept (`resend`); see docs/tracking.md |
+| 30008 unknown carrier error               |                                                              |
+| any other (30007 filtered, 30002 ...)     | stored only                                                  |
+
+30003 is usually a phone that is switched off or out of coverage: Twilio's own advice is to
+try again, so retiring the number like a hard bounce would silence a working phone for good.
 """
 
 from __future__ import annotations
@@ -47,11 +60,18 @@ _TYPES: dict[str, EventType] = {
 # Twilio error codes (https://www.twilio.com/docs/api/errors/<code>) that say the number is
 # gone for us, like a hard bounce: later decisions should see `no_address`.
 ADDRESS_ERRORS: Mapping[str, Suppression] = {
-    "21610": "invalid",  # the recipient replied STOP: every later message is refused
-    "30003": "bounced",  # unreachable destination handset
+    "21610": "opted_out",  # the recipient replied STOP: every later message is refused until START
     "30005": "bounced",  # unknown destination handset (the number does not exist)
     "30006": "bounced",  # landline or unreachable carrier
 }
+# Carrier errors Twilio documents as temporary: the message is sent again, the phone kept.
+TEMPORARY_ERRORS = frozenset(
+    {
+        "30001",  # queue overflow: the carrier's queue was full
+        "30003",  # unreachable destination handset: off, out of coverage
+        "30008",  # unknown error from the carrier; Twilio advises trying again
+    }
+)
 
 
 class SignatureError(Exception):
@@ -83,6 +103,7 @@ def parse(form: Mapping[str, str], now: dt.datetime) -> ProviderEvent | None:
         return None
     code = (form.get("ErrorCode") or "").strip()
     suppress = ADDRESS_ERRORS.get(code) if kind == "failed" else None
+    resend = status in ("undelivered", "failed") and code in TEMPORARY_ERRORS
     detail = f"{status} (error {code})" if code else status
     return ProviderEvent(
         provider=PROVIDER,
@@ -94,4 +115,5 @@ def parse(form: Mapping[str, str], now: dt.datetime) -> ProviderEvent | None:
         provider_message_id=sid,
         detail=detail,
         suppress=suppress,
+        resend=resend,
     )

@@ -26,16 +26,27 @@ from twilio.request_validator import RequestValidator
 from gateway.redact import Secret
 from gateway.redis_server import RedisServer
 from gateway.services import Services
-from gateway.store.tables import ContactRow, DeliveryEventRow
-from gateway.tracking import unsubscribe
+from gateway.store.tables import AttemptRow, ContactRow, DeliveryEventRow
+from gateway.tracking import inbound_sms, unsubscribe
 from tests.conftest import Clock, make_settings, open_services
-from tests.harness import ADA, DELIVERIES, admin_key, client, count, eventually, running_worker, store_user
+from tests.harness import (
+    ADA,
+    DELIVERIES,
+    JOBS,
+    admin_key,
+    client,
+    count,
+    eventually,
+    running_worker,
+    store_user,
+)
 
 PUBLIC_URL = "https://notify.example.com"
 TWILIO_TOKEN = "twilio-auth-token-for-tests-0001"
 UNSUBSCRIBE_SECRET = "unsubscribe-secret-for-tests-0123456789abcdef"
 EVENTS = DeliveryEventRow.__table__  # type: ignore[attr-defined]
 CONTACTS = ContactRow.__table__  # type: ignore[attr-defined]
+ATTEMPTS = AttemptRow.__table__  # type: ignore[attr-defined]
 TWILIO_PATH = "/v1/webhooks/twilio/status"
 DATA = {
     "order.shipped": {"order_id": "A-1", "carrier": "UPS"},
@@ -410,6 +421,61 @@ async def test_a_stop_reply_marks_the_phone_and_a_delivery_marks_nothing(tracked
     assert (await suppressed(tracked))["sms"] == "no_address"
 
 
+async def sent_sms(services: Services, sid: str) -> str:
+    """Accept an intent for ADA and record its SMS as Twilio having taken it (message `sid`)."""
+    ids = await accept(services)
+    async with services.database.begin() as connection:
+        await connection.execute(
+            sa.update(DELIVERIES)
+            .where(DELIVERIES.c.id == ids["sms"])
+            .values(status="delivered", attempts=1, provider="twilio", provider_message_id=sid)
+        )
+    return ids["sms"]
+
+
+async def delivery_row(services: Services, delivery_id: str) -> Any:
+    async with services.database.connect() as connection:
+        return (await connection.execute(sa.select(DELIVERIES).where(DELIVERIES.c.id == delivery_id))).one()
+
+
+async def test_an_sms_to_a_phone_that_is_off_is_sent_again_and_the_phone_kept(tracked: Services) -> None:
+    """Twilio 30003 (handset off or out of coverage) is temporary: no bounce, a retry."""
+    delivery_id = await sent_sms(tracked, "SMoff")
+    form = {"MessageSid": "SMoff", "MessageStatus": "undelivered", "ErrorCode": "30003", "To": "+33612345678"}
+    async with client(tracked) as http:
+        first = await http.post(TWILIO_PATH, data=form, headers=twilio_signed(form))
+        again = await http.post(TWILIO_PATH, data=form, headers=twilio_signed(form))
+    assert first.status_code == 200, first.text
+    assert (first.json()["marked"], first.json()["resent"]) == (0, 1)
+    assert (again.json()["duplicates"], again.json()["resent"]) == (1, 0)  # one retry, not two
+    row = await delivery_row(tracked, delivery_id)
+    assert (row.status, row.reason) == ("retrying", "carrier_retry")
+    assert row.next_attempt_at is not None
+    async with tracked.database.connect() as connection:
+        queued = [r.deliveries for r in await connection.execute(sa.select(JOBS.c.deliveries))]
+    assert [delivery_id] in queued  # its retry job, in the outbox the relay hands out
+    assert "sms" not in await suppressed(tracked)
+
+
+async def test_a_late_carrier_failure_of_an_earlier_message_resends_nothing(tracked: Services) -> None:
+    delivery_id = await sent_sms(tracked, "SMnewer")
+    form = {"MessageSid": "SMolder", "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    async with tracked.database.begin() as connection:  # the older message was an earlier attempt
+        await connection.execute(
+            sa.insert(ATTEMPTS).values(
+                delivery_id=delivery_id,
+                provider="twilio",
+                outcome="delivered",
+                provider_message_id="SMolder",
+                at=tracked.clock(),
+            )
+        )
+    async with client(tracked) as http:
+        response = await http.post(TWILIO_PATH, data=form, headers=twilio_signed(form))
+    assert response.json()["resent"] == 0
+    assert (await delivery_row(tracked, delivery_id)).status == "delivered"
+
+
 @pytest.mark.parametrize("tamper", ["field", "url", "token", "missing"])
 async def test_a_tampered_twilio_callback_is_refused(
     tracked: Services, caplog: pytest.LogCaptureFixture, tamper: str
@@ -439,6 +505,101 @@ async def test_a_tampered_twilio_callback_is_refused(
     lines = " ".join(r.getMessage() for r in caplog.records if r.name == "gateway.api.tracking")
     assert TWILIO_PATH in lines and TWILIO_TOKEN not in lines and "+33612345678" not in lines
     assert await count(tracked, EVENTS) == 0
+    assert "sms" not in await suppressed(tracked)
+
+
+INBOUND_PATH = "/v1/webhooks/twilio/inbound"
+
+
+def inbound(body: str, sid: str, **extra: str) -> dict[str, str]:
+    """What Twilio posts when someone texts our number."""
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": "AC123",
+        "From": "+33612345678",
+        "To": "+15005550006",
+        "Body": body,
+        "NumMedia": "0",
+        **extra,
+    }
+
+
+async def text_us(http: httpx.AsyncClient, form: dict[str, str]) -> httpx.Response:
+    return await http.post(INBOUND_PATH, data=form, headers=twilio_signed(form, PUBLIC_URL + INBOUND_PATH))
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [
+        ("STOP", "stop"),
+        ("stopall", "stop"),
+        (" Unsubscribe\n", "stop"),
+        ("cancel.", "stop"),
+        ("End", "stop"),
+        ("QUIT!", "stop"),
+        ("start", "start"),
+        ("Yes", "start"),
+        ("UNSTOP", "start"),
+        ("help", "help"),
+        ("INFO", "help"),
+        ("please stop", None),
+        ("stopping by later", None),
+        ("", None),
+    ],
+)
+def test_a_keyword_is_the_whole_text_in_any_case(body: str, keyword: str | None) -> None:
+    assert inbound_sms.keyword_of(body) == keyword
+
+
+async def test_stop_turns_sms_off_for_that_phone_and_start_turns_it_back_on(tracked: Services) -> None:
+    await accept(tracked)
+    async with client(tracked) as http:
+        stop = await text_us(http, inbound(" stop ", "SMin1"))
+        assert stop.status_code == 200, stop.text
+        assert stop.headers["content-type"].startswith("application/xml")
+        assert "<Message>" not in stop.text and "<Response" in stop.text  # Twilio confirms STOP itself
+        assert (await suppressed(tracked))["sms"] == "no_address"
+        other = await text_us(http, inbound("Stop sending me these please", "SMin2"))
+        assert "<Message>" not in other.text and (await suppressed(tracked))["sms"] == "no_address"
+        start = await text_us(http, inbound("UNSTOP", "SMin3"))
+    assert start.status_code == 200 and "<Message>" not in start.text
+    assert "sms" not in await suppressed(tracked)
+    async with tracked.database.connect() as connection:
+        [row] = await connection.execute(sa.select(CONTACTS).where(CONTACTS.c.kind == "phone"))
+    assert (row.status, row.reason) == ("active", None)
+
+
+async def test_start_undoes_a_stop_twilio_reported_with_21610(tracked: Services) -> None:
+    await sent_sms(tracked, "SM21610")
+    stopped = {"MessageSid": "SM21610", "MessageStatus": "failed", "ErrorCode": "21610", "To": "+33612345678"}
+    async with client(tracked) as http:
+        await http.post(TWILIO_PATH, data=stopped, headers=twilio_signed(stopped))
+        assert (await suppressed(tracked))["sms"] == "no_address"
+        # Advanced Opt-Out names the keyword itself: Twilio's reading wins over ours.
+        await text_us(http, inbound("Oui", "SMin4", OptOutType="START"))
+    assert "sms" not in await suppressed(tracked)
+
+
+async def test_help_is_answered_in_twiml_and_changes_nothing(tracked: Services) -> None:
+    await accept(tracked)
+    async with client(tracked) as http:
+        response = await text_us(http, inbound("help", "SMin5"))
+    assert response.status_code == 200
+    assert "<Message>Reply STOP to stop these texts, START to get them again.</Message>" in response.text
+    assert "sms" not in await suppressed(tracked)
+
+
+async def test_an_unsigned_text_is_refused_and_changes_nothing(tracked: Services) -> None:
+    await accept(tracked)
+    form = inbound("STOP", "SMin6")
+    async with client(tracked) as http:
+        forged = await http.post(INBOUND_PATH, data=form, headers=twilio_signed(form))  # status URL
+        unsigned = await http.post(INBOUND_PATH, data=form)
+        no_sender = await text_us(http, {k: v for k, v in form.items() if k != "From"})
+    assert (forged.status_code, unsigned.status_code) == (401, 401)
+    assert error_of(forged)["code"] == "bad_signature"
+    assert no_sender.status_code == 422 and error_of(no_sender)["code"] == "invalid_payload"
     assert "sms" not in await suppressed(tracked)
 
 
