@@ -630,7 +630,7 @@ IMPORT_CHUNK = 1000
 def cmd_users_import(args: argparse.Namespace, settings: Settings) -> int:
     """Every line is checked before anything is written: a bad file changes nothing."""
     from gateway.decisions import utcnow
-    from gateway.model import UserState
+    from gateway.model import UserState, token_problem
     from gateway.store.recipients import SqlRecipients
 
     name = "<stdin>" if args.file == "-" else args.file
@@ -647,10 +647,15 @@ def cmd_users_import(args: argparse.Namespace, settings: Settings) -> int:
         if not line.strip():
             continue
         try:
-            batch.append(decode(line))
+            user = decode(line)
         except (msgspec.DecodeError, ValueError) as exc:  # bad JSON, a bad field, an unknown zone
             print(f"{name}:{number}: {exc}", file=sys.stderr)
             return 2
+        for i, device in enumerate(user.contacts.devices):
+            if (problem := token_problem(device)) is not None:
+                print(f"{name}:{number}: contacts.devices[{i}].token: {problem}", file=sys.stderr)
+                return 2
+        batch.append(user)
 
     async def store(database: Any) -> int:
         recipients = SqlRecipients(database)

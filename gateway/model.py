@@ -9,6 +9,7 @@ payload is an error rather than a silently ignored option.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -103,10 +104,44 @@ class Intent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError("`channels` must not repeat a channel")
 
 
+# Which provider issued a device's token, so it goes to the one that can use it: an FCM
+# registration token (Android, iOS through Firebase, web) or a raw APNs device token (iOS).
+TokenProvider = Literal["fcm", "apns"]
+# An APNs device token: 32 bytes, as the 64 hex digits apps send it in.
+APNS_TOKEN = re.compile(r"[0-9a-fA-F]{64}")
+# An FCM registration token (base64url with a `:`, ~160 characters) or Firebase installation
+# ID: lenient, since Google documents no exact shape, but never blanks or control characters.
+FCM_TOKEN = re.compile(r"[A-Za-z0-9_:.\-]+")
+
+
 class Device(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     platform: Literal["ios", "android", "web"]
     token: Annotated[str, Meta(min_length=1, max_length=4096)]
     active: bool = True
+    provider: TokenProvider = "fcm"
+
+
+def token_problem(device: Device) -> str | None:
+    """Why the device's provider would refuse its token, or None.
+
+    Checked where devices are registered (the API, `notigate users import`), not when the
+    struct is built, so devices stored before the check existed still load. A raw APNs token
+    sent to FCM comes back as 'invalid registration token', which would retire a working iPhone.
+    """
+    if device.provider == "apns":
+        if device.platform != "ios":
+            return "an APNs device token belongs to an `ios` device"
+        if not APNS_TOKEN.fullmatch(device.token):
+            return "an APNs device token is 64 hexadecimal digits"
+        return None
+    if APNS_TOKEN.fullmatch(device.token):
+        return (
+            "this is a raw APNs device token (64 hexadecimal digits), not an FCM registration "
+            'token: register it with "provider": "apns"'
+        )
+    if not FCM_TOKEN.fullmatch(device.token):
+        return "an FCM registration token holds only letters, digits and `_:.-` (no spaces or brackets)"
+    return None
 
 
 class Contacts(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

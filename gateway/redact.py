@@ -77,8 +77,21 @@ def _looks_like_url(value: object) -> bool:
     return text.startswith(("http://", "https://"))
 
 
+def _drop(record: logging.LogRecord) -> bool:
+    return False
+
+
+# hpack (HTTP/2 header compression, under httpx's HTTP/2) logs every header it encodes or
+# decodes at DEBUG: `:path` (an APNs device token), `authorization` (a provider token).
+HPACK_LOGGERS = ("hpack.hpack", "hpack.table")
+
+
 def redact_http_logs() -> None:
-    """Install `RedactUrls` on httpx's logger, once per process."""
+    """Install `RedactUrls` on httpx's logger and silence hpack's header dumps, once per process."""
     logger = logging.getLogger("httpx")
     if not any(isinstance(f, RedactUrls) for f in logger.filters):
         logger.addFilter(RedactUrls())
+    for name in HPACK_LOGGERS:
+        hpack = logging.getLogger(name)
+        if _drop not in hpack.filters:
+            hpack.addFilter(_drop)

@@ -11,12 +11,18 @@ from litestar.params import JSONBody, PathParameter
 from gateway.api.auth import require_admin
 from gateway.api.openapi import ADMIN, BODY, PARAMS, UserIdInPath, errors
 from gateway.errors import ClientError, NotFound
-from gateway.model import Device, Preference, UserState
+from gateway.model import Device, Preference, UserState, token_problem
 from gateway.services import Services
 from gateway.store.keys import ApiKey
 
 Admin = Request[ApiKey, ApiKey, Any]
 DeviceToken = Annotated[str, PathParameter(description="The device's push token, as registered")]
+
+
+def check_token(device: Device, field: str) -> None:
+    problem = token_problem(device)
+    if problem is not None:
+        raise ClientError(problem, field=field, code="invalid_token")
 
 
 def users_router(services: Services) -> Router:
@@ -48,6 +54,8 @@ def users_router(services: Services) -> Router:
                 field="user_id",
                 code="user_mismatch",
             )
+        for i, device in enumerate(data.contacts.devices):
+            check_token(device, f"contacts.devices[{i}].token")
         created = await recipients.put_user(data, services.clock())
         return Response(await existing(user_id), status_code=201 if created else 200)
 
@@ -123,6 +131,7 @@ def users_router(services: Services) -> Router:
         user_id: UserIdInPath, data: JSONBody[Device], request: Admin
     ) -> Response[list[Device]]:
         require_admin(request.user)
+        check_token(data, "token")
         added = await recipients.add_device(user_id, data, services.clock())
         if added is None:
             raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")

@@ -28,6 +28,7 @@ from gateway.policy.compiled import CompiledPolicy, RetryPolicy
 from gateway.providers.base import Adapter, Address, Delivered, Message, Permanent, Retryable, SendResult
 from gateway.providers.guard import ADMITTED, Admission, ProviderGuard
 from gateway.providers.registry import ProviderRegistry
+from gateway.providers.spec import ProviderSpec
 from gateway.queue.dispatch import Dispatcher
 from gateway.redact import redact
 from gateway.store.deliveries import ON_TIME, Applied, Claimed, DeliveryStore, Outcome, Try
@@ -311,13 +312,9 @@ class DeliveryPipeline:
                 tries.append(Try(name, "skipped", "provider not configured"))
                 continue
             spec = self.registry.specs.get(name)
-            if (
-                address.kind == "device"
-                and spec is not None
-                and spec.platforms
-                and (address.platform not in spec.platforms)
-            ):
-                tries.append(Try(name, "skipped", f"does not deliver to {address.platform} devices"))
+            misfit = unfit_for(adapter, spec, address)
+            if misfit is not None:
+                tries.append(Try(name, "skipped", misfit))
                 unfit += 1
                 continue
             admission = await self._admit(name)
@@ -335,7 +332,9 @@ class DeliveryPipeline:
                 return name, result
         if unfit and unfit == len(claimed.providers):
             return claimed.providers[-1], Permanent(
-                "no_provider", f"no provider of the chain delivers to {address.platform} devices"
+                "no_provider",
+                f"no provider of the chain delivers to {address.platform} devices "
+                f"with {address.token_provider or 'these'} tokens",
             )
         if waits and len(waits) == len(claimed.providers):
             # Nothing was tried: every provider is open or saturated. Come back when one frees up.
@@ -450,6 +449,20 @@ class DeliveryPipeline:
         return tier.retry if tier is not None else _NO_RETRY
 
 
+def unfit_for(adapter: Any, spec: ProviderSpec | None, address: Address) -> str | None:
+    """Why this provider cannot serve this device, or None: a platform it does not deliver to,
+    or a token another provider issued. An adapter naming `device_tokens` (fcm, apns) takes
+    only that provider's tokens; one that does not (the dev outbox) takes any."""
+    if address.kind != "device":
+        return None
+    if spec is not None and spec.platforms and address.platform not in spec.platforms:
+        return f"does not deliver to {address.platform} devices"
+    kind = getattr(adapter, "device_tokens", None)
+    if kind is not None and address.token_provider not in (None, kind):
+        return f"does not take {address.token_provider} device tokens"
+    return None
+
+
 def addresses_for(
     channel: str, policy: CompiledPolicy, user: UserState | None, user_id: str
 ) -> list[Address]:
@@ -462,6 +475,6 @@ def addresses_for(
         return []
     contacts = user.contacts
     if kind == "devices":
-        return [Address("device", d.token, d.platform) for d in contacts.devices if d.active]
+        return [Address("device", d.token, d.platform, d.provider) for d in contacts.devices if d.active]
     value = {"email": contacts.email, "phone": contacts.phone, "webhook": contacts.webhook}.get(kind)
     return [Address(kind, value)] if value else []  # type: ignore[arg-type]

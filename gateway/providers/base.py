@@ -42,6 +42,7 @@ class Address:
     kind: AddressKind
     value: str
     platform: str | None = None  # for devices: ios, android, web
+    token_provider: str | None = None  # for devices: who issued the token, fcm or apns
 
 
 @dataclass(frozen=True, slots=True)

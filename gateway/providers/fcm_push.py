@@ -144,6 +144,7 @@ class _CachedTokenAuth(httpx.Auth):
 class FcmAdapter:
     idempotent = False
     secrets = ("service_account",)
+    device_tokens = "fcm"  # the pipeline gives this adapter only devices registered with FCM tokens
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ LIVE_ADAPTERS = {
     "sendgrid": "gateway.providers.sendgrid_email:SendGridAdapter",
     "smtp": "gateway.providers.smtp_email:SmtpAdapter",
     "fcm": "gateway.providers.fcm_push:FcmAdapter",
+    "apns": "gateway.providers.apns_push:ApnsAdapter",
     "inbox": "gateway.providers.inbox:InboxAdapter",
 }
 # Adapters that write to our own systems rather than to an outside provider.

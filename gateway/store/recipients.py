@@ -76,7 +76,13 @@ class SqlRecipients:
             updated = await connection.execute(
                 sa.update(devices)
                 .where(devices.c.user_id == user_id, devices.c.token == device.token)
-                .values(platform=device.platform, active=device.active, reason=None, updated_at=now)
+                .values(
+                    platform=device.platform,
+                    provider=device.provider,
+                    active=device.active,
+                    reason=None,
+                    updated_at=now,
+                )
             )
             if updated.rowcount:
                 return False
@@ -85,6 +91,7 @@ class SqlRecipients:
                     user_id=user_id,
                     platform=device.platform,
                     token=device.token,
+                    provider=device.provider,
                     active=device.active,
                     created_at=now,
                     updated_at=now,
@@ -167,11 +174,15 @@ async def load_users(connection: AsyncConnection, user_ids: Sequence[str]) -> di
         addresses[row.user_id][row.kind] = row.value
     owned: dict[str, list[Device]] = {uid: [] for uid in found}
     for row in await connection.execute(
-        sa.select(devices.c.user_id, devices.c.platform, devices.c.token, devices.c.active)
+        sa.select(
+            devices.c.user_id, devices.c.platform, devices.c.token, devices.c.provider, devices.c.active
+        )
         .where(devices.c.user_id.in_(found))
         .order_by(devices.c.id)
     ):
-        owned[row.user_id].append(Device(platform=row.platform, token=row.token, active=row.active))
+        owned[row.user_id].append(
+            Device(platform=row.platform, token=row.token, active=row.active, provider=row.provider)
+        )
     wishes: dict[str, list[Preference]] = {uid: [] for uid in found}
     for row in await connection.execute(
         sa.select(preferences).where(preferences.c.user_id.in_(found)).order_by(preferences.c.position)
@@ -281,6 +292,7 @@ async def _replace_devices(
                 "user_id": user_id,
                 "platform": device.platform,
                 "token": device.token,
+                "provider": device.provider,
                 "active": False if deactivated else device.active,
                 "reason": reason,
                 "created_at": row.created_at if row is not None else now,

@@ -237,6 +237,8 @@ class DeviceRow(SQLModel, table=True):
     user_id: str = Field(max_length=128, index=True, foreign_key="users.user_id")
     platform: str = Field(max_length=16)
     token: str = Field(max_length=4096)
+    # Who issued the token: fcm or apns (migration 0010)
+    provider: str = Field(default="fcm", max_length=8, sa_column_kwargs={"server_default": "fcm"})
     active: bool = Field(default=True)
     reason: str | None = Field(default=None)  # why deactivated (unregistered token, ...)
     created_at: dt.datetime = _time()

@@ -20,8 +20,8 @@ ADA: dict[str, Any] = {
         "email": "ada@example.com",
         "phone": "+33612345678",
         "devices": [
-            {"platform": "ios", "token": "ios-token-ada-0001", "active": True},
-            {"platform": "android", "token": "android-token-ada-0002", "active": False},
+            {"platform": "ios", "token": "ios-token-ada-0001", "active": True, "provider": "fcm"},
+            {"platform": "android", "token": "android-token-ada-0002", "active": False, "provider": "fcm"},
         ],
         "webhook": "https://hooks.example.com/ada",
     },
@@ -103,13 +103,15 @@ async def test_replacing_a_user_drops_what_is_no_longer_given(services: Services
         "contacts": {
             "email": "ada@example.com",
             "phone": None,
-            "devices": [{"platform": "ios", "token": "ios-token-ada-0001", "active": True}],
+            "devices": [
+                {"platform": "ios", "token": "ios-token-ada-0001", "active": True, "provider": "fcm"}
+            ],
             "webhook": None,
         },
         "preferences": [],
         "quiet_hours": None,
     }
-    assert devices == [{"platform": "ios", "token": "ios-token-ada-0001", "active": True}]
+    assert devices == [{"platform": "ios", "token": "ios-token-ada-0001", "active": True, "provider": "fcm"}]
     assert preferences == []
     stored = await services.recipients.get_user("u_ada")
     assert stored is not None and stored.contacts.phone is None and stored.preferences == []
@@ -152,7 +154,7 @@ async def test_an_invalid_user_is_refused_naming_the_field(
 
 async def test_a_replacement_keeps_the_devices_in_the_order_given(services: Services) -> None:
     token = await admin_key(services)
-    web = {"platform": "web", "token": "web-token-ada-0003", "active": True}
+    web = {"platform": "web", "token": "web-token-ada-0003", "active": True, "provider": "fcm"}
     reordered = ada(contacts=contacts(devices=[web, *reversed(ADA["contacts"]["devices"])]))
     async with client(services, token) as http:
         assert (await http.put("/v1/users/u_ada", json=ADA)).status_code == 201
@@ -253,7 +255,7 @@ async def test_preferences_of_an_unknown_user_are_not_found(services: Services) 
 async def test_devices_are_added_once_listed_and_removed(services: Services) -> None:
     token = await admin_key(services)
     ios, android = ADA["contacts"]["devices"]
-    web = {"platform": "web", "token": "web-token-ada-0003", "active": True}
+    web = {"platform": "web", "token": "web-token-ada-0003", "active": True, "provider": "fcm"}
     async with client(services, token) as http:
         assert (await http.put("/v1/users/u_ada", json=ADA)).status_code == 201
         added = await http.post("/v1/users/u_ada/devices", json={"platform": "web", "token": web["token"]})
@@ -297,11 +299,11 @@ async def test_a_device_a_provider_deactivated_stays_inactive_until_registered_a
         after_put = (await http.get("/v1/users/u_ada/devices")).json()
         registered = await http.post("/v1/users/u_ada/devices", json={"platform": "ios", "token": ios_token})
         after_post = (await http.get("/v1/users/u_ada/devices")).json()
-    assert deactivated[0] == {"platform": "ios", "token": ios_token, "active": False}
-    assert after_put[0] == {"platform": "ios", "token": ios_token, "active": False}
+    assert deactivated[0] == {"platform": "ios", "token": ios_token, "active": False, "provider": "fcm"}
+    assert after_put[0] == {"platform": "ios", "token": ios_token, "active": False, "provider": "fcm"}
     assert registered.status_code == 200  # the token was known: re-activated, not duplicated
     assert after_post == [
-        {"platform": "ios", "token": ios_token, "active": True},
+        {"platform": "ios", "token": ios_token, "active": True, "provider": "fcm"},
         ADA["contacts"]["devices"][1],
     ]
     stored = await services.recipients.get_user("u_ada")
@@ -399,3 +401,43 @@ async def test_a_dry_run_decides_with_the_stored_history(services: Services) -> 
     # Different content is no duplicate, and a dry-run given its own (empty) history ignores the store.
     assert _delivered(other_order.json()) == _delivered(first)
     assert _delivered(told_no_history.json()) == _delivered(first)
+
+
+APNS_TOKEN = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad"
+
+
+async def test_a_device_declares_whose_token_it_holds_and_the_token_is_checked(services: Services) -> None:
+    """An APNs token is 64 hex digits on an iOS device; a raw APNs token is no FCM token."""
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        created = await http.put("/v1/users/u_ada", json=ada())
+        assert created.status_code == 201, created.text
+        apns = {"platform": "ios", "token": APNS_TOKEN, "provider": "apns"}
+        added = await http.post("/v1/users/u_ada/devices", json=apns)
+        assert added.status_code == 201, added.text
+        assert added.json()[-1] == {**apns, "active": True}
+        refused = {
+            "raw APNs token as FCM": {"platform": "ios", "token": APNS_TOKEN},
+            "APNs token too short": {"platform": "ios", "token": APNS_TOKEN[:-2], "provider": "apns"},
+            "APNs on android": {"platform": "android", "token": APNS_TOKEN, "provider": "apns"},
+            "bracketed FCM token": {"platform": "ios", "token": "<740f4707 bebcf74f>"},
+        }
+        for case, device in refused.items():
+            response = await http.post("/v1/users/u_ada/devices", json=device)
+            assert response.status_code == 422, case
+            assert (error_of(response)["code"], error_of(response)["field"]) == ("invalid_token", "token"), (
+                case
+            )
+        unknown = await http.post("/v1/users/u_ada/devices", json={**apns, "provider": "hms"})
+        assert unknown.status_code == 422 and error_of(unknown)["field"] == "provider"
+        whole = ada()
+        whole["contacts"]["devices"] = [
+            whole["contacts"]["devices"][0],
+            {"platform": "ios", "token": APNS_TOKEN},
+        ]
+        replaced = await http.put("/v1/users/u_ada", json=whole)
+        assert replaced.status_code == 422
+        assert error_of(replaced)["field"] == "contacts.devices[1].token"
+        assert "provider" in error_of(replaced)["message"]
+        listed = await http.get("/v1/users/u_ada/devices")
+    assert [d["provider"] for d in listed.json()] == ["fcm", "fcm", "apns"]

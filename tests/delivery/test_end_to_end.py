@@ -25,8 +25,9 @@ from gateway.store import inbox
 from gateway.store.tables import DeviceRow
 from tests.conftest import REPO
 from tests.harness import ADA, admin_key, client, delivery_statuses, eventually, running_worker, store_user
-from tests.providers import wire_fcm, wire_sendgrid, wire_twilio
+from tests.providers import wire_apns, wire_fcm, wire_sendgrid, wire_twilio
 from tests.providers.test_smtp import Scripted, listening, smtp_server
+from tests.stub_h2 import H2StubServer, h2_stub_server
 from tests.stub_http import Reply, Request, StubServer, stub_server
 
 FRAUD = {
@@ -49,6 +50,7 @@ class Providers:
     twilio: StubServer
     sendgrid: StubServer
     smtp: Scripted
+    apple: H2StubServer  # APNs, HTTP/2 only
     registry: ProviderRegistry
 
     def fcm_sends(self) -> list[Request]:
@@ -71,6 +73,7 @@ async def providers(quick_services: Services) -> AsyncIterator[Providers]:
         stub_server(twilio) as twilio_server,
         stub_server() as sendgrid_server,
         listening(smtp_server(scripted)) as smtp_port,
+        h2_stub_server(wire_apns.accepted) as apple,
     ):
         sendgrid_server.reply(Reply(503, "Service Unavailable"))  # so email fails over to SMTP
         account = wire_fcm.service_account(google_server.url + wire_fcm.TOKEN_PATH)
@@ -88,11 +91,16 @@ async def providers(quick_services: Services) -> AsyncIterator[Providers]:
             "SMTP_PORT": str(smtp_port),
             "SMTP_STARTTLS": "false",
             "WEBHOOK_SIGNING_SECRET": "whsec-e2e",
+            **wire_apns.ENVIRON,
+            "APNS_KEY_ID": wire_apns.KEY_ID,
+            "APNS_TEAM_ID": wire_apns.TEAM_ID,
+            "APNS_TOPIC": wire_apns.TOPIC,
+            "APNS_BASE_URL": apple.url,
         }
         registry = ProviderRegistry.load(
             REPO / "providers.yaml", "live", environ, deps=AdapterDeps(database=quick_services.database)
         )
-        yield Providers(google_server, twilio_server, sendgrid_server, scripted, registry)
+        yield Providers(google_server, twilio_server, sendgrid_server, scripted, apple, registry)
 
 
 async def post_and_settle(services: Services, providers: Providers, intent: dict[str, Any]) -> dict[str, Any]:
@@ -217,3 +225,34 @@ async def test_push_fans_out_to_every_device_and_retires_the_dead_one(
             (await connection.execute(sa.select(table.c.token, table.c.active))).all()
         )
     assert rows == {wire_fcm.VALID_TOKEN: True, wire_fcm.UNREGISTERED_TOKEN: False}
+
+
+async def test_each_device_s_push_goes_to_the_provider_that_issued_its_token(
+    quick_services: Services, providers: Providers
+) -> None:
+    """An iPhone registered with a raw APNs token is pushed straight to Apple over HTTP/2, an
+    Android device with an FCM token through FCM; neither token reaches the other provider."""
+    user = {
+        **ADA,
+        "contacts": {
+            "email": "ada@example.com",
+            "devices": [
+                {"platform": "android", "token": wire_fcm.VALID_TOKEN},
+                {"platform": "ios", "token": wire_apns.VALID_TOKEN, "provider": "apns"},
+            ],
+        },
+    }
+    await store_user(quick_services, user)
+    status = await post_and_settle(quick_services, providers, FRAUD)
+    [push] = [d for d in status["deliveries"] if d["channel"] == "push"]
+    assert push["status"] == "delivered"
+    outcomes = sorted((a["provider"], a["outcome"]) for a in push["attempts"])
+    # The iPhone skips FCM, which does not take APNs tokens; the Android device stops at FCM.
+    assert outcomes == [("apns", "delivered"), ("fcm", "delivered"), ("fcm", "skipped")]
+    assert [r.json()["message"]["token"] for r in providers.fcm_sends()] == [wire_fcm.VALID_TOKEN]
+    [apple] = providers.apple.requests
+    assert apple.path == f"/3/device/{wire_apns.VALID_TOKEN}"
+    assert (apple.headers["apns-push-type"], apple.headers["apns-priority"]) == ("alert", "10")
+    assert apple.headers["apns-collapse-id"] == push["delivery_id"]
+    assert int(apple.headers["apns-expiration"]) > 0  # the critical tier's expiry reaches Apple
+    assert wire_apns.provider_token_problem(apple) is None

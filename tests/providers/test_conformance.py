@@ -19,6 +19,7 @@ from tests.providers.conformance import (
     judge,
     message,
 )
+from tests.stub_h2 import h2_stub_server
 from tests.stub_http import Reply, Request, stub_server
 
 WIRES = discover()
@@ -50,7 +51,9 @@ async def test_adapter_conformance(wire: Wire, scenario: str, caplog: pytest.Log
             reply.delay = ADAPTER_TIMEOUT * 2
         return reply
 
-    async with stub_server(script) as server:
+    # A provider that speaks only HTTP/2 (APNs) gets the HTTP/2 stand-in, same script.
+    serve = h2_stub_server if getattr(wire, "http2", False) else stub_server
+    async with serve(script) as server:
         base = f"http://127.0.0.1:{_free_port()}" if scenario == REFUSED else server.url
         adapter = wire.build(base, ADAPTER_TIMEOUT)
         address = wire.address(valid=valid)  # after build: a webhook's address is a URL on `base`
