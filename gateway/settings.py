@@ -18,6 +18,7 @@ import msgspec
 from gateway.bundle_paths import BundlePaths
 from gateway.errors import ConfigError
 from gateway.redact import Secret, mask_url
+from gateway.webhook_urls import Network, parse_networks
 
 ReloadMode = Literal["watch", "poll", "off"]  # how serve and worker notice a changed bundle
 RELOAD_MODES: tuple[ReloadMode, ...] = get_args(ReloadMode)
@@ -67,6 +68,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     unsubscribe_secret: Secret | None = None  # signs List-Unsubscribe links; unset, none are sent
     unsubscribe_mailto: str | None = None  # an address for `List-Unsubscribe: <mailto:...>`
     unsubscribe_exempt: tuple[str, ...] = ("transactional",)  # categories whose email has no link
+    # Private networks users' webhook URLs may point into (gateway/webhook_urls.py); none by default.
+    webhook_allowed_networks: tuple[Network, ...] = ()
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (the inbox)
     console_secret: Secret | None = None  # signs console links; unset, only API keys sign in
     policy_reload: ReloadMode = "watch"  # serve and worker reload the bundle on change: watch, poll or off
@@ -244,6 +247,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("unsubscribe_mailto", "NOTIGATE_UNSUBSCRIBE_MAILTO", _mailto),
     ("unsubscribe_exempt", "NOTIGATE_UNSUBSCRIBE_EXEMPT", _names),
     ("cors_origins", "NOTIGATE_CORS_ORIGINS", _origins),
+    ("webhook_allowed_networks", "NOTIGATE_WEBHOOK_ALLOWED_NETWORKS", parse_networks),
     ("console_secret", "NOTIGATE_CONSOLE_SECRET", _secret),
     ("policy_reload", "NOTIGATE_POLICY_RELOAD", _reload_mode),
 )

@@ -14,6 +14,7 @@ from gateway.errors import ClientError, NotFound
 from gateway.model import Device, Preference, UserState, token_problem
 from gateway.services import Services
 from gateway.store.keys import ApiKey
+from gateway.webhook_urls import resolved_problem
 
 Admin = Request[ApiKey, ApiKey, Any]
 DeviceToken = Annotated[str, PathParameter(description="The device's push token, as registered")]
@@ -56,6 +57,11 @@ def users_router(services: Services) -> Router:
             )
         for i, device in enumerate(data.contacts.devices):
             check_token(device, f"contacts.devices[{i}].token")
+        if data.contacts.webhook is not None:
+            allowed = services.settings.webhook_allowed_networks
+            problem = await resolved_problem(data.contacts.webhook, allowed)
+            if problem is not None:
+                raise ClientError(problem, field="contacts.webhook", code="unsafe_url")
         created = await recipients.put_user(data, services.clock())
         return Response(await existing(user_id), status_code=201 if created else 200)
 

@@ -17,6 +17,12 @@ Outcomes (HTTP semantics, since webhooks have no provider error codes):
 | other 4xx                        | permanent `rejected`                               |
 | timeout, connection refused      | retryable (`timeout`, `unreachable`)               |
 | an answer that is not HTTP       | retryable `malformed_response`                     |
+| a user's URL that is not allowed | permanent `unsafe_url`, the URL marked invalid,     |
+| (gateway/webhook_urls.py)        | before any connection                              |
+
+A user's URL is checked before each send (scheme, no CR/LF, its host resolving outside
+loopback, private and link-local ranges unless `allowed_networks` holds it); a fixed `url`
+is the operator's own and is not.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import time
 import httpx
 import msgspec
 
+from gateway.errors import ConfigError
 from gateway.providers.base import (
     MALFORMED,
     TIMEOUT,
@@ -43,9 +50,20 @@ from gateway.providers.base import (
 )
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact_http_logs
+from gateway.webhook_urls import Network, parse_networks, resolved_problem
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 redact_http_logs()  # a user's URL is an address, often with a token in its path
+
+
+def _networks(spec: ProviderSpec) -> tuple[Network, ...]:
+    raw = spec.setting("allowed_networks")
+    try:
+        return parse_networks(str(raw)) if raw else ()
+    except ValueError as exc:
+        raise ConfigError(
+            f"provider {spec.name!r}: {spec.describe_setting('allowed_networks')}: {exc}"
+        ) from None
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -65,11 +83,13 @@ class WebhookAdapter:
         url: str | None = None,
         timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        allowed_networks: tuple[Network, ...] = (),
     ) -> None:
         self.name = name
         self.channel = channel
         self.url = url
         self.signing_secret = signing_secret
+        self.allowed_networks = allowed_networks
         self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     @classmethod
@@ -80,10 +100,15 @@ class WebhookAdapter:
             signing_secret=spec.credential("signing_secret"),
             url=spec.setting("url"),
             timeout=spec.timeout,
+            allowed_networks=_networks(spec),
         )
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         target = self.url or address.value
+        if not self.url:
+            problem = await resolved_problem(target, self.allowed_networks)
+            if problem is not None:
+                return Permanent("unsafe_url", f"{self.name}: {problem}", address_invalid=True)
         body = msgspec.json.encode(
             {
                 "id": message.delivery_id,

@@ -441,3 +441,23 @@ async def test_a_device_declares_whose_token_it_holds_and_the_token_is_checked(s
         assert "provider" in error_of(replaced)["message"]
         listed = await http.get("/v1/users/u_ada/devices")
     assert [d["provider"] for d in listed.json()] == ["fcm", "fcm", "apns"]
+
+
+async def test_a_webhook_url_into_our_own_network_is_refused_at_registration(services: Services) -> None:
+    token = await admin_key(services)
+    async with client(services, token) as http:
+        for url, says in (
+            ("http://127.0.0.1:8080/hook", "loopback"),
+            ("http://169.254.169.254/latest/meta-data", "link-local"),
+            ("http://localhost/hook", "loopback"),
+            ("https://hooks.example.com/x\r\nX-Injected: 1", "control characters"),
+        ):
+            response = await http.put("/v1/users/u_ada", json=ada(contacts=contacts(webhook=url)))
+            assert response.status_code == 422, url
+            error = error_of(response)
+            assert (error["code"], error["field"]) == ("unsafe_url", "contacts.webhook"), url
+            assert says in error["message"], url
+        public = await http.put(
+            "/v1/users/u_ada", json=ada(contacts=contacts(webhook="https://93.184.216.34/h"))
+        )
+    assert public.status_code == 201, public.text

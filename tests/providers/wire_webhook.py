@@ -40,6 +40,8 @@ class WebhookWire:
                 "cost": 0,
                 "timeout": f"{int(timeout * 1000)}ms",
                 "credentials": {"signing_secret": "HOOK_SECRET"},
+                # The stand-in listens on loopback, which user URLs may not reach unless allowed.
+                "settings": {"allowed_networks": "127.0.0.0/8"},
             },
             {"HOOK_SECRET": SECRET},
         )
