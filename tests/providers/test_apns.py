@@ -116,7 +116,8 @@ async def test_apples_documented_reasons(
     status: int, reason: str, kind: type, code: str, address_invalid: bool | None
 ) -> None:
     result, _ = await send_through(lambda r: refused(status, reason))
-    assert isinstance(result, kind) and result.code == code, result
+    assert isinstance(result, kind) and isinstance(result, Permanent | Retryable), result
+    assert result.code == code, result
     if address_invalid is not None:
         assert isinstance(result, Permanent) and result.address_invalid is address_invalid
     assert WIRE.address().value not in (result.error if not isinstance(result, Delivered) else "")
@@ -148,7 +149,7 @@ async def test_the_delivery_s_expiry_and_kind_become_apns_headers() -> None:
     assert json.loads(silent.body)["aps"] == {"content-available": 1}
     assert json.loads(silent.body)["sync"] == "inbox"
     assert alert.headers["apns-id"] == late.headers["apns-id"]  # derived from the delivery id
-    assert sent.provider_message_id == silent.headers["apns-id"]
+    assert isinstance(sent, Delivered) and sent.provider_message_id == silent.headers["apns-id"]
 
 
 async def test_a_payload_over_4_kb_is_refused_before_sending() -> None:
