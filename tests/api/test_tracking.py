@@ -201,7 +201,14 @@ async def test_a_hard_bounce_or_a_complaint_leaves_later_decisions_without_the_a
     async with client(tracked) as http:  # no API key: the signature is the credential
         response = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
     assert response.status_code == 200, response.text
-    assert response.json() == {"stored": 2, "duplicates": 0, "unmatched": 0, "marked": 1, "opted_out": 0}
+    assert response.json() == {
+        "stored": 2,
+        "duplicates": 0,
+        "unmatched": 0,
+        "marked": 1,
+        "opted_out": 0,
+        "resent": 0,
+    }
     assert (await suppressed(tracked))["email"] == "no_address"
     async with tracked.database.connect() as connection:
         contact = (await connection.execute(sa.select(CONTACTS).where(CONTACTS.c.kind == "email"))).one()

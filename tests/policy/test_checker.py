@@ -391,8 +391,8 @@ CASES = [
         (replace("providers.yaml", "  webhook: [webhook]\n", "  webhook: [webhook]\n  fax: [faxmachine]\n"),),
         # Line 94 is `  fax: [faxmachine]`: the channel is at column 3, the provider at column 9.
         (
-            E("providers.yaml:103:3", "unknown-channel", "unknown channel 'fax'"),
-            E("providers.yaml:103:9", "unknown-provider", "unknown provider 'faxmachine'"),
+            E("providers.yaml:105:3", "unknown-channel", "unknown channel 'fax'"),
+            E("providers.yaml:105:9", "unknown-provider", "unknown provider 'faxmachine'"),
         ),
     ),
     Case(
@@ -527,7 +527,7 @@ CASES = [
     Case(
         "unknown-provider: in a route of providers.yaml",
         (replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, smtpp]"),),
-        (E("providers.yaml:99:21", "unknown-provider", "unknown provider 'smtpp'"),),
+        (E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),),
     ),
     Case(
         "unknown-provider: no route for a channel rules use, once per place",
@@ -554,7 +554,7 @@ CASES = [
     Case(
         "provider-channel: in a route of providers.yaml",
         (replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, twilio]"),),
-        (E("providers.yaml:99:21", "provider-channel", "provider 'twilio' delivers sms, not email"),),
+        (E("providers.yaml:101:21", "provider-channel", "provider 'twilio' delivers sms, not email"),),
     ),
     # -- meaning --
     Case(
@@ -821,7 +821,7 @@ def test_several_problems_are_all_reported_sorted_by_file_line_col(bundle: Path)
             E("policies/security.yaml:9:9", "unknown-digest", "'newsletter.security'"),
             E("policies/security.yaml:41:29", "unknown-channel", "unknown channel 'inapp'"),
             E("policies/tests/social_test.yaml:52:7", "schema", "unknown field 'rul'"),
-            E("providers.yaml:99:21", "unknown-provider", "unknown provider 'smtpp'"),
+            E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),
         ),
     )
     keys = [(d.file, d.line, d.col) for d in result.diagnostics]
@@ -989,7 +989,7 @@ BROKEN = (
 )
 BROKEN_LOCATED = [
     ("policies/defaults.yaml", 9, 11, "invalid-timezone"),
-    ("providers.yaml", 99, 21, "unknown-provider"),
+    ("providers.yaml", 101, 21, "unknown-provider"),
 ]
 
 
@@ -1005,7 +1005,7 @@ def test_cli_check_prints_each_problem_and_exits_1(bundle: Path, capsys: pytest.
     assert lines == [
         "policies/defaults.yaml:9:11: invalid-timezone: `timezone` 'Mars/Olympus' is not an IANA time zone; "
         "use a name such as 'Europe/Paris'",
-        "providers.yaml:99:21: unknown-provider: unknown provider 'smtpp'; "
+        "providers.yaml:101:21: unknown-provider: unknown provider 'smtpp'; "
         "declared: apns, fcm, inbox, sendgrid, smtp, twilio, webhook",
     ]
     assert all(FORMAT.match(line) for line in lines)
@@ -1127,7 +1127,7 @@ def test_files_outside_the_working_directory_are_shown_absolute(
     root = bundle.resolve()
     assert located(result.diagnostics) == [
         (str(root / "policies" / "defaults.yaml"), 9, 11, "invalid-timezone"),
-        (str(root / "providers.yaml"), 99, 21, "unknown-provider"),
+        (str(root / "providers.yaml"), 101, 21, "unknown-provider"),
     ]
 
 
