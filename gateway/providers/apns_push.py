@@ -212,10 +212,14 @@ class ApnsAdapter:
             headers["authorization"] = f"bearer {self.provider_token(renew=renew)}"
             try:
                 response = await self.client.post(url, content=payload, headers=headers)
-            except httpx.TimeoutException:
-                return Retryable(f"{self.name}: no answer from APNs in time", code=TIMEOUT)
+            except httpx.ConnectTimeout:  # the request never left: not ambiguous
+                return Retryable(f"{self.name}: cannot connect to APNs in time", code=UNREACHABLE)
+            except httpx.TimeoutException:  # APNs may have taken the push (docs/providers.md)
+                return Retryable(f"{self.name}: no answer from APNs in time", code=TIMEOUT, ambiguous=True)
             except httpx.RemoteProtocolError:
-                return Retryable(f"{self.name}: APNs' answer is not valid HTTP/2", code=MALFORMED)
+                return Retryable(
+                    f"{self.name}: APNs' answer is not valid HTTP/2", code=MALFORMED, ambiguous=True
+                )
             except httpx.TransportError as exc:
                 return Retryable(
                     f"{self.name}: cannot connect to APNs ({type(exc).__name__})", code=UNREACHABLE

@@ -847,7 +847,7 @@ def test_a_broken_defaults_file_still_lets_every_other_file_be_checked(bundle: P
             E("policies/defaults.yaml:9:11", "schema", "expected a string"),
             E("policies/social.yaml:17:11", "cel-syntax", "Syntax error"),
             E("policies/tests/social_test.yaml:52:7", "schema", "unknown field 'rul'"),
-            E("providers.yaml:81:21", "unknown-provider", "unknown provider 'smtpp'"),
+            E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),
         ),
     )
 
@@ -1054,8 +1054,8 @@ def test_cli_check_format_github_annotates_each_problem(
     assert capsys.readouterr().out.splitlines() == [
         "::error file=policies/defaults.yaml,line=9,col=11,title=invalid-timezone::`timezone` "
         "'Mars/Olympus' is not an IANA time zone; use a name such as 'Europe/Paris'",
-        "::error file=providers.yaml,line=81,col=21,title=unknown-provider::unknown provider 'smtpp'; "
-        "declared: fcm, inbox, sendgrid, smtp, twilio, webhook",
+        "::error file=providers.yaml,line=101,col=21,title=unknown-provider::unknown provider 'smtpp'; "
+        "declared: apns, fcm, inbox, sendgrid, smtp, twilio, webhook",
     ]
 
 

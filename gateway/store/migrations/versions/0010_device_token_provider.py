@@ -4,7 +4,7 @@ A raw APNs device token goes to the APNs provider, an FCM registration token to 
 (`gateway/providers/apns_push.py`, `Device.provider`); existing rows are FCM tokens.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-04 16:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"  # main holds 0008; issue 13a adds 0009: the lead re-chains
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
