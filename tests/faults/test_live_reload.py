@@ -88,11 +88,12 @@ async def test_a_policy_change_goes_live_under_serve_and_worker_and_a_broken_one
     await store_user(gateway, ADA)
     await store_user(gateway, {**ADA, "user_id": PRODUCED_FOR})  # the producer's own caps
     token = await admin_key(gateway)
-    port = free_port()
     env = env_of(gateway, tmp_path / "outbox", NOTIGATE_POLICIES=str(paths.policies))
-    env["NOTIGATE_WORKER_METRICS_PORT"] = str(port)
     api = Api(env)
-    consumer = worker(env)
+    port = free_port()
+    while port == api.port:  # both were free a moment ago: not the same one twice
+        port = free_port()
+    consumer = worker({**env, "NOTIGATE_WORKER_METRICS_PORT": str(port)})
     headers = {"authorization": f"Bearer {token}"}
     try:
         api.start()

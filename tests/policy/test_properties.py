@@ -202,7 +202,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Intent, UserState, dt.datetime, list[His
     return intent, draw(users(user_id)), now, history
 
 
-PROPERTY_SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _decide(policy: CompiledPolicy, scenario: Any) -> Decision | None:

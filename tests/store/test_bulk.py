@@ -81,7 +81,16 @@ async def test_deliveries_jobs_and_attempts_read_back_the_same_and_compare_alike
         "created_at": T0,
     }
     await both_ways(database, JOBS, [{**job, "id": "j_a"}], [{**job, "id": "j_b"}])
-    attempt = {"at": T0, "provider": "fcm", "outcome": "delivered", "error": None, "provider_message_id": "m"}
+    attempt = {
+        "at": T0,
+        "provider": "fcm",
+        "outcome": "delivered",
+        "error": None,
+        "provider_message_id": "m",
+        "segments": None,
+        "cost": 0.0075,
+        "cost_source": "configured",
+    }
     await both_ways(
         database,
         ATTEMPTS,
