@@ -85,8 +85,8 @@ def test_intake_bench_runs_every_part(tmp_path: Path) -> None:
         *("--parts", "throughput", "redis", "baseline", "peak", "soak", "--shared-stack", "--users", "200"),
         *("--duration", "2", "--bare-seconds", "1", "--connections", "4", "--loadgen", "builtin"),
         *("--redis-requests", "5000"),
-        *("--latency-seconds", "3", "--bulk-rate", "50", "--bulk-size", "10", "--probe-rate", "5"),
-        *("--drain-timeout", "120", "--soak-rate", "20", "--soak-seconds", "3", "--sample-seconds", "1"),
+        *("--latency-seconds", "2", "--bulk-rate", "50", "--bulk-size", "10", "--probe-rate", "5"),
+        *("--drain-timeout", "120", "--soak-rate", "20", "--soak-seconds", "2", "--sample-seconds", "1"),
     )
     assert report["error_answers"] == 0
     throughput = report["throughput"]

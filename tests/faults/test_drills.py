@@ -40,7 +40,7 @@ from tests.faults.load import Load
 from tests.faults.procs import Api, env_of, logs, stop, worker
 from tests.harness import ADA, DELIVERIES, NOTIFICATIONS, admin_key, eventually, store_user
 
-SECONDS = float(os.environ.get("NOTIGATE_DRILL_SECONDS", "6"))
+SECONDS = float(os.environ.get("NOTIGATE_DRILL_SECONDS", "4"))
 RATE = 40.0
 USERS = 100  # a few intents each: under every cap
 

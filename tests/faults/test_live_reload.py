@@ -88,7 +88,11 @@ async def test_a_policy_change_goes_live_under_serve_and_worker_and_a_broken_one
     await store_user(gateway, ADA)
     await store_user(gateway, {**ADA, "user_id": PRODUCED_FOR})  # the producer's own caps
     token = await admin_key(gateway)
-    env = env_of(gateway, tmp_path / "outbox", NOTIGATE_POLICIES=str(paths.policies))
+    # A 6 s job timeout, not the fault tests' 2 s: on a loaded machine a job that outlives its
+    # timeout between claim and send has its delivery reclaimed later (see docs/architecture.md).
+    env = env_of(
+        gateway, tmp_path / "outbox", NOTIGATE_POLICIES=str(paths.policies), NOTIGATE_JOB_TIMEOUT="6"
+    )
     api = Api(env)
     port = free_port()
     while port == api.port:  # both were free a moment ago: not the same one twice
@@ -117,7 +121,7 @@ async def test_a_policy_change_goes_live_under_serve_and_worker_and_a_broken_one
             v2 = second["policy_version"]
             assert v2 != v1 and channels(second) == {"email", "in_app"}
             await eventually(lambda: worker_serves("notigate_policy", v2), within=30, every=0.1)
-            await eventually(lambda: all_final(gateway), within=30, every=0.2)
+            await eventually(lambda: all_final(gateway), within=90, every=0.2)
             delivered = (await http.get(f"/v1/notifications/{second['notification_id']}")).json()
             assert {d["status"] for d in delivered["deliveries"]} == {"delivered"}
 
@@ -135,7 +139,7 @@ async def test_a_policy_change_goes_live_under_serve_and_worker_and_a_broken_one
             refusals = r'^notigate_policy_reloads_total{outcome="refused"} [1-9]'
             assert re.search(refusals, metrics, re.MULTILINE)
         assert producer.codes and set(producer.codes) == {202}, sorted(set(producer.codes))
-        await eventually(lambda: all_final(gateway), within=30, every=0.2)
+        await eventually(lambda: all_final(gateway), within=90, every=0.2)
     except BaseException:
         print(logs(tmp_path))
         raise
