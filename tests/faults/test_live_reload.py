@@ -121,9 +121,13 @@ async def test_a_policy_change_goes_live_under_serve_and_worker_and_a_broken_one
             v2 = second["policy_version"]
             assert v2 != v1 and channels(second) == {"email", "in_app"}
             await eventually(lambda: worker_serves("notigate_policy", v2), within=30, every=0.1)
-            await eventually(lambda: all_final(gateway), within=90, every=0.2)
-            delivered = (await http.get(f"/v1/notifications/{second['notification_id']}")).json()
-            assert {d["status"] for d in delivered["deliveries"]} == {"delivered"}
+
+            # The producer keeps posting meanwhile: wait for this notification, not for a lull.
+            async def second_delivered() -> bool:
+                status = (await http.get(f"/v1/notifications/{second['notification_id']}")).json()
+                return {d["status"] for d in status["deliveries"]} == {"delivered"}
+
+            await eventually(second_delivered, within=90, every=0.2)
 
             break_cel(paths)  # a broken change: refused by both, v2 keeps serving
             await eventually(lambda: refused_by_api(http), within=30, every=0.1)
