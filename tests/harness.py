@@ -17,6 +17,7 @@ from gateway.fanout import BulkFanout
 from gateway.model import UserState
 from gateway.queue.worker import WorkerProcess
 from gateway.services import Services
+from gateway.store.deliveries import Claimed
 from gateway.store.tables import DeliveryRow, JobRow, NotificationRow
 
 ADA = {
@@ -150,3 +151,28 @@ def bulk_fanout(
         chunk=chunk,
         idle=0.05,
     )
+
+
+def a_claim(**fields: Any) -> Claimed:
+    """A claimed email delivery as a worker holds it, with `fields` changed: for tests of
+    what is decided from a claim (outcomes, metrics) without a database."""
+    claim: dict[str, Any] = {
+        "id": "d_1",
+        "notification_id": "n_1",
+        "user_id": "u_ada",
+        "event": "order.shipped",
+        "channel": "email",
+        "tier": "standard",
+        "queue": "default",
+        "template": None,
+        "providers": ["sendgrid", "smtp"],
+        "recipients": 1,
+        "chain_position": None,
+        "attempts": 1,
+        "send_at": None,
+        "expires_at": None,
+        "fingerprint": None,
+        "owner": "test",
+        "reclaimed": False,
+    }
+    return Claimed(**(claim | fields))

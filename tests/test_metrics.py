@@ -17,31 +17,13 @@ from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store.deliveries import Claimed, Outcome, Try
 from tests.conftest import make_settings, open_services
-from tests.harness import eventually, running_worker
+from tests.harness import a_claim, eventually, running_worker
 
 NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def claimed(channel: str = "email", tier: str | None = "standard") -> Claimed:
-    return Claimed(
-        id="d_1",
-        notification_id="n_1",
-        user_id="u_ada",
-        event="order.shipped",
-        channel=channel,
-        tier=tier,
-        queue="default",
-        template=None,
-        providers=["sendgrid", "smtp"],
-        recipients=1,
-        chain_position=None,
-        attempts=1,
-        send_at=None,
-        expires_at=None,
-        fingerprint=None,
-        owner="test",
-        reclaimed=False,
-    )
+    return a_claim(channel=channel, tier=tier)
 
 
 def sample(name: str, **labels: str) -> float:

@@ -17,10 +17,10 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from gateway.delivery.retry import next_attempt
+from gateway.delivery.outcome import NOTHING_TRIED, Sent, outcome_of
 from gateway.failpoints import failpoint
 from gateway.metrics import PROVIDER_CONFIGURATION_FAILURES, record_outcome
 from gateway.model import UserState
@@ -31,19 +31,74 @@ from gateway.providers.registry import ProviderRegistry
 from gateway.providers.spec import ProviderSpec
 from gateway.queue.dispatch import Dispatcher
 from gateway.redact import redact
-from gateway.store.deliveries import ON_TIME, Applied, Claimed, DeliveryStore, Outcome, Try
+from gateway.store.deliveries import Applied, Claimed, DeliveryStore, Outcome, Try
 from gateway.store.group_commit import GroupCommit
 from gateway.store.recipients import SqlRecipients
 from gateway.templating.catalog import RenderError
 
 log = logging.getLogger("gateway.delivery")
 
-# The code of a chain where no provider could be called: a wait, not a failed attempt.
-NOTHING_TRIED = "providers_unavailable"
 # How an address a provider refused is marked; `opted_out` (the recipient texted STOP) is
 # undone when they text START (`gateway/tracking/inbound_sms.py`).
 _CONTACT_STATUS = {"hard_bounce": "bounced", "bounced": "bounced", "unsubscribed": "opted_out"}
 _NO_RETRY = RetryPolicy(schedule=(dt.timedelta(seconds=30),), max_attempts=1, jitter=0.0, max_delay=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A delivery that passed preflight: its rendered message and where it goes now."""
+
+    message: Message
+    addresses: tuple[Address, ...]
+
+
+def _refused(claimed: Claimed, error: str, reason: str) -> Outcome:
+    """Failed before any provider was called; the fallback chain moves on."""
+    return Outcome(
+        claimed, "failed", tries=[Try(None, "permanent", error)], reason=reason, error=error, fall_back=True
+    )
+
+
+def _expired(claimed: Claimed, notification: Any, now: dt.datetime, idempotent: bool) -> Outcome | None:
+    """An OTP is never sent late: past its tier's expiry the delivery is dropped."""
+    if claimed.expires_at is None or now < claimed.expires_at:
+        return None
+    error = f"not sent by {claimed.expires_at.isoformat()}: expired rather than sent late"
+    return Outcome(claimed, "expired", tries=[Try(None, "expired", error)], reason="expired", error=error)
+
+
+def _unsafe_repeat(claimed: Claimed, notification: Any, now: dt.datetime, idempotent: bool) -> Outcome | None:
+    """A worker died mid-send: only providers that drop a repeat may be called again."""
+    if not claimed.reclaimed or idempotent:
+        return None
+    error = (
+        "a worker stopped while sending this; its providers cannot drop a repeat, so it is not "
+        "sent again (it may have been delivered)"
+    )
+    return Outcome(
+        claimed, "unknown", tries=[Try(None, "unknown", error)], reason="outcome_unknown", error=error
+    )
+
+
+def _missing(claimed: Claimed, notification: Any, now: dt.datetime, idempotent: bool) -> Outcome | None:
+    if notification is not None:
+        return None
+    return Outcome(
+        claimed,
+        "failed",
+        tries=[Try(None, "permanent", "notification missing")],
+        reason="missing",
+        error="the notification row is missing",
+    )
+
+
+# Preflight's checks that need no I/O, in the order they are asked; addresses and rendering
+# come after them, in `DeliveryPipeline.preflight`.
+PREFLIGHT: tuple[Callable[[Claimed, Any, dt.datetime, bool], Outcome | None], ...] = (
+    _expired,
+    _unsafe_repeat,
+    _missing,
+)
 
 
 class Renderer(Protocol):
@@ -148,141 +203,54 @@ class DeliveryPipeline:
         )
 
     async def attempt(self, claimed: Claimed, notification: Any, user: UserState | None) -> Outcome:
+        """Preflight, send, then judge: `outcome_of` is pure, the rest is this shell's I/O."""
+        ready = await self.preflight(claimed, notification, user)
+        if isinstance(ready, Outcome):
+            return ready
+        tries, sent = await self.send(claimed, ready)
+        for each in sent:
+            if isinstance(each.result, Permanent) and each.result.address_invalid and user is not None:
+                await self._invalidate(claimed, each.address, each.result)
+        return outcome_of(claimed, tries, sent, self._retry_policy(claimed), self.clock())
+
+    async def preflight(self, claimed: Claimed, notification: Any, user: UserState | None) -> Outcome | Ready:
+        """What must hold before any provider is called, in order: the first check that
+        refuses ends the attempt with its outcome; otherwise the rendered message and where
+        it goes."""
         now = self.clock()
-        if claimed.expires_at is not None and now >= claimed.expires_at:
-            error = f"not sent by {claimed.expires_at.isoformat()}: expired rather than sent late"
-            return Outcome(
-                claimed, "expired", tries=[Try(None, "expired", error)], reason="expired", error=error
-            )
-        if claimed.reclaimed and not self.registry.idempotent(claimed.providers):
-            error = (
-                "a worker stopped while sending this; its providers cannot drop a repeat, so it is not "
-                "sent again (it may have been delivered)"
-            )
-            return Outcome(
-                claimed, "unknown", tries=[Try(None, "unknown", error)], reason="outcome_unknown", error=error
-            )
-        if notification is None:
-            return Outcome(
-                claimed,
-                "failed",
-                tries=[Try(None, "permanent", "notification missing")],
-                reason="missing",
-                error="the notification row is missing",
-            )
+        idempotent = not claimed.reclaimed or self.registry.idempotent(claimed.providers)
+        for check in PREFLIGHT:
+            refused = check(claimed, notification, now, idempotent)
+            if refused is not None:
+                return refused
         addresses = addresses_for(claimed.channel, self.policy(), user, claimed.user_id)
         if not addresses:
             error = f"the user has no usable {claimed.channel} address any more"
-            return Outcome(
-                claimed,
-                "failed",
-                tries=[Try(None, "permanent", error)],
-                reason="no_address",
-                error=error,
-                fall_back=True,
-            )
+            return _refused(claimed, error, "no_address")
         try:
             batch = await self._batch(claimed, notification) if claimed.members else None
             message = self.renderer.render(claimed, notification, user, batch)
         except RenderError as exc:
-            return Outcome(
-                claimed,
-                "failed",
-                tries=[Try(None, "permanent", str(exc))],
-                reason="template_error",
-                error=str(exc),
-                fall_back=True,
-            )
-        tries: list[Try] = []
-        delivered: list[tuple[str, Delivered]] = []
-        retryable: list[Retryable] = []
-        permanent: list[Permanent] = []
-        # Push fans out to every device at once: sent one after another, a user with many
-        # devices and a slow provider could outlast the delivery's lease.
-        per_address: list[list[Try]] = [[] for _ in addresses]
+            return _refused(claimed, str(exc), "template_error")
+        return Ready(message, tuple(addresses))
+
+    async def send(self, claimed: Claimed, ready: Ready) -> tuple[list[Try], list[Sent]]:
+        """Every address through its provider chain at once: push fans out to every device,
+        and sent one after another, a user with many devices and a slow provider could
+        outlast the delivery's lease. The tries come back in address order."""
+        per_address: list[list[Try]] = [[] for _ in ready.addresses]
         results = await asyncio.gather(
             *(
-                self._through_chain(claimed, message, address, own)
-                for address, own in zip(addresses, per_address, strict=True)
+                self._through_chain(claimed, ready.message, address, own)
+                for address, own in zip(ready.addresses, per_address, strict=True)
             )
         )
-        for own in per_address:
-            tries += own
-        unknown: list[tuple[str, Retryable]] = []
-        for address, (provider, result) in zip(addresses, results, strict=True):
-            if isinstance(result, Delivered):
-                delivered.append((provider, result))
-            elif isinstance(result, Retryable) and self.settles_unknown(claimed, provider, result):
-                unknown.append((provider, result))
-            elif isinstance(result, Permanent):
-                permanent.append(result)
-                if result.address_invalid and user is not None:
-                    await self._invalidate(claimed, address, result)
-            else:
-                retryable.append(result)
-        if delivered:
-            provider, first = delivered[0]
-            return Outcome(
-                claimed,
-                "delivered",
-                tries=tries,
-                provider=provider,
-                provider_message_id=first.provider_message_id,
-            )
-        if unknown:
-            provider, maybe = unknown[0]
-            return Outcome(
-                claimed,
-                "unknown",
-                tries=tries,
-                provider=provider,
-                provider_message_id=maybe.provider_message_id,
-                reason="outcome_unknown",
-                error=f"{maybe.error}; not sent again, in case it was delivered",
-            )
-        if retryable:
-            return self._later(claimed, tries, retryable, waited_only=not permanent)
-        last = permanent[-1]
-        return Outcome(claimed, "failed", tries=tries, reason=last.code, error=last.error, fall_back=True)
-
-    def _later(
-        self, claimed: Claimed, tries: list[Try], retryable: list[Retryable], *, waited_only: bool
-    ) -> Outcome:
-        """A retry on the tier's schedule (raised to the providers' Retry-After), or a dead
-        letter when the attempts are spent. When no provider was called at all (every one
-        paused, open or saturated), the delivery only waits for the first to free up: that
-        does not use up an attempt, and the tier's expiry still bounds the wait."""
-        retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
-        if retry_after is not None:
-            # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
-            # let that bring the retry before the provider's Retry-After.
-            retry_after += ON_TIME.total_seconds()
-        error = retryable[-1].error
-        if waited_only and retry_after is not None and all(r.code == NOTHING_TRIED for r in retryable):
-            free_at = self.clock() + dt.timedelta(seconds=retry_after)
-            return Outcome(
-                claimed,
-                "retrying",
-                tries=tries,
-                reason=NOTHING_TRIED,
-                error=error,
-                retry_at=free_at,
-                waited=True,
-            )
-        # Counted from the providers' answers, not from when this attempt began.
-        retry_at = next_attempt(self._retry_policy(claimed), claimed.attempts, self.clock(), retry_after)
-        if retry_at is not None:
-            return Outcome(
-                claimed, "retrying", tries=tries, reason=retryable[-1].code, error=error, retry_at=retry_at
-            )
-        return Outcome(
-            claimed,
-            "dead",
-            tries=tries,
-            reason="retries_exhausted",
-            error=f"gave up after {claimed.attempts} attempts: {error}",
-            fall_back=True,
-        )
+        tries = [t for own in per_address for t in own]
+        sent = [
+            Sent(address, provider, result, self._settles_unknown(claimed, provider, result))
+            for address, (provider, result) in zip(ready.addresses, results, strict=True)
+        ]
+        return tries, sent
 
     async def _batch(self, claimed: Claimed, notification: Any) -> list[Mapping[str, Any]]:
         """The items a grouped message carries: its batch in arrival order, then what was folded in."""
@@ -324,7 +292,7 @@ class DeliveryPipeline:
                 continue
             result, attempt = await self._call(name, adapter, claimed, message, address)
             await self._judge(name, result, admission)
-            if isinstance(result, Retryable) and self.settles_unknown(claimed, name, result):
+            if isinstance(result, Retryable) and self._settles_unknown(claimed, name, result):
                 tries.append(replace(attempt, outcome="unknown"))
                 return name, result
             tries.append(attempt)
@@ -403,11 +371,11 @@ class DeliveryPipeline:
         if self.guard is not None:
             await self.guard.record(name, True, trial=admission.trial, at_once=configuration)
 
-    def settles_unknown(self, claimed: Claimed, name: str, result: Retryable) -> bool:
+    def _settles_unknown(self, claimed: Claimed, name: str, result: SendResult) -> bool:
         """Whether an ambiguous failure ends the delivery as `unknown` rather than moving on:
         the provider may have taken the message and cannot drop a repeat, and the tier did
         not opt into at-least-once (`ambiguous: at_least_once`)."""
-        if not result.ambiguous:
+        if not isinstance(result, Retryable) or not result.ambiguous:
             return False
         adapter = self.registry.get(name)
         if adapter is not None and adapter.idempotent:
