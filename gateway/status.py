@@ -116,13 +116,15 @@ async def queue_status(
     for tier in sorted(policy.tiers.values(), key=lambda t: t.latency_target):
         tiers.setdefault(tier.queue, []).append(tier.name)
     now_ms = now.timestamp() * 1000
-    pipe: Any = redis.pipeline(transaction=False)
-    for queue in tiers:
-        key = keys.queue(queue)
-        pipe.zcard(key)
-        pipe.zcount(key, "-inf", now_ms)
-        pipe.zrange(key, 0, 0, withscores=True)
-    answers = await pipe.execute()
+    pipe: Any
+    # As a context, so a caller cancelled mid-answer (a client gone) gives the connection back.
+    async with redis.pipeline(transaction=False) as pipe:
+        for queue in tiers:
+            key = keys.queue(queue)
+            pipe.zcard(key)
+            pipe.zcount(key, "-inf", now_ms)
+            pipe.zrange(key, 0, 0, withscores=True)
+        answers = await pipe.execute()
     found = []
     for i, (queue, names) in enumerate(tiers.items()):
         depth, due, first = answers[3 * i : 3 * i + 3]
