@@ -24,7 +24,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from gateway.redis_keys import Keys
-from gateway.store.deliveries import Outcome
+from gateway.store.outcomes import Outcome
 
 log = logging.getLogger("gateway.metrics")
 

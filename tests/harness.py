@@ -17,7 +17,7 @@ from gateway.fanout import BulkFanout
 from gateway.model import UserState
 from gateway.queue.worker import WorkerProcess
 from gateway.services import Services
-from gateway.store.deliveries import Claimed
+from gateway.store.claims import Claimed
 from gateway.store.tables import DeliveryRow, JobRow, NotificationRow
 
 ADA = {

@@ -15,7 +15,8 @@ from gateway.redis_keys import Keys
 from gateway.redis_server import RedisServer, free_port
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.store.deliveries import Claimed, Outcome, Try
+from gateway.store.claims import Claimed
+from gateway.store.outcomes import Outcome, Try
 from tests.conftest import make_settings, open_services
 from tests.harness import a_claim, eventually, running_worker
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from gateway.delivery.retry import next_attempt
 from gateway.policy.compiled import RetryPolicy
 from gateway.providers.base import Address, Delivered, Permanent, Retryable, SendResult
-from gateway.store.deliveries import ON_TIME, Claimed, Outcome, Try
+from gateway.store.claims import ON_TIME, Claimed
+from gateway.store.outcomes import Outcome, Try
 
 # The code of a chain where no provider could be called: a wait, not a failed attempt.
 NOTHING_TRIED = "providers_unavailable"

@@ -31,8 +31,10 @@ from gateway.providers.registry import ProviderRegistry
 from gateway.providers.spec import ProviderSpec
 from gateway.queue.dispatch import Dispatcher
 from gateway.redact import redact
-from gateway.store.deliveries import Applied, Claimed, DeliveryStore, Outcome, Try
+from gateway.store.claims import Claimed
+from gateway.store.deliveries import DeliveryStore
 from gateway.store.group_commit import GroupCommit
+from gateway.store.outcomes import Applied, Outcome, Try
 from gateway.store.recipients import SqlRecipients
 from gateway.templating.catalog import RenderError
 

@@ -43,8 +43,8 @@ from gateway.scheduler import Scheduler
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store import migrate
-from gateway.store.deliveries import Applied, Outcome
 from gateway.store.group_commit import GroupCommit
+from gateway.store.outcomes import Applied, Outcome
 from gateway.store.schedules import ScheduleStore
 from gateway.templating.render import TemplateRenderer
 from gateway.tracking.unsubscribe import UnsubscribeLinks

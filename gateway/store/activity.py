@@ -14,7 +14,11 @@ import sqlalchemy as sa
 
 from gateway.model import DeadLetter
 from gateway.store.database import Database
-from gateway.store.deliveries import _dead_letter, dead_letters, deliveries, notifications
+from gateway.store.dead_letters import dead_letter_of, dead_letters
+from gateway.store.tables import DeliveryRow, NotificationRow
+
+deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
+notifications = NotificationRow.__table__  # type: ignore[attr-defined]
 
 
 class ChannelState(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,4 +96,4 @@ async def dead_letters_of(database: Database, notification_id: str) -> list[Dead
             .where(dead_letters.c.notification_id == notification_id)
             .order_by(dead_letters.c.id)
         )
-        return [_dead_letter(r) for r in rows]
+        return [dead_letter_of(r) for r in rows]

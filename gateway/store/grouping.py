@@ -12,7 +12,7 @@ locks the items it takes with `FOR UPDATE SKIP LOCKED`, so an item another claim
 left to that claim rather than waited for (waiting both ways would deadlock). SQLite has
 one writer at a time and needs no lock.
 
-Crash safety follows from the delivery rules (`gateway.store.deliveries`): the group is
+Crash safety follows from the delivery rules (`gateway.store.claims`, `gateway.store.outcomes`): the group is
 fixed by the claim's commit, so a leader reclaimed after its worker died reads back the
 same group (`group_of`) and sends the same message under the same idempotency key; items
 already taken can be neither lost (the leader's lease expires and it is sent again) nor

@@ -163,7 +163,7 @@ def suppressed_row(
         detail=suppression.detail + (f"; folded into the next {suppression.digest}" if folded else ""),
         rule=suppression.rule,
         # A capped message the policy folds into a digest waits under the digest's key,
-        # where the user's next digest of that channel picks it up (`DeliveryStore.claim_in`).
+        # where the user's next digest of that channel picks it up (`Claims.claim_in`).
         batch_key=fold_key(intent.user_id, suppression.digest) if suppression.digest else None,
     )
 

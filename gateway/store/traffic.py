@@ -13,7 +13,9 @@ import sqlalchemy as sa
 
 from gateway.model import Intent
 from gateway.store.database import Database
-from gateway.store.deliveries import notifications
+from gateway.store.tables import NotificationRow
+
+notifications = NotificationRow.__table__  # type: ignore[attr-defined]
 
 
 async def recent_intents(

@@ -15,7 +15,7 @@ failed adds nothing, and only the events stored for the first time have effects:
   reports it handled the message, `failed` when it bounced or failed. It does not fall back:
   the next channel would arrive long after the fact.
 - `resend` set (the carrier could not hand the message over for now, Twilio 30003): the
-  delivery is opened again on its tier's retry schedule (`DeliveryStore.resend_undelivered`)
+  delivery is opened again on its tier's retry schedule (`Outcomes.resend_undelivered`)
   and its job handed to the queue, so a phone that was switched off gets the message later.
 
 An event is tied to our delivery by the id the adapter sent along (SendGrid's custom arg
@@ -39,8 +39,8 @@ from gateway.errors import ClientError
 from gateway.policy.compiled import CompiledPolicy
 from gateway.redact import redact
 from gateway.store.database import Database
-from gateway.store.deliveries import DeliveryStore
 from gateway.store.intake import NewJob
+from gateway.store.outcomes import Outcomes
 from gateway.store.recipients import SqlRecipients
 from gateway.store.tables import AttemptRow, DeliveryEventRow, DeliveryRow, NotificationRow
 from gateway.tracking import unsubscribe
@@ -127,7 +127,7 @@ class EventRecorder:
         self.policy = policy
         self.clock = clock
         self.dispatch = dispatch  # hands a resent delivery's job to the queue at once
-        self.deliveries = DeliveryStore(database)
+        self.outcomes = Outcomes(database)
 
     async def record(self, events: Sequence[ProviderEvent]) -> Recorded:
         """Store the events not seen before and apply their effects; what was done."""
@@ -213,9 +213,7 @@ class EventRecorder:
             found = policy.tiers.get(tier or "")
             return next_attempt(found.retry, attempts, now, None) if found is not None else None
 
-        job = await self.deliveries.resend_undelivered(
-            delivery_id, message_id, retry_at, "carrier_retry", now
-        )
+        job = await self.outcomes.resend_undelivered(delivery_id, message_id, retry_at, "carrier_retry", now)
         if job is None:
             return 0
         log.info("%s could not reach the handset for now (%s): sending again", event.provider, event.detail)

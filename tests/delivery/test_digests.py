@@ -191,7 +191,7 @@ async def test_an_expired_first_item_takes_nobody_with_it(quick_services: Servic
 
 
 async def test_a_dead_lettered_group_is_replayed_whole(quick_services: Services, tmp_path: Path) -> None:
-    from gateway.store.deliveries import Outcome, Try
+    from gateway.store.outcomes import Outcome, Try
 
     push = await _due_batch(quick_services, 4)
     now = dt.datetime.now(dt.UTC)

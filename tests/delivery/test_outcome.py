@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from gateway.delivery.outcome import NOTHING_TRIED, Sent, outcome_of
 from gateway.policy.compiled import RetryPolicy
 from gateway.providers.base import Address, Delivered, Permanent, Retryable, SendResult
-from gateway.store.deliveries import ON_TIME, Claimed, Try
+from gateway.store.claims import ON_TIME, Claimed
+from gateway.store.outcomes import Try
 from tests.harness import a_claim
 
 NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)

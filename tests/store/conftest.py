@@ -8,6 +8,7 @@ import pytest
 
 from gateway.store import migrate
 from gateway.store.database import Database
+from gateway.store.deliveries import DeliveryStore
 
 
 @pytest.fixture
@@ -23,3 +24,9 @@ async def database(empty_database: Database) -> Database:
     """A database upgraded to the newest revision."""
     await migrate.upgrade(empty_database)
     return empty_database
+
+
+@pytest.fixture
+def store(database: Database) -> DeliveryStore:
+    """Every delivery operation over the test's database (`gateway.store.deliveries`)."""
+    return DeliveryStore(database)

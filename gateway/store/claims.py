@@ -1,0 +1,282 @@
+"""Claims: how a worker takes a delivery before it calls a provider, and what a job has left.
+
+Exactly once per address starts here (docs/architecture.md, rules 7, 9 and 11):
+- a worker *claims* a delivery with a compare-and-set (`pending|scheduled|retrying ->
+  sending`, with a lease) before it calls a provider; a second worker's claim finds the
+  row taken and skips it;
+- a delivery left `sending` by a worker that died is reclaimed once its lease expires
+  (`Claimed.reclaimed`), so the pipeline can send it again with the same idempotency key or
+  record it `unknown`;
+- an open delivery is claimable only once due: a job that arrives early gives it a job at
+  its time instead (`Claims.requeue`);
+- the first item of a batch claimed leads it and takes its waiting items in the same
+  transaction (`gateway.store.grouping`).
+How the outcome of a claim is stored: `gateway.store.outcomes`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.ids import new_id
+from gateway.store.database import Database
+from gateway.store.grouping import OPEN, Member, claimable_alone, gather, group_of, leads
+from gateway.store.intake import NewJob, insert_jobs
+from gateway.store.tables import DeliveryRow, NotificationRow
+
+deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
+notifications = NotificationRow.__table__  # type: ignore[attr-defined]
+
+# A job may wake a hair before its time (Redis scores are whole milliseconds): that is on time.
+ON_TIME = dt.timedelta(milliseconds=10)
+
+
+def _due_at(
+    status: str, send_at: dt.datetime | None, next_attempt_at: dt.datetime | None
+) -> dt.datetime | None:
+    """When an open delivery may be sent: a retry after its backoff, anything else at its send time."""
+    return next_attempt_at if status == "retrying" else send_at
+
+
+def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
+    """The same rule in SQL, for the compare-and-set claim: an early job never sends early."""
+    return sa.case(
+        (
+            deliveries.c.status == "retrying",
+            sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+        ),
+        else_=sa.or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= now),
+    )
+
+
+def is_expired(row: Any, now: dt.datetime) -> bool:
+    """Past its tier's expiry: dropped as `expired`, never sent late (nor reopened)."""
+    return row.expires_at is not None and now >= row.expires_at
+
+
+def _orphaned(row: Any, now: dt.datetime) -> bool:
+    """Left `sending` by a worker whose lease is over: free to reclaim."""
+    return row.status == "sending" and row.lease_until is not None and row.lease_until < now
+
+
+@dataclass(frozen=True, slots=True)
+class Claimable:
+    """What a job finds: deliveries to send now, and open ones it reached before their time."""
+
+    now: list[tuple[str, str, str]]  # (delivery, notification, user)
+    early: list[tuple[str, str, dt.datetime]]  # (delivery, queue, due at)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    notification_id: str
+    user_id: str
+    event: str
+    channel: str
+    tier: str | None
+    queue: str | None
+    template: str | None
+    providers: list[str]
+    recipients: int
+    chain_position: int | None
+    attempts: int  # including this one
+    send_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    fingerprint: str | None
+    owner: str
+    reclaimed: bool  # a previous worker died while sending it
+    members: tuple[Member, ...] = ()  # deliveries this one's message carries too (a batch, a digest)
+
+
+class Claims:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def claim(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        lease: dt.timedelta,
+        now: dt.datetime,
+        *,
+        digests: Collection[str] = (),
+    ) -> list[Claimed]:
+        """Take the deliveries that are free to send (or whose sender died); skip the rest."""
+        async with self.database.begin() as connection:
+            taken = await self.claim_in(connection, ids, owner, now + lease, now, digests=digests)
+        return [c for c in taken if c is not None]
+
+    async def claim_in(
+        self,
+        connection: AsyncConnection,
+        ids: Sequence[str],
+        owner: str,
+        until: dt.datetime,
+        now: dt.datetime,
+        *,
+        digests: Collection[str] = (),
+    ) -> list[Claimed | None]:
+        """Claim inside a (group) transaction; one result per id, None where the claim lost.
+
+        `digests` are the events whose deliveries carry the messages folded into them
+        (`overflow: digest`); a batched delivery claimed first gathers its batch
+        (`gateway.store.grouping`), and an item another one gathered is left out.
+        """
+        if not ids:
+            return []
+        rows = {
+            r.id: r for r in await connection.execute(sa.select(deliveries).where(deliveries.c.id.in_(ids)))
+        }
+        fresh = [i for i, r in rows.items() if r.status in OPEN and claimable_alone(r)]
+        stale = [i for i, r in rows.items() if _orphaned(r, now)]
+        # What the claims return is the row as claimed, not as first read: between the two,
+        # another worker may have claimed, grouped and released it.
+        taken: dict[str, Any] = {}
+        values = {
+            "status": "sending",
+            "lease_owner": owner,
+            "lease_until": until,
+            "attempts": deliveries.c.attempts + 1,
+            "updated_at": now,
+        }
+        alone = sa.or_(deliveries.c.grouped_into.is_(None), deliveries.c.grouped_into == deliveries.c.id)
+        if fresh:
+            result = await connection.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.id.in_(fresh), deliveries.c.status.in_(OPEN), alone, _due(now + ON_TIME))
+                .values(**values)
+                .returning(*deliveries.c)
+            )
+            taken.update((r.id, r) for r in result)
+        if stale:
+            result = await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id.in_(stale),
+                    deliveries.c.status == "sending",
+                    deliveries.c.lease_until < now,
+                )
+                .values(**values)
+                .returning(*deliveries.c)
+            )
+            taken.update((r.id, r) for r in result)
+        once = list(dict.fromkeys(ids))  # an id twice in one claim batch is claimed once
+        groups = await _groups(connection, [taken[i] for i in once if i in taken], set(taken), now, digests)
+        claimed: list[Claimed | None] = []
+        for i in ids:
+            r = taken.pop(i, None)
+            if r is None or i not in groups:
+                claimed.append(None)
+                continue
+            claimed.append(
+                Claimed(
+                    id=r.id,
+                    notification_id=r.notification_id,
+                    user_id=r.user_id,
+                    event=r.event,
+                    channel=r.channel,
+                    tier=r.tier,
+                    queue=r.queue,
+                    template=r.template,
+                    providers=list(r.providers or []),
+                    recipients=r.recipients,
+                    chain_position=r.chain_position,
+                    attempts=r.attempts,  # already counting this claim
+                    send_at=r.send_at,
+                    expires_at=r.expires_at,
+                    fingerprint=r.fingerprint,
+                    owner=owner,
+                    reclaimed=r.id in stale,
+                    members=groups[r.id],
+                )
+            )
+        return claimed
+
+    async def claimable(self, ids: Sequence[str], now: dt.datetime) -> Claimable:
+        """What a job still has to do: open deliveries that are due, and those it came too early for.
+
+        A job can arrive early: a duplicate of a retry's job, a re-pushed or rescued job, or
+        a clock a little ahead. Early deliveries are neither sent nor dropped.
+        """
+        if not ids:
+            return Claimable([], [])
+        async with self.database.connect() as connection:
+            rows = await connection.execute(
+                sa.select(
+                    deliveries.c.id,
+                    deliveries.c.notification_id,
+                    deliveries.c.user_id,
+                    deliveries.c.status,
+                    deliveries.c.queue,
+                    deliveries.c.send_at,
+                    deliveries.c.next_attempt_at,
+                    deliveries.c.lease_until,
+                    deliveries.c.grouped_into,
+                ).where(deliveries.c.id.in_(ids))
+            )
+            todo = Claimable([], [])
+            for r in rows:
+                if not claimable_alone(r):
+                    continue  # its batch's leader sends it
+                if r.status in OPEN:
+                    due = _due_at(r.status, r.send_at, r.next_attempt_at)
+                    if due is not None and due > now + ON_TIME:
+                        todo.early.append((r.id, r.queue or "standard", due))
+                        continue
+                elif not _orphaned(r, now):
+                    continue
+                todo.now.append((r.id, r.notification_id, r.user_id))
+            return todo
+
+    async def requeue(self, early: Sequence[tuple[str, str, dt.datetime]], now: dt.datetime) -> list[NewJob]:
+        """Give deliveries a job came too early for one at their time (a claim makes extras harmless)."""
+        by_slot: dict[tuple[str, dt.datetime], list[str]] = {}
+        for delivery_id, queue, due in early:
+            by_slot.setdefault((queue, due), []).append(delivery_id)
+        new_jobs = [NewJob(new_id("j"), queue, ids, due, 0) for (queue, due), ids in by_slot.items()]
+        async with self.database.begin() as connection:
+            await insert_jobs(connection, new_jobs, now)
+        return new_jobs
+
+    async def notifications(self, ids: Sequence[str]) -> dict[str, Any]:
+        """The notifications (event data, locale, ...) behind claimed deliveries."""
+        async with self.database.connect() as connection:
+            return {
+                r.id: r
+                for r in await connection.execute(
+                    sa.select(notifications).where(notifications.c.id.in_(list(set(ids))))
+                )
+            }
+
+
+async def _groups(
+    connection: AsyncConnection,
+    claimed: Sequence[Any],
+    taken: set[str],
+    now: dt.datetime,
+    digests: Collection[str],
+) -> dict[str, tuple[Member, ...]]:
+    """Each claimed delivery's group (mostly none); a claimed item another one took is left out."""
+    groups: dict[str, tuple[Member, ...]] = {}
+    absorbed: set[str] = set()
+    # Oldest first, so the batch's first item leads when one job holds several of them.
+    for row in sorted(claimed, key=lambda r: (r.created_at, r.id)):
+        if row.id in absorbed:
+            continue
+        if row.grouped_into == row.id:
+            groups[row.id] = await group_of(connection, row.id)
+        elif leads(row, digests) and not is_expired(row, now):  # an expired one takes nobody down with it
+            groups[row.id] = members = await gather(
+                connection, row, now, claimed_here=taken - absorbed - {row.id}, digests=digests
+            )
+            absorbed |= {m.delivery_id for m in members}
+        else:
+            groups[row.id] = ()
+    return groups

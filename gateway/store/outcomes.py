@@ -1,0 +1,272 @@
+"""Outcomes: what a claimed delivery came to, stored with its follow-up under the claim's lease.
+
+Exactly once per address ends here (docs/architecture.md, rules 8 and 10): a worker
+*records* the outcome and its follow-up (a retry job, the next fallback channel, a dead
+letter; the same outcome on every member of a group) in one transaction, guarded by its
+lease (`status = 'sending' AND lease_owner = me`), before its queue job ends. A worker whose
+lease ran out matches no row: its provider calls are stored as `superseded` attempts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.ids import new_id
+from gateway.model import CostSource
+from gateway.store.bulk import insert_rows
+from gateway.store.claims import Claimed, is_expired
+from gateway.store.database import Database
+from gateway.store.dead_letters import dead_letters
+from gateway.store.intake import NewJob, insert_jobs
+from gateway.store.tables import AttemptRow, DeliveryRow, JobRow
+
+log = logging.getLogger(__name__)
+
+deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
+attempts = AttemptRow.__table__  # type: ignore[attr-defined]
+jobs = JobRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """One call to one provider."""
+
+    provider: str | None
+    outcome: str  # delivered, retryable, permanent, expired, skipped, unknown (superseded when stored)
+    error: str | None = None
+    provider_message_id: str | None = None
+    duration_ms: float | None = None
+    at: dt.datetime | None = None  # when the call was made; None: when the outcome is recorded
+    segments: int | None = None
+    cost: float | None = None  # USD, for a delivered try: reported by the provider, else configured
+    cost_source: CostSource | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to a claimed delivery, and what must follow."""
+
+    delivery: Claimed
+    status: str  # delivered, retrying, dead, failed, expired, unknown
+    tries: Sequence[Try] = ()
+    provider: str | None = None
+    provider_message_id: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    retry_at: dt.datetime | None = None
+    fall_back: bool = False
+    # Nothing was sent: every provider was paused, open or saturated. The claim's attempt
+    # is given back, so waiting on a provider never spends the tier's max_attempts.
+    waited: bool = False
+
+
+@dataclass
+class Applied:
+    jobs: list[NewJob] = field(default_factory=list)
+    activated: list[str] = field(default_factory=list)  # standby deliveries now pending
+
+
+class Outcomes:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def apply(
+        self, connection: AsyncConnection, outcomes: Sequence[Outcome], now: dt.datetime
+    ) -> list[Applied]:
+        """Record outcomes with their follow-ups; runs inside a (group) transaction. One result each."""
+        results = [Applied() for _ in outcomes]
+        rows: list[dict[str, Any]] = []
+        for outcome, applied in zip(outcomes, results, strict=True):
+            claimed = outcome.delivery
+            values: dict[str, Any] = {
+                "status": outcome.status,
+                "lease_owner": None,
+                "lease_until": None,
+                "updated_at": now,
+            }
+            if outcome.status in ("delivered", "unknown"):
+                values.update(provider=outcome.provider, provider_message_id=outcome.provider_message_id)
+            if outcome.status != "delivered":
+                values.update(reason=outcome.reason, detail=outcome.error)
+            if outcome.status == "retrying":
+                values["next_attempt_at"] = outcome.retry_at
+            if outcome.waited:
+                values["attempts"] = deliveries.c.attempts - 1
+            recorded = await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id == claimed.id,
+                    deliveries.c.status == "sending",
+                    deliveries.c.lease_owner == claimed.owner,
+                )
+                .values(**values)
+            )
+            if not recorded.rowcount:
+                # Our lease ran out and another worker took the delivery over: its outcome
+                # stands. Our tries are kept for the audit, marked superseded, so a provider
+                # call is never hidden and never counted as a second delivery.
+                log.warning("delivery %s: lease lost before its outcome was stored", claimed.id)
+                rows.extend(_attempt_row(claimed.id, t, now, superseded=True) for t in outcome.tries)
+                continue
+            rows.extend(_attempt_row(claimed.id, t, now, superseded=False) for t in outcome.tries)
+            if claimed.members:
+                await _mirror(connection, claimed, values)
+            if outcome.status == "retrying" and outcome.retry_at is not None and claimed.queue:
+                applied.jobs.append(NewJob(new_id("j"), claimed.queue, [claimed.id], outcome.retry_at, 1))
+            if outcome.status == "dead":
+                await connection.execute(
+                    sa.insert(dead_letters).values(
+                        id=new_id("dl"),
+                        delivery_id=claimed.id,
+                        notification_id=claimed.notification_id,
+                        user_id=claimed.user_id,
+                        channel=claimed.channel,
+                        error=outcome.error,
+                        attempts=claimed.attempts,
+                        created_at=now,
+                    )
+                )
+            if outcome.fall_back:
+                # Each grouped item belongs to its own notification, whose chain moves on too.
+                for notification_id in [
+                    claimed.notification_id,
+                    *(m.notification_id for m in claimed.members if not m.folded),
+                ]:
+                    await self._activate_next(connection, notification_id, claimed.channel, now, applied)
+        await insert_rows(connection, attempts, rows)
+        await insert_jobs(connection, [job for applied in results for job in applied.jobs], now)
+        return results
+
+    async def _activate_next(
+        self,
+        connection: AsyncConnection,
+        notification_id: str,
+        failed_channel: str,
+        now: dt.datetime,
+        applied: Applied,
+    ) -> None:
+        """The channel failed for good: wake the next standby channel of the fallback chain."""
+        standby = (
+            await connection.execute(
+                sa.select(deliveries.c.id, deliveries.c.queue)
+                .where(deliveries.c.notification_id == notification_id, deliveries.c.status == "standby")
+                .order_by(deliveries.c.chain_position)
+                .limit(1)
+            )
+        ).first()
+        if standby is None:
+            return
+        woken = await connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id == standby.id, deliveries.c.status == "standby")
+            .values(status="pending", send_at=None, updated_at=now, detail=f"fallback after {failed_channel}")
+        )
+        if woken.rowcount and standby.queue:
+            applied.activated.append(standby.id)
+            applied.jobs.append(NewJob(new_id("j"), standby.queue, [standby.id], now, 0))
+
+    async def resend_undelivered(
+        self,
+        delivery_id: str,
+        provider_message_id: str,
+        retry_at: Callable[[str | None, int], dt.datetime | None],
+        reason: str,
+        now: dt.datetime,
+    ) -> NewJob | None:
+        """A provider took the message but the carrier could not hand it over for now (Twilio
+        30003): the delivery is open again, on its tier's retry schedule; None when it is not.
+
+        Only the message the delivery last sent counts (a late report about an earlier one
+        changes nothing), and only while the tier allows another attempt before the expiry.
+        `retry_at(tier, attempts)` is the retry schedule.
+        """
+        async with self.database.begin() as connection:
+            row = (
+                await connection.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id))
+            ).first()
+            if (
+                row is None
+                or row.status != "delivered"
+                or row.provider_message_id != provider_message_id
+                or row.grouped_into not in (None, row.id)
+                or not row.queue
+                or is_expired(row, now)
+            ):
+                return None
+            at = retry_at(row.tier, row.attempts)
+            if at is None or (row.expires_at is not None and at >= row.expires_at):
+                return None
+            reopened = await connection.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.status == "delivered",
+                    deliveries.c.provider_message_id == provider_message_id,
+                )
+                .values(status="retrying", next_attempt_at=at, reason=reason, detail=None, updated_at=now)
+            )
+            if not reopened.rowcount:
+                return None
+            job = NewJob(new_id("j"), row.queue, [row.id], at, 1)
+            await insert_jobs(connection, [job], now)
+            return job
+
+    async def finish_job(self, job_id: str) -> None:
+        async with self.database.begin() as connection:
+            await connection.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+
+
+async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str, Any]) -> None:
+    """A group's members share their leader's outcome: one message carried them all.
+
+    Folded messages stay `suppressed` (they were not sent on their own; `grouped_into`
+    names the digest that carried them), and a member cancelled while its group waited
+    for a retry stays `cancelled`.
+    """
+    mirrored = dict(values)
+    if values["status"] == "delivered":
+        mirrored["detail"] = f"sent within delivery {leader.id}"
+    elif values["status"] in ("failed", "dead", "expired"):
+        # The digest did not go: what was folded into it waits for the next one.
+        await connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.grouped_into == leader.id, deliveries.c.status == "suppressed")
+            .values(grouped_into=None)
+        )
+    await connection.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.grouped_into == leader.id,
+            deliveries.c.id != leader.id,
+            deliveries.c.status.not_in(("suppressed", "cancelled")),
+        )
+        .values(**mirrored)
+    )
+
+
+def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded: bool) -> dict[str, Any]:
+    outcome, error = attempt.outcome, attempt.error
+    if superseded:
+        outcome, error = (
+            "superseded",
+            f"{outcome} after this worker's lease ran out" + (f": {error}" if error else ""),
+        )
+    return {
+        "delivery_id": delivery_id,
+        "at": attempt.at or now,
+        "provider": attempt.provider,
+        "outcome": outcome,
+        "error": error,
+        "provider_message_id": attempt.provider_message_id,
+        "duration_ms": attempt.duration_ms,
+        "segments": attempt.segments,
+        "cost": attempt.cost,
+        "cost_source": attempt.cost_source,
+    }
