@@ -5,7 +5,9 @@ their answers, so the rules below can be property-tested without a provider, a d
 a clock (`tests/delivery/test_outcome.py`):
 
 - any address delivered: the delivery is `delivered` (push fans out; one device is enough
-  for the channel to have reached the user);
+  for the channel to have reached the user, so it never falls back), except that while the
+  tier allows more attempts, devices that failed for a reason worth retrying are retried
+  (`retrying`, reason `devices_pending`): the retry goes to them alone;
 - else any provider that may have taken the message and cannot drop a repeat: `unknown`,
   never sent again elsewhere (docs/providers.md, "At most once on ambiguity");
 - else any retryable failure: `retrying` on the tier's schedule, raised to the providers'
@@ -29,6 +31,10 @@ from gateway.store.outcomes import Outcome, Try
 
 # The code of a chain where no provider could be called: a wait, not a failed attempt.
 NOTHING_TRIED = "providers_unavailable"
+# No provider of the chain is configured for this address (or serves its platform).
+NO_PROVIDER = "no_provider"
+# Some of a push's devices got it, others are retried: the reason a retrying delivery shows.
+DEVICES_PENDING = "devices_pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,24 @@ def outcome_of(
     if delivered:
         provider, first = delivered[0]
         reference = first.provider_message_id
+        # A device no configured provider serves would fail the same way again.
+        pending = [
+            s.result
+            for s in sent
+            if isinstance(s.result, Retryable) and not s.settles_unknown and s.result.code != NO_PROVIDER
+        ]
+        retry_at = next_attempt(retry, claimed.attempts, now, _retry_after(pending), rng) if pending else None
+        if retry_at is not None:
+            return Outcome(
+                claimed,
+                "retrying",
+                tries=tries,
+                provider=provider,
+                provider_message_id=reference,
+                reason=DEVICES_PENDING,
+                error=f"reached {len(delivered)} of {len(sent)}; the rest retried: {pending[-1].error}",
+                retry_at=retry_at,
+            )
         return Outcome(claimed, "delivered", tries=tries, provider=provider, provider_message_id=reference)
     unknown = [(s.provider, s.result) for s in sent if isinstance(s.result, Retryable) and s.settles_unknown]
     if unknown:
@@ -95,11 +119,7 @@ def _later(
     letter when the attempts are spent. When no provider was called at all (every one
     paused, open or saturated), the delivery only waits for the first to free up: that
     does not use up an attempt, and the tier's expiry still bounds the wait."""
-    retry_after = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
-    if retry_after is not None:
-        # A claim may run up to ON_TIME early (whole-millisecond queue scores): never
-        # let that bring the retry before the provider's Retry-After.
-        retry_after += ON_TIME.total_seconds()
+    retry_after = _retry_after(retryable)
     error = retryable[-1].error
     if waited_only and retry_after is not None and all(r.code == NOTHING_TRIED for r in retryable):
         return Outcome(
@@ -125,3 +145,11 @@ def _later(
         error=f"gave up after {claimed.attempts} attempts: {error}",
         fall_back=True,
     )
+
+
+def _retry_after(retryable: Sequence[Retryable]) -> float | None:
+    """The longest Retry-After the providers asked for, if any said."""
+    said = max((r.retry_after for r in retryable if r.retry_after is not None), default=None)
+    # A claim may run up to ON_TIME early (whole-millisecond queue scores): never let that
+    # bring the retry before the provider's Retry-After.
+    return said + ON_TIME.total_seconds() if said is not None else None

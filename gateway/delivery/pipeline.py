@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from gateway.delivery.outcome import NOTHING_TRIED, Sent, outcome_of
+from gateway.delivery.outcome import NO_PROVIDER, NOTHING_TRIED, Sent, outcome_of
 from gateway.failpoints import failpoint
 from gateway.metrics import PROVIDER_CONFIGURATION_FAILURES, record_outcome
 from gateway.model import UserState
@@ -232,11 +232,26 @@ class DeliveryPipeline:
         ready = await self.preflight(claimed, notification, user)
         if isinstance(ready, Outcome):
             return ready
+        reached, ready = await self._not_reached(claimed, ready)
         tries, sent = await self.send(claimed, ready)
         for each in sent:
             if isinstance(each.result, Permanent) and each.result.address_invalid and user is not None:
                 await self._invalidate(claimed, each.address, each.result)
-        return outcome_of(claimed, tries, sent, self._retry_policy(claimed), self.clock())
+        return outcome_of(claimed, tries, [*reached, *sent], self._retry_policy(claimed), self.clock())
+
+    async def _not_reached(self, claimed: Claimed, ready: Ready) -> tuple[list[Sent], Ready]:
+        """On a retry of a push, the devices an earlier attempt reached (as delivered, not
+        called again) and the message for the others: one device's failure never sends
+        the message twice to another."""
+        if claimed.attempts <= 1 or not any(a.kind == "device" for a in ready.addresses):
+            return [], ready
+        earlier = await self.store.reached(claimed.id)
+        reached = [
+            Sent(a, earlier[a.tag][0] or "", Delivered(earlier[a.tag][1]))
+            for a in ready.addresses
+            if a.tag in earlier
+        ]
+        return reached, replace(ready, addresses=tuple(a for a in ready.addresses if a.tag not in earlier))
 
     async def preflight(self, claimed: Claimed, notification: Any, user: UserState | None) -> Outcome | Ready:
         """What must hold before any provider is called, in order: the first check that
@@ -296,7 +311,7 @@ class DeliveryPipeline:
         class is the provider's health or configuration, and not when the provider may have
         taken the message (`settles_unknown`).
         """
-        result: SendResult = Retryable("no provider could be tried", code="no_provider")
+        result: SendResult = Retryable("no provider could be tried", code=NO_PROVIDER)
         waits: list[float] = []
         unfit = 0  # providers that do not serve this device's platform
         for name in claimed.providers:
@@ -325,7 +340,7 @@ class DeliveryPipeline:
                 return name, result
         if unfit and unfit == len(claimed.providers):
             return claimed.providers[-1], Permanent(
-                "no_provider",
+                NO_PROVIDER,
                 f"no provider of the chain delivers to {address.platform} devices "
                 f"with {address.token_provider or 'these'} tokens",
             )
@@ -362,7 +377,9 @@ class DeliveryPipeline:
         elapsed = (time.perf_counter() - started) * 1000
         reference = result.provider_message_id if not isinstance(result, Permanent) else None
         if not isinstance(result, Delivered):
-            return result, Try(name, result.outcome, result.error, reference, elapsed, called_at)
+            return result, Try(
+                name, result.outcome, result.error, reference, elapsed, called_at, recipient=address.tag
+            )
         # What it cost: the provider's own price when it said, else providers.yaml's unit cost
         # per message (per segment for SMS).
         reported = result.price is not None
@@ -377,6 +394,7 @@ class DeliveryPipeline:
             segments=result.segments,
             cost=result.price if result.price is not None else configured,
             cost_source="reported" if reported else "configured",
+            recipient=address.tag,
         )
 
     async def _judge(self, name: str, result: SendResult, admission: Admission) -> None:

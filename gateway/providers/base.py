@@ -27,6 +27,7 @@ the delivery is recorded `unknown` (see `gateway.delivery.pipeline`).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -43,6 +44,11 @@ class Address:
     value: str
     platform: str | None = None  # for devices: ios, android, web
     token_provider: str | None = None  # for devices: who issued the token, fcm or apns
+
+    @property
+    def tag(self) -> str:
+        """A short hash naming this address in files and attempt rows without showing it."""
+        return hashlib.sha256(f"{self.kind}:{self.value}".encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True, slots=True)

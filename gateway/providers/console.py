@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -40,10 +39,6 @@ log = logging.getLogger("gateway.providers.console")
 DEFAULT_SENDER = "Notigate <no-reply@notigate.example>"
 _UTF8 = mime.POLICY.clone(utf8=True)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def recipient_tag(address: Address) -> str:
-    return hashlib.sha256(f"{address.kind}:{address.value}".encode()).hexdigest()[:10]
 
 
 class Journal:
@@ -118,7 +113,7 @@ class ConsoleAdapter:
         return await asyncio.to_thread(self._write, message, address, idempotency_key)
 
     def _write(self, message: Message, address: Address, idempotency_key: str) -> SendResult:
-        key = f"{_UNSAFE_NAME.sub('_', idempotency_key)}-{recipient_tag(address)}"
+        key = f"{_UNSAFE_NAME.sub('_', idempotency_key)}-{address.tag}"
         if message.channel == "email":
             try:
                 written = self._write_eml(message, address, key)

@@ -47,6 +47,7 @@ class Try:
     segments: int | None = None
     cost: float | None = None  # USD, for a delivered try: reported by the provider, else configured
     cost_source: CostSource | None = None
+    recipient: str | None = None  # the address's tag (`Address.tag`) when a provider was called
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,19 @@ class Applied:
 class Outcomes:
     def __init__(self, database: Database) -> None:
         self.database = database
+
+    async def reached(self, delivery_id: str) -> dict[str, tuple[str | None, str | None]]:
+        """The addresses earlier attempts of this delivery got through to, by `Address.tag`:
+        (provider, its message id). A retry of a push sends only to the other devices."""
+        async with self.database.connect() as connection:
+            rows = await connection.execute(
+                sa.select(attempts.c.recipient, attempts.c.provider, attempts.c.provider_message_id).where(
+                    attempts.c.delivery_id == delivery_id,
+                    attempts.c.outcome == "delivered",
+                    attempts.c.recipient.is_not(None),
+                )
+            )
+            return {r.recipient: (r.provider, r.provider_message_id) for r in rows}
 
     async def apply(
         self, connection: AsyncConnection, outcomes: Sequence[Outcome], now: dt.datetime
@@ -269,4 +283,5 @@ def _attempt_row(delivery_id: str, attempt: Try, now: dt.datetime, *, superseded
         "segments": attempt.segments,
         "cost": attempt.cost,
         "cost_source": attempt.cost_source,
+        "recipient": attempt.recipient,
     }

@@ -174,6 +174,9 @@ class AttemptRow(SQLModel, table=True):
     segments: int | None = Field(default=None)  # SMS parts the provider billed
     cost: float | None = Field(default=None)  # USD: the provider's price, else the configured cost
     cost_source: str | None = Field(default=None, max_length=16)  # reported | configured
+    # Which address the call was for, as `Address.tag` (a hash): push retries skip the
+    # devices already reached. None for tries that called no provider, and before 0011.
+    recipient: str | None = Field(default=None, max_length=16)
 
 
 class JobRow(SQLModel, table=True):

@@ -1,10 +1,11 @@
 """Property tests of `outcome_of`: what an attempt's answers add up to, with no I/O.
 
 The invariants are the delivery rules of docs/architecture.md and docs/providers.md: one
-delivered address is enough; an answer that may have been taken is never sent again; a
-retryable failure retries on the tier's schedule (never before a provider's Retry-After) or
-dead-letters when the attempts are spent; a wait for paused providers spends no attempt;
-only refusals for good fail the channel over.
+delivered address is enough for the channel, and the others are retried alone; an answer
+that may have been taken is never sent again; a retryable failure retries on the tier's
+schedule (never before a provider's Retry-After) or dead-letters when the attempts are
+spent; a wait for paused providers spends no attempt; only refusals for good fail the
+channel over.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.delivery.outcome import NOTHING_TRIED, Sent, outcome_of
+from gateway.delivery.outcome import DEVICES_PENDING, NO_PROVIDER, NOTHING_TRIED, Sent, outcome_of
 from gateway.policy.compiled import RetryPolicy
 from gateway.providers.base import Address, Delivered, Permanent, Retryable, SendResult
 from gateway.store.claims import ON_TIME, Claimed
@@ -36,7 +37,7 @@ results: st.SearchStrategy[SendResult] = st.one_of(
         Retryable,
         error=st.sampled_from(["503", "timed out", "paused"]),
         retry_after=st.one_of(st.none(), st.floats(min_value=0, max_value=600)),
-        code=st.sampled_from(["retryable", "timeout", NOTHING_TRIED]),
+        code=st.sampled_from(["retryable", "timeout", NOTHING_TRIED, NO_PROVIDER]),
         ambiguous=st.booleans(),
     ),
     st.builds(
@@ -76,11 +77,21 @@ def test_an_attempt_is_judged_by_the_rules(
     delivered = [s for s in sent if isinstance(s.result, Delivered)]
     unknown = [s for s in sent if isinstance(s.result, Retryable) and s.settles_unknown]
     retryable = [s.result for s in sent if isinstance(s.result, Retryable)]
+    pending = [
+        s
+        for s in sent
+        if isinstance(s.result, Retryable) and not s.settles_unknown and s.result.code != NO_PROVIDER
+    ]
     if delivered:
-        # One device reached is the channel reached: no retry, no fallback.
-        assert outcome.status == "delivered"
+        # One device reached is the channel reached: it never falls back. The devices that
+        # failed for a reason worth retrying are retried while the tier allows.
         assert outcome.provider == delivered[0].provider
-        assert not outcome.fall_back and outcome.retry_at is None
+        assert not outcome.fall_back
+        if pending and attempts < retry.max_attempts:
+            assert (outcome.status, outcome.reason) == ("retrying", DEVICES_PENDING)
+            assert outcome.retry_at is not None and outcome.retry_at >= NOW
+        else:
+            assert outcome.status == "delivered" and outcome.retry_at is None
     elif unknown:
         # It may have been taken: never sent again, here or by the fallback chain.
         assert outcome.status == "unknown"

@@ -28,7 +28,7 @@ from tests.harness import (
 )
 from tests.providers import wire_fcm
 from tests.providers.outbox import sent as written
-from tests.stub_http import Reply, stub_server
+from tests.stub_http import Reply, Request, stub_server
 
 SHIPPED = {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1001", "carrier": "UPS"}}
 EMAIL_ONLY = {**ADA, "contacts": {"email": "ada@example.com"}}
@@ -266,3 +266,52 @@ async def test_a_job_cancelled_mid_send_still_finishes_its_claimed_delivery_once
     assert len(sendgrid.requests) == 1
     assert [(a.provider, a.outcome) for a in email.attempts] == [("sendgrid", "delivered")]
     assert email.attempts[0].provider_message_id == "sg-1"
+
+
+async def test_a_push_retry_goes_only_to_the_devices_not_reached_yet(
+    quick_services: Services, tmp_path: Path
+) -> None:
+    # One device got the message, FCM was briefly unavailable for the other: the retry sends
+    # to that one alone, so nobody's phone shows the message twice.
+    flaky = "fL4kyT0k3n:APA91bConformanceBrieflyUnavailableDevice77a1"
+    await store_user(
+        quick_services,
+        {
+            **ADA,
+            "contacts": {
+                "devices": [
+                    {"platform": "android", "token": wire_fcm.VALID_TOKEN},
+                    {"platform": "android", "token": flaky},
+                ]
+            },
+        },
+    )
+    calls: list[str] = []
+
+    def google(request: Request) -> Reply:
+        if request.path != wire_fcm.SEND_PATH:
+            return wire_fcm.google(request)
+        token = request.json()["message"]["token"]
+        calls.append(token)
+        if token == flaky and calls.count(flaky) == 1:
+            return wire_fcm.google_error(
+                503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE"
+            )
+        return wire_fcm.delivered(request)
+
+    async with stub_server(google) as fcm_server:
+        base = registry(tmp_path / "outbox")
+        fcm = FcmAdapter.from_spec(wire_fcm.spec(fcm_server.url, 2.0), AdapterDeps())
+        notification_id = await _accept(quick_services, {**SHIPPED, "channels": ["push"]})
+        reg = ProviderRegistry({**base.adapters, "fcm": fcm}, base.profile)
+        async with running_worker(quick_services, registry=reg):
+            await eventually(lambda: _settled(quick_services, notification_id, "push", "delivered"))
+    push = (await _status(quick_services, notification_id))["push"]
+    assert sorted(calls) == sorted([wire_fcm.VALID_TOKEN, flaky, flaky])
+    assert [(a.provider, a.outcome) for a in push.attempts] == [
+        ("fcm", "delivered"),
+        ("fcm", "retryable"),
+        ("apns", "skipped"),  # the chain's next provider takes no FCM token
+        ("fcm", "delivered"),
+    ]  # devices in the order they were registered; the retry only to the second
+    assert push.status == "delivered"

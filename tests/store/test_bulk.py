@@ -90,6 +90,7 @@ async def test_deliveries_jobs_and_attempts_read_back_the_same_and_compare_alike
         "segments": None,
         "cost": 0.0075,
         "cost_source": "configured",
+        "recipient": "3f2a9c0d1e",
     }
     await both_ways(
         database,
