@@ -6,7 +6,8 @@
   is started on the same stack and stopped once every queue has polled Redis: its CPU then
   is the start-up cost, which is not billed to deliveries, and its CPU over the next
   seconds is what an idle worker burns (polling three queues, the relay).
-- `run_bare`: `bench/delivery_bare.py` posting the adapter's captured request N times.
+- `run_bare`: `bench/delivery_bare.py` posting the adapter's captured request N times, with
+  httpx or aiohttp.
 """
 
 from __future__ import annotations
@@ -284,6 +285,7 @@ def profile_breakdown(stats_file: Path, deliveries: int) -> Breakdown:
 
 @dataclass
 class BareRun:
+    client: str  # httpx or aiohttp
     requests: int
     concurrency: int
     body_bytes: int
@@ -297,8 +299,10 @@ class BareRun:
     other_load: float | None
 
 
-def run_bare(point: Endpoint, cpus: CpuPlan, folder: Path, *, requests: int, concurrency: int) -> BareRun:
-    """Post the adapter's captured request (`sample.json` in `folder`) `requests` times."""
+def run_bare(
+    point: Endpoint, cpus: CpuPlan, folder: Path, *, requests: int, concurrency: int, client: str
+) -> BareRun:
+    """Post the adapter's captured request (`sample.json` in `folder`) `requests` times with `client`."""
     point.reset()
     endpoint_before = point.stats()["cpu"]
     bench_before = time.process_time()
@@ -318,6 +322,8 @@ def run_bare(point: Endpoint, cpus: CpuPlan, folder: Path, *, requests: int, con
                 str(requests),
                 "--concurrency",
                 str(concurrency),
+                "--client",
+                client,
             ],
             cpu=cpus.server,
             stdout=sink,
@@ -342,6 +348,7 @@ def run_bare(point: Endpoint, cpus: CpuPlan, folder: Path, *, requests: int, con
             f"endpoint counted {posts}"
         )
     return BareRun(
+        client=client,
         requests=data["requests"],
         concurrency=concurrency,
         body_bytes=data["body_bytes"],

@@ -57,7 +57,7 @@ def test_policy_bench_runs_both_parts(tmp_path: Path) -> None:
 
 
 def test_delivery_bench_drains_every_delivery(tmp_path: Path) -> None:
-    """The worker sends each preloaded delivery once to the local endpoint; the bare client too."""
+    """The worker sends each preloaded delivery once to the local endpoint; each bare client too."""
     report = run_bench(
         "bench.delivery",
         tmp_path,
@@ -71,8 +71,9 @@ def test_delivery_bench_drains_every_delivery(tmp_path: Path) -> None:
     )
     (run,) = report["runs"]
     assert run["deliveries"] == run["endpoint_posts"] == 40
-    (bare,) = report["bare"]
-    assert bare["requests"] == bare["endpoint_posts"] == 40 and bare["failures"] == {}
+    assert [bare["client"] for bare in report["bare"]] == ["httpx", "aiohttp"]
+    for bare in report["bare"]:
+        assert bare["requests"] == bare["endpoint_posts"] == 40 and bare["failures"] == {}
 
 
 def test_intake_bench_runs_every_part(tmp_path: Path) -> None:
