@@ -1,7 +1,10 @@
 """Email through SendGrid's v3 Mail Send API (`POST /v3/mail/send`), with the `sendgrid` SDK.
 
-The SDK's HTTP client (python_http_client, on urllib) is synchronous: each send runs in
-a thread. Its request carries `custom_args` with our delivery and notification ids, which
+The SDK builds the request: the body (its `Mail` helpers, `Mail.get()`) and the headers
+(`Authorization: Bearer`, its `User-Agent`). Its own HTTP client (python_http_client, on
+urllib) is synchronous and opens a connection per request, so the send goes through the
+adapters' asynchronous client instead (`gateway.providers.http`: keep-alive, no thread per
+send). The body carries `custom_args` with our delivery and notification ids, which
 SendGrid echoes in every event-webhook record, so events map back to the delivery.
 
 SendGrid has no idempotency key for Mail Send: a repeat is a second email, so this
@@ -39,17 +42,13 @@ error page on a 502 is just a 502.
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import json
-import logging
 import re
 import time
-import urllib.error
 from collections.abc import Mapping
 from typing import Any
 
-from python_http_client.exceptions import HTTPError
+import msgspec
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
     CustomArg,
@@ -64,8 +63,6 @@ from sendgrid.helpers.mail import (
 
 from gateway.providers.base import (
     MALFORMED,
-    TIMEOUT,
-    UNREACHABLE,
     AdapterDeps,
     Address,
     Delivered,
@@ -75,34 +72,14 @@ from gateway.providers.base import (
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.http import HttpClient, HttpFailure
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact
-
-log = logging.getLogger("gateway.providers.sendgrid")
 
 # The error `field` SendGrid names when the recipient's address is what it refused.
 RECIPIENT_FIELD = re.compile(r"^personalizations\.\d+\.to\.\d+\.email$|^personalizations\.\d+\.to$")
 # Statuses that say our account or key is wrong, not the message: the next provider may do.
 CONFIGURATION_STATUSES = {401: "unauthorized", 403: "forbidden"}
-
-
-class _OnlyRequestLines(logging.Filter):
-    """python_http_client logs every request's body (the recipient) and headers (the API key)
-    at DEBUG, and every error body. Keep its method, URL and status lines only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if text.startswith(("PAYLOAD", "HEADERS")):
-            return False
-        method, marker, rest = text.partition(" Response: ")
-        if marker:
-            record.msg, record.args = f"{method} Response: {rest.partition(' ')[0]}", ()
-        return True
-
-
-_SDK_LOG = logging.getLogger("python_http_client.client")
-if not any(isinstance(f, _OnlyRequestLines) for f in _SDK_LOG.filters):
-    _SDK_LOG.addFilter(_OnlyRequestLines())
 
 
 def rate_limit_wait(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
@@ -145,7 +122,11 @@ class SendGridAdapter:
         self.channel = channel
         self.sender = sender
         self.timeout = timeout
-        self.client = SendGridAPIClient(api_key=api_key.reveal(), host=base_url.rstrip("/"))
+        self.url = f"{base_url.rstrip('/')}/v3/mail/send"
+        # The SDK's own request headers (auth, its user agent), built once.
+        sdk = SendGridAPIClient(api_key=api_key.reveal(), host=base_url.rstrip("/"))
+        self.headers = {**sdk.client.request_headers, "Content-Type": "application/json"}
+        self.client = HttpClient(timeout=timeout)
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> SendGridAdapter:
@@ -178,33 +159,15 @@ class SendGridAdapter:
         return body
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
-        body = self.mail(message, address)
-        return await asyncio.to_thread(self._post, body, address)
-
-    def _post(self, body: dict[str, Any], address: Address) -> SendResult:
+        body = msgspec.json.encode(self.mail(message, address))
         try:
-            response = self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
-        except HTTPError as exc:
-            return self._refused(exc.status_code, exc.body, exc.headers, address)
-        except TimeoutError:  # reading the answer: the request had gone out
-            return Retryable(f"{self.name}: no answer in {self.timeout:g}s", code=TIMEOUT, ambiguous=True)
-        except urllib.error.URLError as exc:  # opening the connection: nothing was sent
-            if isinstance(exc.reason, TimeoutError):
-                return Retryable(f"{self.name}: no answer in {self.timeout:g}s", code=TIMEOUT)
-            reason = type(exc.reason).__name__ if isinstance(exc.reason, BaseException) else "URLError"
-            return Retryable(f"{self.name}: cannot connect ({reason})", code=UNREACHABLE)
-        except http.client.HTTPException as exc:
-            return Retryable(
-                f"{self.name}: the answer is not HTTP ({type(exc).__name__})", code=MALFORMED, ambiguous=True
-            )
-        except ConnectionError as exc:  # reset while the answer was awaited
-            return Retryable(
-                f"{self.name}: the connection broke ({type(exc).__name__})", code=UNREACHABLE, ambiguous=True
-            )
-        status = response.status_code
-        if 200 <= status < 300:
-            return Delivered(provider_message_id=response.headers.get("X-Message-Id"))
-        return Retryable(f"{self.name}: unexpected HTTP {status}", code=MALFORMED)
+            answer = await self.client.post(self.url, body, self.headers)
+        except HttpFailure as failure:
+            # No idempotency key: a request that went out may have been taken.
+            return failure.retryable(self.name, ambiguous=True)
+        if 200 <= answer.status < 300:
+            return Delivered(provider_message_id=answer.headers.get("X-Message-Id"))
+        return self._refused(answer.status, answer.body, answer.headers, address)
 
     def _refused(
         self, status: int, body: bytes | None, headers: Mapping[str, str] | None, address: Address
@@ -247,4 +210,4 @@ class SendGridAdapter:
         return said.replace(address.value, redact(address.kind, address.value))[:500] or "no details"
 
     async def close(self) -> None:
-        return None
+        await self.client.close()

@@ -1,4 +1,4 @@
-"""Signed webhooks over HTTP (httpx): to a user's own URL, or to a fixed endpoint.
+"""Signed webhooks over HTTP (`gateway.providers.http`): to a user's own URL, or to a fixed endpoint.
 
 The body is the rendered message as JSON. Each request carries
 - `Idempotency-Key: <delivery id>`: a receiver drops repeats (a worker that died after
@@ -31,14 +31,10 @@ import hashlib
 import hmac
 import time
 
-import httpx
 import msgspec
 
 from gateway.errors import ConfigError
 from gateway.providers.base import (
-    MALFORMED,
-    TIMEOUT,
-    UNREACHABLE,
     AdapterDeps,
     Address,
     Delivered,
@@ -48,12 +44,12 @@ from gateway.providers.base import (
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.http import HttpClient, HttpFailure
 from gateway.providers.spec import ProviderSpec
-from gateway.redact import Secret, redact_http_logs
+from gateway.redact import Secret
 from gateway.webhook_urls import Network, parse_networks, resolved_problem
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
-redact_http_logs()  # a user's URL is an address, often with a token in its path
 
 
 def _networks(spec: ProviderSpec) -> tuple[Network, ...]:
@@ -82,7 +78,6 @@ class WebhookAdapter:
         signing_secret: Secret,
         url: str | None = None,
         timeout: float = 5.0,
-        client: httpx.AsyncClient | None = None,
         allowed_networks: tuple[Network, ...] = (),
     ) -> None:
         self.name = name
@@ -90,7 +85,7 @@ class WebhookAdapter:
         self.url = url
         self.signing_secret = signing_secret
         self.allowed_networks = allowed_networks
-        self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self.client = HttpClient(timeout=timeout)
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> WebhookAdapter:
@@ -129,14 +124,10 @@ class WebhookAdapter:
             "user-agent": "notigate-webhook/1",
         }
         try:
-            response = await self.client.post(target, content=body, headers=headers)
-        except httpx.TimeoutException:
-            return Retryable(f"{self.name}: no answer in time", code=TIMEOUT)
-        except httpx.RemoteProtocolError:
-            return Retryable(f"{self.name}: the receiver's answer is not valid HTTP", code=MALFORMED)
-        except httpx.TransportError as exc:
-            return Retryable(f"{self.name}: cannot connect ({type(exc).__name__})", code=UNREACHABLE)
-        status = response.status_code
+            response = await self.client.post(target, body, headers)
+        except HttpFailure as failure:
+            return failure.retryable(self.name, ambiguous=False)  # receivers drop repeats by key
+        status = response.status
         if 200 <= status < 300:
             return Delivered(provider_message_id=response.headers.get("x-request-id"))
         if status in RETRYABLE_STATUSES or status >= 500:
@@ -154,4 +145,4 @@ class WebhookAdapter:
         return Permanent("rejected", f"{self.name}: refused with HTTP {status}")
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
