@@ -151,15 +151,21 @@ class DeliveryPipeline:
         self.claims: GroupCommit[str, Claimed | None] = GroupCommit(
             store.database, self._claim, clock=clock, name="claims"
         )
+        # Concurrent jobs' outbox rows are deleted together, one transaction for many jobs.
+        self.finished: GroupCommit[str, None] = GroupCommit(
+            store.database, store.finish_jobs, clock=clock, name="finished"
+        )
 
     async def start(self) -> None:
         await self.claims.start()
+        await self.finished.start()
 
     async def stop(self) -> None:
         """Let claimed work finish (within a lease) before the claims' writer stops."""
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=self.lease.total_seconds())
         await self.claims.stop()
+        await self.finished.stop()
 
     async def run(self, job_id: str, delivery_ids: Sequence[str], *, lane: str = "") -> int:
         """Do one job; returns how many deliveries this worker sent (or settled).
@@ -181,7 +187,7 @@ class DeliveryPipeline:
                 *(self._one(d, notes.get(n), users.get(u), limit) for d, n, u in todo.now)
             )
             done = sum(handled)
-        await self.store.finish_job(job_id)
+        await self.finished.submit(job_id)
         failpoint("job.finished")
         return done
 

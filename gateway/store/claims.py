@@ -131,14 +131,10 @@ class Claims:
         """
         if not ids:
             return []
-        rows = {
-            r.id: r for r in await connection.execute(sa.select(deliveries).where(deliveries.c.id.in_(ids)))
-        }
-        fresh = [i for i, r in rows.items() if r.status in OPEN and claimable_alone(r)]
-        stale = [i for i, r in rows.items() if _orphaned(r, now)]
-        # What the claims return is the row as claimed, not as first read: between the two,
-        # another worker may have claimed, grouped and released it.
-        taken: dict[str, Any] = {}
+        # One statement in the usual case: the open deliveries are taken by the first UPDATE,
+        # and only what it left (taken by another worker, done, or orphaned) is tried again as
+        # a reclaim. What the claims return is the row as claimed (RETURNING), never a read
+        # from before: another worker may have claimed, grouped and released it meanwhile.
         values = {
             "status": "sending",
             "lease_owner": owner,
@@ -147,26 +143,29 @@ class Claims:
             "updated_at": now,
         }
         alone = sa.or_(deliveries.c.grouped_into.is_(None), deliveries.c.grouped_into == deliveries.c.id)
-        if fresh:
-            result = await connection.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.id.in_(fresh), deliveries.c.status.in_(OPEN), alone, _due(now + ON_TIME))
-                .values(**values)
-                .returning(*deliveries.c)
-            )
-            taken.update((r.id, r) for r in result)
-        if stale:
+        result = await connection.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(OPEN), alone, _due(now + ON_TIME))
+            .values(**values)
+            .returning(*deliveries.c)
+        )
+        taken: dict[str, Any] = {r.id: r for r in result}
+        stale: set[str] = set()
+        if left := [i for i in dict.fromkeys(ids) if i not in taken]:
+            # Left `sending` by a worker whose lease is over: reclaimed, and said so.
             result = await connection.execute(
                 sa.update(deliveries)
                 .where(
-                    deliveries.c.id.in_(stale),
+                    deliveries.c.id.in_(left),
                     deliveries.c.status == "sending",
                     deliveries.c.lease_until < now,
                 )
                 .values(**values)
                 .returning(*deliveries.c)
             )
-            taken.update((r.id, r) for r in result)
+            reclaimed = {r.id: r for r in result}
+            stale = set(reclaimed)
+            taken.update(reclaimed)
         once = list(dict.fromkeys(ids))  # an id twice in one claim batch is claimed once
         groups = await _groups(connection, [taken[i] for i in once if i in taken], set(taken), now, digests)
         claimed: list[Claimed | None] = []

@@ -13,12 +13,29 @@ import sqlalchemy as sa
 
 from gateway.ids import new_id
 from gateway.model import DeadLetter, DeadLetterPage
+from gateway.store.claims import Claimed
 from gateway.store.database import Database
 from gateway.store.intake import NewJob, insert_jobs
 from gateway.store.tables import DeadLetterRow, DeliveryRow
 
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 dead_letters = DeadLetterRow.__table__  # type: ignore[attr-defined]
+
+
+def dead_letter_row(delivery: Claimed, error: str | None, now: dt.datetime) -> dict[str, Any]:
+    """The dead letter of a claimed delivery whose last attempt failed, as an insertable row."""
+    return {
+        "id": new_id("dl"),
+        "delivery_id": delivery.id,
+        "notification_id": delivery.notification_id,
+        "user_id": delivery.user_id,
+        "channel": delivery.channel,
+        "error": error,
+        "attempts": delivery.attempts,
+        "created_at": now,
+        "replayed_at": None,
+        "replay_delivery_id": None,
+    }
 
 
 class DeadLetterStore:

@@ -23,7 +23,7 @@ from gateway.model import CostSource
 from gateway.store.bulk import insert_rows
 from gateway.store.claims import Claimed, is_expired
 from gateway.store.database import Database
-from gateway.store.dead_letters import dead_letters
+from gateway.store.dead_letters import dead_letter_row, dead_letters
 from gateway.store.intake import NewJob, insert_jobs
 from gateway.store.tables import AttemptRow, DeliveryRow, JobRow
 
@@ -94,35 +94,22 @@ class Outcomes:
     async def apply(
         self, connection: AsyncConnection, outcomes: Sequence[Outcome], now: dt.datetime
     ) -> list[Applied]:
-        """Record outcomes with their follow-ups; runs inside a (group) transaction. One result each."""
+        """Record outcomes with their follow-ups; runs inside a (group) transaction. One result each.
+
+        Every outcome's row is written by one guarded UPDATE for the whole batch (`_record`),
+        and attempts, dead letters and jobs by one INSERT each; only groups and fallbacks,
+        which read other rows, take statements of their own.
+        """
         results = [Applied() for _ in outcomes]
+        changes = [row_values(outcome, now) for outcome in outcomes]
+        recorded = await _record(
+            connection, [(o.delivery, values) for o, values in zip(outcomes, changes, strict=True)]
+        )
         rows: list[dict[str, Any]] = []
-        for outcome, applied in zip(outcomes, results, strict=True):
+        letters: list[dict[str, Any]] = []
+        for outcome, values, applied, ours in zip(outcomes, changes, results, recorded, strict=True):
             claimed = outcome.delivery
-            values: dict[str, Any] = {
-                "status": outcome.status,
-                "lease_owner": None,
-                "lease_until": None,
-                "updated_at": now,
-            }
-            if outcome.status in ("delivered", "unknown"):
-                values.update(provider=outcome.provider, provider_message_id=outcome.provider_message_id)
-            if outcome.status != "delivered":
-                values.update(reason=outcome.reason, detail=outcome.error)
-            if outcome.status == "retrying":
-                values["next_attempt_at"] = outcome.retry_at
-            if outcome.waited:
-                values["attempts"] = deliveries.c.attempts - 1
-            recorded = await connection.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.id == claimed.id,
-                    deliveries.c.status == "sending",
-                    deliveries.c.lease_owner == claimed.owner,
-                )
-                .values(**values)
-            )
-            if not recorded.rowcount:
+            if not ours:
                 # Our lease ran out and another worker took the delivery over: its outcome
                 # stands. Our tries are kept for the audit, marked superseded, so a provider
                 # call is never hidden and never counted as a second delivery.
@@ -135,18 +122,7 @@ class Outcomes:
             if outcome.status == "retrying" and outcome.retry_at is not None and claimed.queue:
                 applied.jobs.append(NewJob(new_id("j"), claimed.queue, [claimed.id], outcome.retry_at, 1))
             if outcome.status == "dead":
-                await connection.execute(
-                    sa.insert(dead_letters).values(
-                        id=new_id("dl"),
-                        delivery_id=claimed.id,
-                        notification_id=claimed.notification_id,
-                        user_id=claimed.user_id,
-                        channel=claimed.channel,
-                        error=outcome.error,
-                        attempts=claimed.attempts,
-                        created_at=now,
-                    )
-                )
+                letters.append(dead_letter_row(claimed, outcome.error, now))
             if outcome.fall_back:
                 # Each grouped item belongs to its own notification, whose chain moves on too.
                 for notification_id in [
@@ -155,6 +131,7 @@ class Outcomes:
                 ]:
                     await self._activate_next(connection, notification_id, claimed.channel, now, applied)
         await insert_rows(connection, attempts, rows)
+        await insert_rows(connection, dead_letters, letters)
         await insert_jobs(connection, [job for applied in results for job in applied.jobs], now)
         return results
 
@@ -232,9 +209,104 @@ class Outcomes:
             await insert_jobs(connection, [job], now)
             return job
 
-    async def finish_job(self, job_id: str) -> None:
-        async with self.database.begin() as connection:
-            await connection.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+    async def finish_jobs(
+        self, connection: AsyncConnection, job_ids: list[str], now: dt.datetime
+    ) -> list[None]:
+        """Delete the outbox rows of jobs whose deliveries are all settled, inside a (group)
+        transaction: a job's row goes only after its outcomes are stored (rule 8)."""
+        await connection.execute(sa.delete(jobs).where(jobs.c.id.in_(job_ids)))
+        return [None] * len(job_ids)
+
+
+def row_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
+    """What a claimed delivery's row becomes with this outcome (the lease given up)."""
+    values: dict[str, Any] = {
+        "status": outcome.status,
+        "lease_owner": None,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    if outcome.status in ("delivered", "unknown"):
+        values.update(provider=outcome.provider, provider_message_id=outcome.provider_message_id)
+    if outcome.status != "delivered":
+        values.update(reason=outcome.reason, detail=outcome.error)
+    if outcome.status == "retrying":
+        values["next_attempt_at"] = outcome.retry_at
+    if outcome.waited:
+        values["attempts"] = deliveries.c.attempts - 1
+    return values
+
+
+async def _record(
+    connection: AsyncConnection, changes: Sequence[tuple[Claimed, dict[str, Any]]]
+) -> list[bool]:
+    """Write each claimed row's new values where the claim is still its owner's; per change,
+    whether it was written (False: the lease was lost to another worker).
+
+    One UPDATE per owner for the whole batch, each column a `CASE id WHEN ...` over the rows
+    that set it (the rest keep theirs), guarded by `status = 'sending' AND lease_owner = owner`
+    and returning the ids it wrote. A delivery twice in one batch is written once per round,
+    in order, so its later outcome finds the row no longer `sending`, as it would one by one.
+    """
+    written = [False] * len(changes)
+    pending = list(range(len(changes)))
+    while pending:
+        this_round: dict[tuple[str, str], int] = {}
+        later: list[int] = []
+        for k in pending:
+            key = (changes[k][0].owner, changes[k][0].id)
+            if key in this_round:
+                later.append(k)
+            else:
+                this_round[key] = k
+        by_owner: dict[str, list[int]] = {}
+        for (owner, _), k in this_round.items():
+            by_owner.setdefault(owner, []).append(k)
+        for owner, ks in by_owner.items():
+            ids = await connection.execute(
+                _update_many(owner, [(changes[k][0].id, changes[k][1]) for k in ks])
+            )
+            done = {row.id for row in ids}
+            for k in ks:
+                written[k] = changes[k][0].id in done
+        pending = later
+    return written
+
+
+def _update_many(owner: str, changes: Sequence[tuple[str, dict[str, Any]]]) -> sa.Update:
+    ids = [delivery_id for delivery_id, _ in changes]
+    sets: dict[str, Any] = {}
+    for name in dict.fromkeys(column for _, values in changes for column in values):
+        column = deliveries.c[name]
+        given = [(delivery_id, values[name]) for delivery_id, values in changes if name in values]
+        first = given[0][1]
+        if len(given) == len(changes) and all(_same(value, first) for _, value in given):
+            sets[name] = first
+        else:
+            sets[name] = sa.case(
+                {delivery_id: _bound(column, value) for delivery_id, value in given},
+                value=deliveries.c.id,
+                else_=column,
+            )
+    return (
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(ids), deliveries.c.status == "sending", deliveries.c.lease_owner == owner)
+        .values(**sets)
+        .returning(deliveries.c.id)
+    )
+
+
+def _same(value: Any, other: Any) -> bool:
+    if isinstance(value, sa.ColumnElement) or isinstance(other, sa.ColumnElement):
+        return value is other
+    return bool(value == other)
+
+
+def _bound(column: sa.Column[Any], value: Any) -> Any:
+    """A value for a CASE branch, bound with its column's type (aware datetimes, JSON)."""
+    if isinstance(value, sa.ColumnElement):
+        return value
+    return sa.null() if value is None else sa.literal(value, column.type)
 
 
 async def _mirror(connection: AsyncConnection, leader: Claimed, values: dict[str, Any]) -> None:

@@ -278,3 +278,96 @@ async def test_a_group_failing_for_good_wakes_every_items_fallback_and_frees_fol
     assert [(await one(database, p)).status for p in pushes] == ["failed"] * 3
     freed = await one(database, folded["id"])
     assert (freed.status, freed.grouped_into) == ("suppressed", None)  # waits for the next digest
+
+
+# --- a batch: one UPDATE for every outcome ---------------------------------------------------
+
+
+async def test_a_batch_of_mixed_outcomes_is_stored_as_one_by_one_would(
+    database: Database, store: DeliveryStore
+) -> None:
+    """One transaction (as the worker's group commit makes) with every kind of outcome, a
+    lost lease and the same delivery twice: each row ends as if its outcome were alone."""
+    rows = {
+        name: delivery(name, status="retrying" if name == "waits" else "pending")
+        for name in ("sent", "waits", "later", "gone", "dead", "lost")
+    }
+    await seed(database, *rows.values())
+    claims = {name: await claim_one(store, row["id"], "w1", T0) for name, row in rows.items()}
+    retake = T0 + LEASE + dt.timedelta(seconds=1)
+    await claim_one(store, rows["lost"]["id"], "w2", retake)  # w1's lease on `lost` ran out
+    retry_at = T0 + dt.timedelta(minutes=2)
+    outcomes = [
+        Outcome(
+            claims["sent"],
+            "delivered",
+            tries=[Try("p", "delivered", provider_message_id="m1")],
+            provider="p",
+            provider_message_id="m1",
+        ),
+        Outcome(
+            claims["waits"],
+            "retrying",
+            tries=[Try("p", "skipped")],
+            reason="providers_unavailable",
+            error="every provider is unavailable",
+            retry_at=retry_at,
+            waited=True,
+        ),
+        Outcome(
+            claims["later"],
+            "retrying",
+            tries=[Try("p", "retryable", "HTTP 503")],
+            reason="http_503",
+            error="HTTP 503",
+            retry_at=retry_at,
+        ),
+        Outcome(claims["gone"], "failed", tries=[Try("p", "permanent", "gone")], reason="gone", error="gone"),
+        Outcome(
+            claims["dead"],
+            "dead",
+            tries=[Try("p", "retryable", "x")],
+            reason="retries_exhausted",
+            error="gave up",
+        ),
+        Outcome(claims["lost"], "delivered", tries=[Try("p", "delivered")], provider="p"),
+        # A second outcome for a delivery already settled in this batch changes nothing.
+        Outcome(claims["sent"], "failed", tries=[Try("p", "permanent", "late")], reason="x", error="late"),
+    ]
+    applied = await apply(database, store, outcomes, retake)
+
+    state = {name: await one(database, row["id"]) for name, row in rows.items()}
+    assert (state["sent"].status, state["sent"].provider, state["sent"].provider_message_id) == (
+        "delivered",
+        "p",
+        "m1",
+    )
+    assert state["sent"].reason is None and state["sent"].lease_owner is None
+    # A wait gives its attempt back; a real retry keeps it.
+    assert (state["waits"].status, state["waits"].attempts, state["waits"].next_attempt_at) == (
+        "retrying",
+        0,
+        retry_at,
+    )
+    assert (state["later"].status, state["later"].attempts, state["later"].reason) == (
+        "retrying",
+        1,
+        "http_503",
+    )
+    assert state["later"].provider is None and state["later"].next_attempt_at == retry_at
+    assert (state["gone"].status, state["gone"].reason, state["gone"].detail) == ("failed", "gone", "gone")
+    assert (state["dead"].status, state["dead"].detail) == ("dead", "gave up")
+    assert (state["lost"].status, state["lost"].lease_owner) == ("sending", "w2")
+    assert all(s.updated_at == retake for name, s in state.items() if name != "lost")
+
+    assert [len(a.jobs) for a in applied] == [0, 1, 1, 0, 0, 0, 0]
+    (letter,) = await select(database, DEAD_LETTERS)
+    assert (letter.delivery_id, letter.error, letter.attempts) == (rows["dead"]["id"], "gave up", 1)
+    async with database.connect() as connection:
+        tried = {
+            (r.delivery_id, r.outcome)
+            for r in await connection.execute(sa.text("SELECT delivery_id, outcome FROM attempts"))
+        }
+    assert (rows["lost"]["id"], "superseded") in tried and (rows["lost"]["id"], "delivered") not in tried
+    assert (rows["sent"]["id"], "superseded") in tried  # the second outcome of `sent`
+    assert len(tried) == 7
