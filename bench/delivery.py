@@ -68,6 +68,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-guard", action="store_true", help="skip the run with the provider's Redis guard"
     )
     parser.add_argument(
+        "--no-dev", action="store_true", help="skip the run with the dev profile (files, no HTTP)"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="one more run under cProfile: where the CPU goes"
     )
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when the goal is missed")
@@ -159,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[WorkerRun] = []
     bares: list[list[BareRun]] = []  # per gateway run, one per client
     parts: Breakdown | None = None
+    dev: WorkerRun | None = None
     try:
         with endpoint(cpus.generator, folder) as point:
             for label, guard in (("plain", False), ("guard", True)):
@@ -169,24 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not bares:
                     save_sample(point, folder)
                 # Right after each worker run, so both see the same machine (a shared VM drifts).
-                these = []
-                for client in BARE_CLIENTS:
-                    print(f"  bare {client} client, {args.deliveries:,} POSTs ...", flush=True)
-                    these.append(
-                        run_bare(
-                            point,
-                            cpus,
-                            folder,
-                            requests=args.deliveries,
-                            concurrency=args.concurrency,
-                            client=client,
-                        )
-                    )
-                bares.append(these)
+                bares.append(_bare_runs(point, cpus, folder, args))
                 print(
-                    worker_section(run, fastest(these)) + "\n" + "\n".join(bare_section(b) for b in these),
+                    worker_section(run, fastest(bares[-1]))
+                    + "\n"
+                    + "\n".join(bare_section(b) for b in bares[-1]),
                     flush=True,
                 )
+            if not args.no_dev:
+                dev = _gateway_run(point, cpus, args, folder, "dev", guard=False, dev=True)
+                print(worker_section(dev, None), flush=True)
             if args.profile:
                 parts = _profile_run(point, cpus, args, folder)
                 print(profile_section(parts), flush=True)
@@ -210,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" = worker {plain.cpu_us_per_delivery:,.0f} µs - bare {bare.client} {bare.cpu_us_per_post:,.0f} µs"
         f" per POST (goal <= {OWN_CPU_GOAL:,.0f} µs)",
     ]
+    if dev is not None:
+        summary.append(
+            f"  {verdict(dev.per_second >= RATE_GOAL)}  the dev profile (.eml files, no HTTP):"
+            f" {dev.per_second:,.0f} deliveries/s, worker CPU {dev.cpu_us_per_delivery:,.0f} µs per delivery"
+        )
     if len(runs) > 1:
         guarded, bare2 = runs[1], fastest(bares[1])
         summary.append(
@@ -226,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             " rerun on a quiet machine"
         )
     print("\nSummary\n" + "\n".join(summary))
-    report["runs"] = [as_json(r) for r in runs]
+    report["runs"] = [as_json(r) for r in [*runs, *([dev] if dev else [])]]
     report["bare"] = [as_json(b) for these in bares for b in these]
     report["profile"] = parts.as_dict() if parts else None
     report["summary"] = {
@@ -236,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "own_cpu_us_per_delivery": round(own, 1),
         "fastest_bare": bare.client,
         "load_average": os.getloadavg(),
+        "dev_per_second": round(dev.per_second, 1) if dev else None,
+        "dev_cpu_us_per_delivery": round(dev.cpu_us_per_delivery, 1) if dev else None,
         "pass": passed,
     }
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -245,27 +248,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if args.fail_on_miss and not passed else 0
 
 
+def _bare_runs(point: Endpoint, cpus: CpuPlan, folder: Path, args: argparse.Namespace) -> list[BareRun]:
+    runs = []
+    for client in BARE_CLIENTS:
+        print(f"  bare {client} client, {args.deliveries:,} POSTs ...", flush=True)
+        runs.append(
+            run_bare(
+                point, cpus, folder, requests=args.deliveries, concurrency=args.concurrency, client=client
+            )
+        )
+    return runs
+
+
 def _stack(
-    point: Endpoint, cpus: CpuPlan, args: argparse.Namespace, folder: Path, label: str, *, guard: bool
+    point: Endpoint,
+    cpus: CpuPlan,
+    args: argparse.Namespace,
+    folder: Path,
+    label: str,
+    *,
+    guard: bool,
+    dev: bool = False,
 ) -> DeliveryStack:
     return DeliveryStack(
         folder / label,
         deliveries=args.deliveries,
         endpoint_url=point.url,
         guard=guard,
+        dev=dev,
         concurrency=args.concurrency,
         redis_cpu=cpus.generator,
     ).start()
 
 
 def _gateway_run(
-    point: Endpoint, cpus: CpuPlan, args: argparse.Namespace, folder: Path, label: str, *, guard: bool
+    point: Endpoint,
+    cpus: CpuPlan,
+    args: argparse.Namespace,
+    folder: Path,
+    label: str,
+    *,
+    guard: bool,
+    dev: bool = False,
 ) -> WorkerRun:
     what = (
         "with the provider's rate limit and breaker (Redis guard)" if guard else "no rate limit, no breaker"
     )
+    if dev:
+        what = "the dev profile: every message written to the outbox folder, nothing posted"
     print(f"\n{label}: a stack with {args.deliveries:,} users, {what} ...", flush=True)
-    stack = _stack(point, cpus, args, folder, label, guard=guard)
+    stack = _stack(point, cpus, args, folder, label, guard=guard, dev=dev)
     try:
         startup, idle = probe_startup(stack, cpus.server, args.idle_seconds)
         stack.preload()

@@ -42,9 +42,13 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("render", ("/gateway/templating/", "/jinja2/", "/markupsafe/")),
     ("Redis guard", ("/gateway/providers/guard.py", "/gateway/token_bucket.py")),
     (
-        "adapter + httpx",
+        "adapter + HTTP client",
         (
             "/gateway/providers/",
+            "/aiohttp/",
+            "/multidict/",
+            "/yarl/",
+            "/aiohappyeyeballs/",
             "/httpx/",
             "/httpcore/",
             "/h11/",

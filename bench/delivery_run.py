@@ -210,7 +210,7 @@ def run_worker(
                     raise BenchError(
                         f"{stack.delivered()} of {n} deliveries were delivered within {timeout:g} s"
                     )
-                sent = point.stats()["posts"]
+                sent = n if stack.dev else point.stats()["posts"]  # the dev profile posts nothing
                 if sent >= n and stack.delivered() >= n:
                     done = time.time()
                     total = cpu_seconds(process.pid)
@@ -236,10 +236,10 @@ def run_worker(
             stop(process)
         else:  # let it shut down and write its profile
             stop(process, grace=60.0)
-    if stats["posts"] != n:
+    if stats["posts"] != (0 if stack.dev else n):
         raise BenchError(f"the endpoint received {stats['posts']} POSTs for {n} deliveries")
     _check_statuses(stack, final=True)
-    first = stats["first"]
+    first = stack.first_written() if stack.dev else stats["first"]
     durations = stack.send_durations_ms()
     others = sum(cpu for tid, cpu in threads.items() if tid != process.pid)
     billed = total - startup_cpu

@@ -52,8 +52,9 @@ GUARD_LIMITS = (
 ROUTED_CHANNELS = ("push", "email", "sms", "in_app", "webhook")
 
 
-def providers_yaml(url: str, *, guard: bool) -> str:
-    """One webhook provider per channel, all posting to `url`; only email's is ever used."""
+def providers_yaml(url: str, *, guard: bool, outbox: Path) -> str:
+    """One webhook provider per channel, all posting to `url`; only email's is ever used.
+    Under the `dev` profile every one writes to `outbox` instead, as `./dev run` does."""
     lines = ["apiVersion: notigate/v1", "kind: Providers", "providers:"]
     for channel in ROUTED_CHANNELS:
         name = _provider(channel)
@@ -62,6 +63,9 @@ def providers_yaml(url: str, *, guard: bool) -> str:
         lines.append(f"    settings: {{url: {json.dumps(url)}}}")
         if guard and channel == CHANNEL:
             lines.append(GUARD_LIMITS.rstrip("\n"))
+    lines.append(
+        f"profiles:\n  dev:\n    adapter: devfile\n    settings: {{directory: {json.dumps(str(outbox))}}}"
+    )
     lines.append("routes:")
     for channel in ROUTED_CHANNELS:
         lines.append(f"  {channel}: [{_provider(channel)}]")
@@ -118,14 +122,17 @@ class DeliveryStack(Stack):
         guard: bool,
         concurrency: int,
         redis_cpu: int | None,
+        dev: bool = False,
     ) -> None:
         super().__init__(root, users=deliveries)
         self.deliveries = deliveries
         self.guard = guard
+        self.dev = dev  # the dev profile: files in `outbox`, no POST to the endpoint
+        self.outbox = root / "outbox"
         self.concurrency = concurrency
         self.redis_cpu = redis_cpu
         self.providers_file = root / "providers.yaml"
-        self.providers_file.write_text(providers_yaml(endpoint_url, guard=guard))
+        self.providers_file.write_text(providers_yaml(endpoint_url, guard=guard, outbox=self.outbox))
         # The shipped policies without their test suites, which pin the shipped providers.
         (root / "policies").mkdir()
         for policy in (ROOT / "policies").glob("*.yaml"):
@@ -136,7 +143,7 @@ class DeliveryStack(Stack):
     def env(self) -> dict[str, str]:
         return {
             **super().env,
-            "NOTIGATE_PROVIDER_PROFILE": "live",
+            "NOTIGATE_PROVIDER_PROFILE": "dev" if self.dev else "live",
             "NOTIGATE_PROVIDERS": str(self.providers_file),
             "NOTIGATE_POLICIES": str(self.root / "policies"),
             "NOTIGATE_TEMPLATES": str(ROOT / "templates"),
@@ -203,6 +210,13 @@ class DeliveryStack(Stack):
 
     def delivered(self) -> int:
         return int(self.sql("SELECT count(*) FROM deliveries WHERE status = 'delivered'")[0][0])
+
+    def first_written(self) -> float:
+        """Under the dev profile: when the first message file was written (epoch seconds)."""
+        files = list((self.outbox / "email").glob("*.eml"))
+        if not files:
+            raise BenchError(f"the dev profile wrote no message to {self.outbox}")
+        return min(f.stat().st_mtime for f in files)
 
     def send_durations_ms(self) -> list[float]:
         """The pipeline's own timing of each delivered send (around `adapter.send`)."""

@@ -57,7 +57,8 @@ def test_policy_bench_runs_both_parts(tmp_path: Path) -> None:
 
 
 def test_delivery_bench_drains_every_delivery(tmp_path: Path) -> None:
-    """The worker sends each preloaded delivery once to the local endpoint; each bare client too."""
+    """The worker sends each preloaded delivery once to the local endpoint (each bare client
+    too), and once more under the dev profile, which writes files instead."""
     report = run_bench(
         "bench.delivery",
         tmp_path,
@@ -69,8 +70,10 @@ def test_delivery_bench_drains_every_delivery(tmp_path: Path) -> None:
         "0.2",
         "--no-guard",
     )
-    (run,) = report["runs"]
-    assert run["deliveries"] == run["endpoint_posts"] == 40
+    plain, dev = report["runs"]
+    assert plain["label"] == "plain" and plain["deliveries"] == plain["endpoint_posts"] == 40
+    # The dev profile writes each message to the outbox folder and posts nothing.
+    assert dev["label"] == "dev" and dev["deliveries"] == 40 and dev["endpoint_posts"] == 0
     assert [bare["client"] for bare in report["bare"]] == ["httpx", "aiohttp"]
     for bare in report["bare"]:
         assert bare["requests"] == bare["endpoint_posts"] == 40 and bare["failures"] == {}
