@@ -181,8 +181,7 @@ class DeliveryPipeline:
         if todo.early:
             self.dispatcher.dispatch(await self.store.requeue(todo.early, self.clock()))
         if todo.now:
-            notes = await self.store.notifications([n for _, n, _ in todo.now])
-            users = await self.recipients.get_users([u for _, _, u in todo.now])
+            notes, users = todo.notifications, todo.users
             handled = await asyncio.gather(
                 *(self._one(d, notes.get(n), users.get(u), limit) for d, n, u in todo.now)
             )

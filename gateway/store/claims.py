@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
+from gateway.model import UserState
 from gateway.store.database import Database
 from gateway.store.grouping import OPEN, Member, claimable_alone, gather, group_of, leads
 from gateway.store.intake import NewJob, insert_jobs
+from gateway.store.recipients import load_users
 from gateway.store.tables import DeliveryRow, NotificationRow
 
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
@@ -60,17 +62,20 @@ def is_expired(row: Any, now: dt.datetime) -> bool:
     return row.expires_at is not None and now >= row.expires_at
 
 
-def _orphaned(row: Any, now: dt.datetime) -> bool:
+def _orphaned(status: str, lease_until: dt.datetime | None, now: dt.datetime) -> bool:
     """Left `sending` by a worker whose lease is over: free to reclaim."""
-    return row.status == "sending" and row.lease_until is not None and row.lease_until < now
+    return status == "sending" and lease_until is not None and lease_until < now
 
 
 @dataclass(frozen=True, slots=True)
 class Claimable:
-    """What a job finds: deliveries to send now, and open ones it reached before their time."""
+    """What a job finds: deliveries to send now, and open ones it reached before their time;
+    with the notifications and users behind those to send now, read at the same time."""
 
     now: list[tuple[str, str, str]]  # (delivery, notification, user)
     early: list[tuple[str, str, dt.datetime]]  # (delivery, queue, due at)
+    notifications: dict[str, Any] = field(default_factory=dict)  # by id: event data, locale, ...
+    users: dict[str, UserState] = field(default_factory=dict)  # by id, as stored now
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,32 +211,38 @@ class Claims:
         """
         if not ids:
             return Claimable([], [])
+        d = deliveries.c
+        # One read for the job: its deliveries (labelled `d_*`) beside their notifications'
+        # columns, then the users, on one connection.
+        query = sa.select(
+            d.id.label("d_id"),
+            d.user_id.label("d_user_id"),
+            d.status.label("d_status"),
+            d.queue.label("d_queue"),
+            d.send_at.label("d_send_at"),
+            d.next_attempt_at.label("d_next_attempt_at"),
+            d.lease_until.label("d_lease_until"),
+            d.grouped_into.label("d_grouped_into"),
+            d.notification_id.label("d_notification_id"),
+            *notifications.c,
+        ).select_from(deliveries.outerjoin(notifications, notifications.c.id == d.notification_id))
         async with self.database.connect() as connection:
-            rows = await connection.execute(
-                sa.select(
-                    deliveries.c.id,
-                    deliveries.c.notification_id,
-                    deliveries.c.user_id,
-                    deliveries.c.status,
-                    deliveries.c.queue,
-                    deliveries.c.send_at,
-                    deliveries.c.next_attempt_at,
-                    deliveries.c.lease_until,
-                    deliveries.c.grouped_into,
-                ).where(deliveries.c.id.in_(ids))
-            )
             todo = Claimable([], [])
-            for r in rows:
-                if not claimable_alone(r):
+            for r in await connection.execute(query.where(d.id.in_(ids))):
+                if not claimable_alone(r.d_id, r.d_grouped_into):
                     continue  # its batch's leader sends it
-                if r.status in OPEN:
-                    due = _due_at(r.status, r.send_at, r.next_attempt_at)
+                if r.d_status in OPEN:
+                    due = _due_at(r.d_status, r.d_send_at, r.d_next_attempt_at)
                     if due is not None and due > now + ON_TIME:
-                        todo.early.append((r.id, r.queue or "standard", due))
+                        todo.early.append((r.d_id, r.d_queue or "standard", due))
                         continue
-                elif not _orphaned(r, now):
-                    continue
-                todo.now.append((r.id, r.notification_id, r.user_id))
+                elif not _orphaned(r.d_status, r.d_lease_until, now):
+                    continue  # settled, or another worker's lease still runs
+                todo.now.append((r.d_id, r.d_notification_id, r.d_user_id))
+                if r.id is not None:
+                    todo.notifications[r.id] = r
+            if todo.now:
+                todo.users.update(await load_users(connection, [u for _, _, u in todo.now]))
             return todo
 
     async def requeue(self, early: Sequence[tuple[str, str, dt.datetime]], now: dt.datetime) -> list[NewJob]:

@@ -62,9 +62,9 @@ def leads(row: Any, digests: Collection[str]) -> bool:
     return row.grouped_into is None and (row.batch_key is not None or row.event in digests)
 
 
-def claimable_alone(row: Any) -> bool:
+def claimable_alone(delivery_id: str, grouped_into: str | None) -> bool:
     """A member of someone else's group is sent only through its leader."""
-    return row.grouped_into is None or row.grouped_into == row.id
+    return grouped_into is None or grouped_into == delivery_id
 
 
 async def gather(
