@@ -72,18 +72,20 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.settings import APNS_API, ApnsSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact, redact_http_logs
 
 redact_http_logs()  # the device token is in the URL; hpack would log it and the provider token
 
-DEFAULT_BASE_URL = "https://api.push.apple.com"
+DEFAULT_BASE_URL = APNS_API
 MAX_PAYLOAD = 4096  # bytes of JSON APNs takes for a regular push
 TOKEN_LIFETIME = 50 * 60  # seconds: Apple refuses older than 60 min, throttles renewals within 20
 _APNS_ID = uuid.UUID("5c1b9e0e-7a8e-4c55-9a0f-2b6f3c1d8e47")  # namespace for apns-id from delivery ids
@@ -138,7 +140,9 @@ def load_key(pem: Secret, provider: str, variable: str) -> ec.EllipticCurvePriva
 
 class ApnsAdapter:
     idempotent = False
-    secrets = ("auth_key",)
+    settings = ApnsSettings
+    secrets = ApnsSettings.credentials
+    limits = Limits(payload_bytes=MAX_PAYLOAD)
     device_tokens = "apns"  # the pipeline gives this adapter only devices registered with APNs tokens
 
     def __init__(
@@ -168,18 +172,15 @@ class ApnsAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> ApnsAdapter:
-        needed = {key: spec.setting(key) for key in ("key_id", "team_id", "topic")}
-        missing = [spec.describe_setting(key) for key, value in needed.items() if not value]
-        if missing:
-            raise ConfigError(f"provider {spec.name!r} needs {', '.join(missing)}")
+        settings = spec.typed(ApnsSettings)
         return cls(
             spec.name,
             spec.channel,
             auth_key=load_key(spec.credential("auth_key"), spec.name, spec.credential_vars["auth_key"]),
-            key_id=str(needed["key_id"]),
-            team_id=str(needed["team_id"]),
-            topic=str(needed["topic"]),
-            base_url=str(spec.setting("base_url", DEFAULT_BASE_URL)),
+            key_id=settings.key_id,
+            team_id=settings.team_id,
+            topic=settings.topic,
+            base_url=settings.base_url,
             timeout=spec.timeout,
         )
 

@@ -50,11 +50,13 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
     SendResult,
 )
+from gateway.providers.settings import SmtpSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact
 
@@ -65,11 +67,6 @@ BAD_MAILBOX_CODES = frozenset({550, 551, 553})
 # and X.1.8 are about our sender); X.1.10 is RFC 7505's null MX.
 BAD_DESTINATION_DETAILS = frozenset({0, 1, 2, 3, 4, 6, 10})
 AUTH_CODES = frozenset({530, 534, 535})
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-
-
-def _flag(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS
 
 
 def optional_credentials(spec: ProviderSpec) -> tuple[Secret, Secret] | None:
@@ -93,7 +90,9 @@ def optional_credentials(spec: ProviderSpec) -> tuple[Secret, Secret] | None:
 
 class SmtpAdapter:
     idempotent = False
-    secrets = ("username", "password")
+    settings = SmtpSettings
+    secrets = SmtpSettings.credentials
+    limits = Limits()
 
     def __init__(
         self,
@@ -118,20 +117,14 @@ class SmtpAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> SmtpAdapter:
-        port = spec.setting("port", 587)
-        try:
-            number = int(port)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"provider {spec.name!r}: settings.port={port!r} is not a port number"
-            ) from None
+        settings = spec.typed(SmtpSettings)
         return cls(
             spec.name,
             spec.channel,
-            host=str(spec.setting("host", "localhost")),
-            port=number,
-            starttls=_flag(spec.setting("starttls", True)),
-            sender=str(spec.setting("from", "Notigate <no-reply@notigate.example>")),
+            host=settings.host,
+            port=settings.port,
+            starttls=settings.starttls,
+            sender=settings.sender,
             timeout=spec.timeout,
             credentials=optional_credentials(spec),
         )

@@ -72,7 +72,6 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from gateway.errors import ConfigError
 from gateway.providers.base import (
     MALFORMED,
     TIMEOUT,
@@ -80,6 +79,7 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     PermanentClass,
@@ -87,10 +87,11 @@ from gateway.providers.base import (
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.settings import TWILIO_API, TwilioSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret
 
-DEFAULT_BASE_URL = "https://api.twilio.com"
+DEFAULT_BASE_URL = TWILIO_API
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +213,9 @@ def _basic_auth(username: str, password: str) -> str:
 
 class TwilioAdapter:
     idempotent = False
-    secrets = ("account_sid", "auth_token")
-    max_body = 1600  # characters of `Body` Twilio accepts (21617 beyond)
+    settings = TwilioSettings
+    secrets = TwilioSettings.credentials
+    limits = Limits(body_chars=1600)  # characters of `Body` Twilio accepts (21617 beyond)
 
     def __init__(
         self,
@@ -240,21 +242,16 @@ class TwilioAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> TwilioAdapter:
-        sender = spec.setting("from")
-        if not sender:
-            raise ConfigError(
-                f"provider {spec.name!r} needs {spec.describe_setting('from')}: the Twilio number, "
-                "short code or alphanumeric sender ID messages come from"
-            )
+        settings = spec.typed(TwilioSettings)
         return cls(
             spec.name,
             spec.channel,
             account_sid=spec.credential("account_sid"),
             auth_token=spec.credential("auth_token"),
-            sender=str(sender),
-            base_url=str(spec.setting("base_url", DEFAULT_BASE_URL)),
+            sender=settings.sender,
+            base_url=settings.base_url,
             timeout=spec.timeout,
-            status_callback=spec.setting("status_callback") or status_callback_url(spec.environ),
+            status_callback=settings.status_callback or status_callback_url(spec.environ),
         )
 
     def _twilio(self) -> Any:

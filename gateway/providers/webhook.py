@@ -42,12 +42,14 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.settings import WebhookSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact_http_logs
 from gateway.webhook_urls import Network, parse_networks, resolved_problem
@@ -56,8 +58,7 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 redact_http_logs()  # a user's URL is an address, often with a token in its path
 
 
-def _networks(spec: ProviderSpec) -> tuple[Network, ...]:
-    raw = spec.setting("allowed_networks")
+def _networks(spec: ProviderSpec, raw: str | None) -> tuple[Network, ...]:
     try:
         return parse_networks(str(raw)) if raw else ()
     except ValueError as exc:
@@ -72,7 +73,9 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 class WebhookAdapter:
     idempotent = True
-    secrets = ("signing_secret",)
+    settings = WebhookSettings
+    secrets = WebhookSettings.credentials
+    limits = Limits()
 
     def __init__(
         self,
@@ -94,13 +97,14 @@ class WebhookAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> WebhookAdapter:
+        settings = spec.typed(WebhookSettings)
         return cls(
             spec.name,
             spec.channel,
             signing_secret=spec.credential("signing_secret"),
-            url=spec.setting("url"),
+            url=settings.url,
             timeout=spec.timeout,
-            allowed_networks=_networks(spec),
+            allowed_networks=_networks(spec, settings.allowed_networks),
         )
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
