@@ -529,6 +529,125 @@ CASES = [
         (replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, smtpp]"),),
         (E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),),
     ),
+    # -- providers.yaml against each adapter's declared settings (gateway/providers/settings.py) --
+    Case(
+        "unknown-provider-setting: a misspelt key, at the key; the required one it hid is missing",
+        (
+            replace(
+                "providers.yaml",
+                "      from: {env: TWILIO_FROM_NUMBER}  # required",
+                "      form: {env: TWILIO_FROM_NUMBER}  # required",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:19:5",
+                "missing-provider-setting",
+                "'twilio' (adapter twilio): settings.from is required",
+            ),
+            E(
+                "providers.yaml:20:7",
+                "unknown-provider-setting",
+                "unknown setting 'form'; this adapter takes base_url, from",
+            ),
+        ),
+    ),
+    Case(
+        "unknown-provider-setting: in a profile's settings",
+        (
+            replace(
+                "providers.yaml", "      directory: {env: NOTIGATE_OUTBOX", "      dir: {env: NOTIGATE_OUTBOX"
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:111:7",
+                "unknown-provider-setting",
+                "profile 'dev' (adapter devfile): unknown setting 'dir'",
+            ),
+        ),
+    ),
+    Case(
+        "provider-setting-type: a literal of the wrong type, at the value",
+        (replace("providers.yaml", "starttls: {env: SMTP_STARTTLS, default: true}", "starttls: maybe"),),
+        (
+            E(
+                "providers.yaml:47:17",
+                "provider-setting-type",
+                "settings.starttls='maybe' is not valid: Expected `bool`",
+            ),
+        ),
+    ),
+    Case(
+        "provider-setting-type: a variable's default of the wrong type, at the default",
+        (
+            replace(
+                "providers.yaml",
+                "port: {env: SMTP_PORT, default: 587}",
+                "port: {env: SMTP_PORT, default: 70000}",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:46:39",
+                "provider-setting-type",
+                "settings.port=70000 is not valid: Expected `int` <= 65535",
+            ),
+        ),
+    ),
+    Case(
+        "missing-provider-setting: every required setting, at the settings key",
+        (
+            replace(
+                "providers.yaml",
+                "      key_id: {env: APNS_KEY_ID}  # the key's 10-character id\n"
+                "      team_id: {env: APNS_TEAM_ID}  # the developer team's 10-character id\n",
+                "",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:78:5",
+                "missing-provider-setting",
+                "'apns' (adapter apns): settings.key_id is required",
+            ),
+            E("providers.yaml:78:5", "missing-provider-setting", "settings.team_id is required"),
+        ),
+    ),
+    Case(
+        "missing-credential: a credential without its variable name, at the credentials key",
+        (
+            replace(
+                "providers.yaml",
+                "credentials: {account_sid: TWILIO_ACCOUNT_SID, auth_token: TWILIO_AUTH_TOKEN}",
+                "credentials: {account_sid: TWILIO_ACCOUNT_SID}",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:18:5",
+                "missing-credential",
+                "credentials.auth_token must name the environment variable",
+            ),
+        ),
+    ),
+    Case(
+        "unknown-credential: a credential the adapter does not read, at its key",
+        (
+            replace(
+                "providers.yaml",
+                "credentials: {api_key: SENDGRID_API_KEY}",
+                "credentials: {api_key: SENDGRID_API_KEY, api_secret: SENDGRID_SECRET}",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:31:46",
+                "unknown-credential",
+                "unknown credential 'api_secret'; this adapter takes api_key",
+            ),
+        ),
+    ),
     Case(
         "unknown-provider: no route for a channel rules use, once per place",
         (replace("providers.yaml", "  sms: [twilio]\n", ""),),
