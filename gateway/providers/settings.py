@@ -65,13 +65,30 @@ class SendGridSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unkno
     base_url: str = SENDGRID_API
 
 
+# How an SMTP session is encrypted: STARTTLS after the greeting (submission, port 587),
+# TLS from the first byte (implicit TLS, "submissions", port 465, RFC 8314), or not at all.
+TlsMode = Literal["starttls", "implicit", "none"]
+IMPLICIT_TLS_PORT = 465
+
+
 class SmtpSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     credentials = ("username", "password")
     optional_credentials = True
     host: str = "localhost"
     port: Port = 587
+    tls: TlsMode | None = None  # unset: implicit on port 465, else as `starttls` says
     starttls: bool = True
+    ca_file: str | None = None  # a PEM bundle to trust instead of the system's (a private relay)
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=100)] = 4  # kept sessions per worker
+    keepalive: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # seconds an idle session is reused; 0: never
     sender: str = msgspec.field(name="from", default=DEFAULT_SENDER)
+
+    def tls_mode(self) -> TlsMode:
+        if self.tls is not None:
+            return self.tls
+        if self.port == IMPLICIT_TLS_PORT:
+            return "implicit"
+        return "starttls" if self.starttls else "none"
 
 
 class FcmSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -1,7 +1,13 @@
 """Email through any SMTP relay (aiosmtplib): the message `gateway.providers.mime` builds.
 
-One connection per send: EHLO, STARTTLS when `starttls` is on, AUTH when both
-credentials are set, MAIL FROM, RCPT TO, DATA, QUIT. SMTP has no idempotency key: a
+A session is opened with EHLO, then STARTTLS (`tls: starttls`, the default on port 587) or
+TLS from the first byte (`tls: implicit`, the default on port 465), AUTH when both
+credentials are set; each message is then MAIL FROM, RCPT TO, DATA on a session kept open
+for the next one (`gateway.providers.smtp_pool`: at most `max_connections` per worker,
+reused for `keepalive` seconds, QUIT when the worker stops). A kept session the relay has
+dropped meanwhile is found out before anything of the message went out (the hang-up comes
+at MAIL FROM, or the connection is already closed), so the message is sent once more on a
+fresh session: it still goes, once. SMTP has no idempotency key: a
 repeat is a second email, so this adapter is not `idempotent`. The stable `Message-ID`
 still lets a person (or a relay's logs) recognise a repeat.
 
@@ -36,6 +42,7 @@ rejected`): error strings mask it before they leave this module.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
@@ -56,7 +63,8 @@ from gateway.providers.base import (
     Retryable,
     SendResult,
 )
-from gateway.providers.settings import SmtpSettings
+from gateway.providers.settings import SmtpSettings, TlsMode
+from gateway.providers.smtp_pool import PoolClosed, SmtpPool
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact
 
@@ -101,19 +109,24 @@ class SmtpAdapter:
         *,
         host: str,
         port: int,
-        starttls: bool,
         sender: str,
         timeout: float,
+        tls: TlsMode = "starttls",
+        ca_file: str | None = None,
         credentials: tuple[Secret, Secret] | None = None,
+        max_connections: int = 4,
+        keepalive: float = 30.0,
     ) -> None:
         self.name = name
         self.channel = channel
         self.host = host
         self.port = port
-        self.starttls = starttls
+        self.tls = tls
+        self.ca_file = ca_file
         self.sender = sender
         self.timeout = timeout
         self.credentials = credentials
+        self.pool: SmtpPool[_StagedSMTP] = SmtpPool(self._open, size=max_connections, idle_for=keepalive)
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> SmtpAdapter:
@@ -123,11 +136,53 @@ class SmtpAdapter:
             spec.channel,
             host=settings.host,
             port=settings.port,
-            starttls=settings.starttls,
+            tls=settings.tls_mode(),
+            ca_file=settings.ca_file,
             sender=settings.sender,
             timeout=spec.timeout,
             credentials=optional_credentials(spec),
+            max_connections=settings.max_connections,
+            keepalive=settings.keepalive,
         )
+
+    async def _open(self) -> _StagedSMTP:
+        """A new session: connected, encrypted as `tls` says, logged in when we have credentials."""
+        username, password = (c.reveal() for c in self.credentials) if self.credentials else (None, None)
+        client = _StagedSMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            use_tls=self.tls == "implicit",
+            start_tls=self.tls == "starttls",
+            cert_bundle=self.ca_file,
+            username=username,
+            password=password,
+        )
+        await client.connect()
+        return client
+
+    async def _deliver(self, email: EmailMessage, recipient: str, sent: _Sent) -> str:
+        """The relay's reply to the message, on a kept session when there is one.
+
+        A kept session found dead before DATA (the relay dropped it while idle) carried nothing
+        of the message: it is closed and the message goes on a fresh session, once.
+        """
+        while True:
+            client, reused = await self.pool.acquire()
+            client.data_sent, keep = False, False
+            try:
+                _, reply = await _transmit(client, email, mime.envelope_sender(self.sender), recipient)
+                keep = True
+                return reply
+            except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException):
+                keep = True  # a refusal ends the transaction (aiosmtplib sent RSET): the session serves on
+                raise
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                if not reused or client.data_sent:
+                    raise
+            finally:
+                sent.data = client.data_sent
+                await self.pool.release(client, keep=keep)
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         try:
@@ -136,18 +191,9 @@ class SmtpAdapter:
             return Permanent("invalid_address", f"{self.name}: {exc}", address_invalid=True)
         except ValueError as exc:
             return Permanent("unsendable", f"{self.name}: the message cannot be written as email: {exc}")
-        username, password = (c.reveal() for c in self.credentials) if self.credentials else (None, None)
-        client = _StagedSMTP(
-            hostname=self.host,
-            port=self.port,
-            timeout=self.timeout,
-            start_tls=self.starttls,
-            username=username,
-            password=password,
-        )
+        sent = _Sent()
         try:
-            async with client:
-                _, reply = await _transmit(client, email, mime.envelope_sender(self.sender), address.value)
+            reply = await self._deliver(email, address.value, sent)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             return self._reply(refused.code, refused.message, address, at_rcpt=True)
@@ -155,17 +201,17 @@ class SmtpAdapter:
             return Retryable(
                 f"{self.name}: no answer from {self.host}:{self.port} in time",
                 code=TIMEOUT,
-                ambiguous=client.data_sent,
+                ambiguous=sent.data,
             )
         except aiosmtplib.SMTPResponseException as exc:
             return self._reply(exc.code, exc.message, address, at_rcpt=False)
-        except aiosmtplib.SMTPConnectError:
+        except (aiosmtplib.SMTPConnectError, PoolClosed):
             return Retryable(f"{self.name}: cannot connect to {self.host}:{self.port}", code=UNREACHABLE)
         except aiosmtplib.SMTPServerDisconnected:
             return Retryable(
                 f"{self.name}: {self.host}:{self.port} hung up mid-session",
                 code=MALFORMED,
-                ambiguous=client.data_sent,
+                ambiguous=sent.data,
             )
         except aiosmtplib.SMTPException as exc:  # no STARTTLS, no AUTH method we can use, SMTPUTF8
             return Retryable(
@@ -203,7 +249,14 @@ class SmtpAdapter:
         return Retryable(f"{self.name}: unexpected reply {code}", code=MALFORMED)
 
     async def close(self) -> None:
-        return None
+        await self.pool.close()
+
+
+@dataclass
+class _Sent:
+    """Whether the message's DATA went out on the last session tried (then a failure is ambiguous)."""
+
+    data: bool = False
 
 
 class _StagedSMTP(aiosmtplib.SMTP):

@@ -391,8 +391,8 @@ CASES = [
         (replace("providers.yaml", "  webhook: [webhook]\n", "  webhook: [webhook]\n  fax: [faxmachine]\n"),),
         # Line 94 is `  fax: [faxmachine]`: the channel is at column 3, the provider at column 9.
         (
-            E("providers.yaml:105:3", "unknown-channel", "unknown channel 'fax'"),
-            E("providers.yaml:105:9", "unknown-provider", "unknown provider 'faxmachine'"),
+            E("providers.yaml:109:3", "unknown-channel", "unknown channel 'fax'"),
+            E("providers.yaml:109:9", "unknown-provider", "unknown provider 'faxmachine'"),
         ),
     ),
     Case(
@@ -527,7 +527,7 @@ CASES = [
     Case(
         "unknown-provider: in a route of providers.yaml",
         (replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, smtpp]"),),
-        (E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),),
+        (E("providers.yaml:105:21", "unknown-provider", "unknown provider 'smtpp'"),),
     ),
     # -- providers.yaml against each adapter's declared settings (gateway/providers/settings.py) --
     Case(
@@ -561,7 +561,7 @@ CASES = [
         ),
         (
             E(
-                "providers.yaml:111:7",
+                "providers.yaml:115:7",
                 "unknown-provider-setting",
                 "profile 'dev' (adapter devfile): unknown setting 'dir'",
             ),
@@ -572,7 +572,7 @@ CASES = [
         (replace("providers.yaml", "starttls: {env: SMTP_STARTTLS, default: true}", "starttls: maybe"),),
         (
             E(
-                "providers.yaml:47:17",
+                "providers.yaml:48:17",
                 "provider-setting-type",
                 "settings.starttls='maybe' is not valid: Expected `bool`",
             ),
@@ -607,11 +607,11 @@ CASES = [
         ),
         (
             E(
-                "providers.yaml:78:5",
+                "providers.yaml:82:5",
                 "missing-provider-setting",
                 "'apns' (adapter apns): settings.key_id is required",
             ),
-            E("providers.yaml:78:5", "missing-provider-setting", "settings.team_id is required"),
+            E("providers.yaml:82:5", "missing-provider-setting", "settings.team_id is required"),
         ),
     ),
     Case(
@@ -673,7 +673,7 @@ CASES = [
     Case(
         "provider-channel: in a route of providers.yaml",
         (replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, twilio]"),),
-        (E("providers.yaml:101:21", "provider-channel", "provider 'twilio' delivers sms, not email"),),
+        (E("providers.yaml:105:21", "provider-channel", "provider 'twilio' delivers sms, not email"),),
     ),
     # -- meaning --
     Case(
@@ -940,7 +940,7 @@ def test_several_problems_are_all_reported_sorted_by_file_line_col(bundle: Path)
             E("policies/security.yaml:9:9", "unknown-digest", "'newsletter.security'"),
             E("policies/security.yaml:41:29", "unknown-channel", "unknown channel 'inapp'"),
             E("policies/tests/social_test.yaml:52:7", "schema", "unknown field 'rul'"),
-            E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),
+            E("providers.yaml:105:21", "unknown-provider", "unknown provider 'smtpp'"),
         ),
     )
     keys = [(d.file, d.line, d.col) for d in result.diagnostics]
@@ -966,7 +966,7 @@ def test_a_broken_defaults_file_still_lets_every_other_file_be_checked(bundle: P
             E("policies/defaults.yaml:9:11", "schema", "expected a string"),
             E("policies/social.yaml:17:11", "cel-syntax", "Syntax error"),
             E("policies/tests/social_test.yaml:52:7", "schema", "unknown field 'rul'"),
-            E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),
+            E("providers.yaml:105:21", "unknown-provider", "unknown provider 'smtpp'"),
         ),
     )
 
@@ -1108,7 +1108,7 @@ BROKEN = (
 )
 BROKEN_LOCATED = [
     ("policies/defaults.yaml", 9, 11, "invalid-timezone"),
-    ("providers.yaml", 101, 21, "unknown-provider"),
+    ("providers.yaml", 105, 21, "unknown-provider"),
 ]
 
 
@@ -1124,7 +1124,7 @@ def test_cli_check_prints_each_problem_and_exits_1(bundle: Path, capsys: pytest.
     assert lines == [
         "policies/defaults.yaml:9:11: invalid-timezone: `timezone` 'Mars/Olympus' is not an IANA time zone; "
         "use a name such as 'Europe/Paris'",
-        "providers.yaml:101:21: unknown-provider: unknown provider 'smtpp'; "
+        "providers.yaml:105:21: unknown-provider: unknown provider 'smtpp'; "
         "declared: apns, fcm, inbox, sendgrid, smtp, twilio, webhook",
     ]
     assert all(FORMAT.match(line) for line in lines)
@@ -1173,7 +1173,7 @@ def test_cli_check_format_github_annotates_each_problem(
     assert capsys.readouterr().out.splitlines() == [
         "::error file=policies/defaults.yaml,line=9,col=11,title=invalid-timezone::`timezone` "
         "'Mars/Olympus' is not an IANA time zone; use a name such as 'Europe/Paris'",
-        "::error file=providers.yaml,line=101,col=21,title=unknown-provider::unknown provider 'smtpp'; "
+        "::error file=providers.yaml,line=105,col=21,title=unknown-provider::unknown provider 'smtpp'; "
         "declared: apns, fcm, inbox, sendgrid, smtp, twilio, webhook",
     ]
 
@@ -1246,7 +1246,7 @@ def test_files_outside_the_working_directory_are_shown_absolute(
     root = bundle.resolve()
     assert located(result.diagnostics) == [
         (str(root / "policies" / "defaults.yaml"), 9, 11, "invalid-timezone"),
-        (str(root / "providers.yaml"), 101, 21, "unknown-provider"),
+        (str(root / "providers.yaml"), 105, 21, "unknown-provider"),
     ]
 
 
