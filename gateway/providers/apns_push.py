@@ -29,10 +29,11 @@ from APNs"):
 | 410 Unregistered, ExpiredToken                         | permanent `unregistered`, address invalid  |
 | 403 ExpiredProviderToken                               | new provider token, sent once more; then   |
 |                                                        | retryable `provider_token_expired`         |
-| 403 InvalidProviderToken, MissingProviderToken,        | permanent `auth_failed` (the key, key id   |
-| BadCertificate, BadCertificateEnvironment, Forbidden,  | or team id: not the address)               |
-| UnrelatedKeyIdInToken, BadEnvironmentKeyInToken        |                                            |
-| 400 BadTopic, MissingTopic, TopicDisallowed            | permanent `bad_topic` (settings.topic)     |
+| 403 InvalidProviderToken, MissingProviderToken,        | retryable `auth_failed` (configuration:    |
+| BadCertificate, BadCertificateEnvironment, Forbidden,  | the key, key id or team id, not the        |
+| UnrelatedKeyIdInToken, BadEnvironmentKeyInToken        | address; the breaker opens at once)        |
+| 400 BadTopic, MissingTopic, TopicDisallowed            | retryable `bad_topic` (configuration:      |
+|                                                        | settings.topic)                            |
 | 413 PayloadTooLarge (or over 4 KB before sending)      | permanent `payload_too_large`              |
 | 400 PayloadEmpty, BadExpirationDate, BadPriority,      | permanent `bad_request`, naming the reason |
 | BadCollapseId, BadMessageId, InvalidPushType,          |                                            |
@@ -267,9 +268,17 @@ class ApnsAdapter:
         if status >= 500 or reason == "IdleTimeout":
             return Retryable(f"{self.name}: {said}", code=f"http_{status}")
         if reason in AUTH_REASONS:
-            return Permanent("auth_failed", f"{self.name}: {said}: check the APNs key, key_id and team_id")
+            return Retryable(
+                f"{self.name}: {said}: check the APNs key, key_id and team_id",
+                code="auth_failed",
+                failure="configuration",
+            )
         if reason in TOPIC_REASONS:
-            return Permanent("bad_topic", f"{self.name}: {said}: check settings.topic (the app's bundle id)")
+            return Retryable(
+                f"{self.name}: {said}: check settings.topic (the app's bundle id)",
+                code="bad_topic",
+                failure="configuration",
+            )
         if status == 413 or reason == "PayloadTooLarge":
             return Permanent("payload_too_large", f"{self.name}: {said}")
         if reason in REQUEST_REASONS:
