@@ -25,7 +25,8 @@ def settings_diagnostics(doc: SourceDoc) -> list[Diagnostic]:
     for name, entry in doc.data.get("providers", {}).items():
         found += _entry(doc, ("providers", name), entry, label=f"provider {name!r}")
     for name, entry in (doc.data.get("profiles") or {}).items():
-        found += _entry(doc, ("profiles", name), entry, label=f"profile {name!r}")
+        if entry.get("adapter") in declared.PROFILE_ADAPTERS:  # any other is refused at start
+            found += _entry(doc, ("profiles", name), entry, label=f"profile {name!r}")
     return found
 
 

@@ -177,7 +177,7 @@ def _profile_adapter(
     profile: Mapping[str, Any], spec: ProviderSpec, environ: Mapping[str, str], base: Path | None
 ) -> Adapter:
     kind = profile["adapter"]
-    if kind not in ("console", "devfile"):
+    if kind not in declared.PROFILE_ADAPTERS:
         raise ConfigError(f"profile adapter {kind!r} is not available")
     values = {k: setting(v, environ) for k, v in profile.get("settings", {}).items()}
     try:

@@ -121,6 +121,8 @@ class OutboxSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown
     directory: str = "var/outbox"
 
 
+# The adapters a profile may swap every transport for (gateway/providers/console.py).
+PROFILE_ADAPTERS = frozenset({"devfile", "console"})
 # Adapter kind (the `adapter:` of providers.yaml) -> its settings.
 SETTINGS: Final[Mapping[str, type[ProviderSettings]]] = {
     "twilio": TwilioSettings,
