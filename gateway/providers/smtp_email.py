@@ -75,6 +75,7 @@ BAD_MAILBOX_CODES = frozenset({550, 551, 553})
 # and X.1.8 are about our sender); X.1.10 is RFC 7505's null MX.
 BAD_DESTINATION_DETAILS = frozenset({0, 1, 2, 3, 4, 6, 10})
 AUTH_CODES = frozenset({530, 534, 535})
+CLOSING = 421  # RFC 5321 4.2.3: service not available, closing the transmission channel
 
 
 def optional_credentials(spec: ProviderSpec) -> tuple[Secret, Secret] | None:
@@ -164,8 +165,10 @@ class SmtpAdapter:
     async def _deliver(self, email: EmailMessage, recipient: str, sent: _Sent) -> str:
         """The relay's reply to the message, on a kept session when there is one.
 
-        A kept session found dead before DATA (the relay dropped it while idle) carried nothing
-        of the message: it is closed and the message goes on a fresh session, once.
+        A kept session found dead before DATA carried nothing of the message: the relay hung up
+        while it was idle, or said so with a 421 ("timeout exceeded") that reads as the answer
+        to our MAIL FROM. It is closed and the message tries the next session, at the latest a
+        fresh one, whose failure is the message's.
         """
         while True:
             client, reused = await self.pool.acquire()
@@ -174,9 +177,13 @@ class SmtpAdapter:
                 _, reply = await _transmit(client, email, mime.envelope_sender(self.sender), recipient)
                 keep = True
                 return reply
-            except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException):
+            except aiosmtplib.SMTPRecipientsRefused:
                 keep = True  # a refusal ends the transaction (aiosmtplib sent RSET): the session serves on
                 raise
+            except aiosmtplib.SMTPResponseException as exc:
+                if not (reused and exc.code == CLOSING and not client.data_sent):
+                    keep = exc.code != CLOSING
+                    raise
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                 if not reused or client.data_sent:
                     raise

@@ -380,7 +380,8 @@ class Relay(Scripted):
     """Counts the sessions opened and closed with QUIT; `drop` makes it end a kept session:
     `after_message` hangs up right after each message's 250 (an idle timeout, noticed by the
     client before its next send), `at_next_mail` hangs up on a session's second MAIL FROM
-    without answering (the relay's timeout racing our next message)."""
+    without answering (the relay's timeout racing our next message), `closing_at_next_mail`
+    answers it 421 and hangs up (Postfix's "timeout exceeded", read as MAIL's answer)."""
 
     def __init__(self, drop: str | None = None) -> None:
         super().__init__()
@@ -416,6 +417,11 @@ class Relay(Scripted):
             assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()
             return "421 4.4.2 closing"  # never reaches the client: the connection is gone
+        if self.drop == "closing_at_next_mail" and count > 1:
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.write(b"421 4.4.2 relay.test Error: timeout exceeded\r\n")
+            server.transport.close()
+            return "421 4.4.2 closing"  # written after the close: never sent
         envelope.mail_from = address
         return "250 2.1.0 Ok"
 
@@ -450,10 +456,10 @@ async def test_messages_share_one_kept_session_which_quits_when_the_adapter_clos
     assert relay.sessions == 1
 
 
-@pytest.mark.parametrize("drop", ["after_message", "at_next_mail"])
+@pytest.mark.parametrize("drop", ["after_message", "at_next_mail", "closing_at_next_mail"])
 async def test_a_kept_session_the_relay_dropped_is_replaced_and_the_next_message_goes_once(drop: str) -> None:
-    """Dropped while idle (the client sees it closed) or at the next MAIL FROM (a hang-up
-    before DATA): either way nothing of the message went out, so it goes on a fresh session."""
+    """Dropped while idle (the client sees it closed) or at the next MAIL FROM (a hang-up, or
+    a 421, before DATA): nothing of the message went out, so it goes on a fresh session."""
     relay = Relay(drop=drop)
     async with listening(relay.factory()) as port:
         smtp = adapter(port)
