@@ -615,6 +615,21 @@ CASES = [
         ),
     ),
     Case(
+        "missing-provider-setting: no settings at all, at the provider's entry",
+        (
+            replace(
+                "providers.yaml",
+                "    settings:\n"
+                "      from: {env: TWILIO_FROM_NUMBER}  # required under the live profile: "
+                "your Twilio number\n"
+                '      base_url: {env: TWILIO_BASE_URL, default: "https://api.twilio.com"}\n'
+                "      status_callback: {env: TWILIO_STATUS_CALLBACK_URL}\n",
+                "",
+            ),
+        ),
+        (E("providers.yaml:12:5", "missing-provider-setting", "'twilio' (adapter twilio): settings.from"),),
+    ),
+    Case(
         "missing-credential: a credential without its variable name, at the credentials key",
         (
             replace(
