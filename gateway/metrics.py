@@ -82,7 +82,16 @@ PROVIDER_CONFIGURATION_FAILURES = Counter(
 DELIVERY_COST = Counter(
     "notigate_delivery_cost_usd",
     "What delivered messages cost, in USD, by channel and provider: the provider's reported "
-    "price where it gives one (Twilio), else the configured unit cost (per SMS segment).",
+    "price where it gives one (Twilio), else the configured unit cost (per SMS segment); a price "
+    "reported later is added here when it arrives, and the configured cost it replaces is "
+    "counted in notigate_delivery_cost_replaced_usd: spend is this minus that.",
+    ["channel", "provider"],
+    registry=REGISTRY,
+)
+DELIVERY_COST_REPLACED = Counter(
+    "notigate_delivery_cost_replaced_usd",
+    "Configured costs counted in notigate_delivery_cost_usd at send time and since replaced by "
+    "the price the provider reported later (Twilio's status callbacks), by channel and provider.",
     ["channel", "provider"],
     registry=REGISTRY,
 )

@@ -63,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str | None = None  # the base URL providers call; default `http://{host}:{port}`
     sendgrid_webhook_public_key: str | None = None  # SendGrid's ECDSA verification key (base64 DER)
     twilio_auth_token: Secret | None = None  # the Twilio provider's own TWILIO_AUTH_TOKEN
+    twilio_base_url: str = "https://api.twilio.com"  # where status callbacks' prices are read
     # What a text saying HELP is answered with (docs/tracking.md, inbound SMS).
     sms_help_text: str = "Reply STOP to stop these texts, START to get them again."
     unsubscribe_secret: Secret | None = None  # signs List-Unsubscribe links; unset, none are sent
@@ -242,6 +243,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("public_url", "NOTIGATE_PUBLIC_URL", _url),
     ("sendgrid_webhook_public_key", "NOTIGATE_SENDGRID_WEBHOOK_PUBLIC_KEY", _ecdsa_public_key),
     ("twilio_auth_token", "TWILIO_AUTH_TOKEN", _token),
+    ("twilio_base_url", "TWILIO_BASE_URL", _url),
     ("sms_help_text", "NOTIGATE_SMS_HELP_TEXT", str),
     ("unsubscribe_secret", "NOTIGATE_UNSUBSCRIBE_SECRET", _secret),
     ("unsubscribe_mailto", "NOTIGATE_UNSUBSCRIBE_MAILTO", _mailto),

@@ -23,8 +23,10 @@ from gateway.api.openapi import BODY, PARAMS, errors, raw_body
 from gateway.errors import ClientError, Unauthorized, Unavailable
 from gateway.redact import redact
 from gateway.services import Services
+from gateway.store.prices import PriceStore
 from gateway.tracking import inbound_sms, sendgrid, twilio, unsubscribe
 from gateway.tracking.events import EventRecorder, Recorded
+from gateway.tracking.twilio_price import TwilioPrices
 
 log = logging.getLogger("gateway.api.tracking")
 
@@ -75,6 +77,8 @@ def tracking_router(services: Services) -> Router:
         services.clock,
         dispatch=services.dispatcher.dispatch,
     )
+    token = settings.twilio_auth_token
+    prices = TwilioPrices(PriceStore(services.database), token, settings.twilio_base_url) if token else None
 
     @post(
         "/webhooks/sendgrid",
@@ -148,7 +152,10 @@ def tracking_router(services: Services) -> Router:
             event = twilio.parse(form, services.clock())
         except twilio.PayloadError as exc:
             raise ClientError(str(exc), code="invalid_payload") from None
-        return _answer(await recorder.record([event] if event else []))
+        answer = _answer(await recorder.record([event] if event else []))
+        if prices is not None:  # Twilio prices an SMS once sent: read it now (twilio_price.py)
+            await prices.settle(form)
+        return answer
 
     @post(
         inbound_sms.PATH.removeprefix("/v1"),

@@ -44,6 +44,7 @@ from gateway.policy.compiled import (
     Tier,
 )
 from gateway.policy.diagnostics import Diagnostic, DiagnosticCode, display_path
+from gateway.policy.provider_settings import settings_diagnostics
 from gateway.policy.schema import SCHEMA_FOR_KIND, SchemaSet
 from gateway.policy.source import PathKey, SourceDoc, SourceError, load_yaml
 from gateway.timeutil import WEEKDAYS, DailyWindow, WeeklyWindow, parse_duration
@@ -698,6 +699,7 @@ class _Compiler:
                         f"provider {provider!r} delivers {known.channel}, not {channel}",
                     )
             routes[channel] = tuple(chain)
+        self.diagnostics += settings_diagnostics(doc)
         return ProviderCatalog(providers=providers, routes=routes, file=doc.name)
 
     # -- schedules --

@@ -13,6 +13,8 @@ from typing import Literal, get_args
 
 import msgspec
 
+from gateway.providers.settings import SettingProblemCode
+
 # Every code a Diagnostic may carry, declared once: mypy holds each call site to this list,
 # and tests/policy/test_diagnostics.py holds docs/policies.md's and templates.md's tables to it.
 DiagnosticCode = Literal[
@@ -41,6 +43,8 @@ DiagnosticCode = Literal[
     "unknown-template",
     "unknown-provider",
     "provider-channel",
+    # providers.yaml against each adapter's declared settings and credentials
+    SettingProblemCode,
     "ambiguous-rules",
     "cel-syntax",
     "cel-check",

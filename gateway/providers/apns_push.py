@@ -29,10 +29,11 @@ from APNs"):
 | 410 Unregistered, ExpiredToken                         | permanent `unregistered`, address invalid  |
 | 403 ExpiredProviderToken                               | new provider token, sent once more; then   |
 |                                                        | retryable `provider_token_expired`         |
-| 403 InvalidProviderToken, MissingProviderToken,        | permanent `auth_failed` (the key, key id   |
-| BadCertificate, BadCertificateEnvironment, Forbidden,  | or team id: not the address)               |
-| UnrelatedKeyIdInToken, BadEnvironmentKeyInToken        |                                            |
-| 400 BadTopic, MissingTopic, TopicDisallowed            | permanent `bad_topic` (settings.topic)     |
+| 403 InvalidProviderToken, MissingProviderToken,        | retryable `auth_failed` (configuration:    |
+| BadCertificate, BadCertificateEnvironment, Forbidden,  | the key, key id or team id, not the        |
+| UnrelatedKeyIdInToken, BadEnvironmentKeyInToken        | address; the breaker opens at once)        |
+| 400 BadTopic, MissingTopic, TopicDisallowed            | retryable `bad_topic` (configuration:      |
+|                                                        | settings.topic)                            |
 | 413 PayloadTooLarge (or over 4 KB before sending)      | permanent `payload_too_large`              |
 | 400 PayloadEmpty, BadExpirationDate, BadPriority,      | permanent `bad_request`, naming the reason |
 | BadCollapseId, BadMessageId, InvalidPushType,          |                                            |
@@ -72,18 +73,20 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.settings import APNS_API, ApnsSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact, redact_http_logs
 
 redact_http_logs()  # the device token is in the URL; hpack would log it and the provider token
 
-DEFAULT_BASE_URL = "https://api.push.apple.com"
+DEFAULT_BASE_URL = APNS_API
 MAX_PAYLOAD = 4096  # bytes of JSON APNs takes for a regular push
 TOKEN_LIFETIME = 50 * 60  # seconds: Apple refuses older than 60 min, throttles renewals within 20
 _APNS_ID = uuid.UUID("5c1b9e0e-7a8e-4c55-9a0f-2b6f3c1d8e47")  # namespace for apns-id from delivery ids
@@ -138,7 +141,9 @@ def load_key(pem: Secret, provider: str, variable: str) -> ec.EllipticCurvePriva
 
 class ApnsAdapter:
     idempotent = False
-    secrets = ("auth_key",)
+    settings = ApnsSettings
+    secrets = ApnsSettings.credentials
+    limits = Limits(payload_bytes=MAX_PAYLOAD)
     device_tokens = "apns"  # the pipeline gives this adapter only devices registered with APNs tokens
 
     def __init__(
@@ -168,18 +173,15 @@ class ApnsAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> ApnsAdapter:
-        needed = {key: spec.setting(key) for key in ("key_id", "team_id", "topic")}
-        missing = [spec.describe_setting(key) for key, value in needed.items() if not value]
-        if missing:
-            raise ConfigError(f"provider {spec.name!r} needs {', '.join(missing)}")
+        settings = spec.typed(ApnsSettings)
         return cls(
             spec.name,
             spec.channel,
             auth_key=load_key(spec.credential("auth_key"), spec.name, spec.credential_vars["auth_key"]),
-            key_id=str(needed["key_id"]),
-            team_id=str(needed["team_id"]),
-            topic=str(needed["topic"]),
-            base_url=str(spec.setting("base_url", DEFAULT_BASE_URL)),
+            key_id=settings.key_id,
+            team_id=settings.team_id,
+            topic=settings.topic,
+            base_url=settings.base_url,
             timeout=spec.timeout,
         )
 
@@ -266,9 +268,17 @@ class ApnsAdapter:
         if status >= 500 or reason == "IdleTimeout":
             return Retryable(f"{self.name}: {said}", code=f"http_{status}")
         if reason in AUTH_REASONS:
-            return Permanent("auth_failed", f"{self.name}: {said}: check the APNs key, key_id and team_id")
+            return Retryable(
+                f"{self.name}: {said}: check the APNs key, key_id and team_id",
+                code="auth_failed",
+                failure="configuration",
+            )
         if reason in TOPIC_REASONS:
-            return Permanent("bad_topic", f"{self.name}: {said}: check settings.topic (the app's bundle id)")
+            return Retryable(
+                f"{self.name}: {said}: check settings.topic (the app's bundle id)",
+                code="bad_topic",
+                failure="configuration",
+            )
         if status == 413 or reason == "PayloadTooLarge":
             return Permanent("payload_too_large", f"{self.name}: {said}")
         if reason in REQUEST_REASONS:

@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal, Protocol
 
+from gateway.providers.settings import ProviderSettings
+from gateway.providers.spec import ProviderSpec
+
 AddressKind = Literal["email", "phone", "device", "webhook", "user"]
 
 
@@ -141,8 +144,7 @@ class AdapterDeps:
 
 
 class Adapter(Protocol):
-    """Built by `from_spec(spec: ProviderSpec, deps: AdapterDeps)`; secrets it holds are
-    named in `secrets` so the conformance harness can check no log line shows them."""
+    """A built adapter: what the pipeline calls. Its class is an `AdapterClass`."""
 
     name: str
     channel: str
@@ -153,6 +155,37 @@ class Adapter(Protocol):
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a provider takes at most, declared beside its adapter (as Apprise's adapters do)."""
+
+    body_chars: int | None = None  # characters of text (Twilio's `Body`)
+    payload_bytes: int | None = None  # bytes of the serialized payload (FCM, APNs)
+
+
+class AdapterClass(Protocol):
+    """Everything the registry needs of an adapter's class, so mypy checks every entry of
+    `gateway.providers.registry.LIVE_ADAPTERS`:
+    - `settings`: its typed settings (`gateway.providers.settings`, a module that imports no
+      SDK), which `notigate check` validates providers.yaml against;
+    - `secrets`: its credentials, none of which any log line may show (the conformance
+      harness checks it);
+    - `limits`: what the provider takes at most;
+    - `from_spec(spec, deps)`: the adapter, built from its entry of providers.yaml.
+    """
+
+    @property
+    def settings(self) -> type[ProviderSettings]: ...
+
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def from_spec(self, spec: ProviderSpec, deps: AdapterDeps) -> Adapter: ...
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -32,11 +32,11 @@ import msgspec
 
 from gateway.providers import mime
 from gateway.providers.base import Address, Delivered, Message, Permanent, SendResult
+from gateway.providers.settings import DEFAULT_SENDER
 from gateway.redact import redact
 
 log = logging.getLogger("gateway.providers.console")
 
-DEFAULT_SENDER = "Notigate <no-reply@notigate.example>"
 _UTF8 = mime.POLICY.clone(utf8=True)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 

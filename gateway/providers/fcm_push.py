@@ -92,16 +92,18 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.settings import FCM_API, FcmSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact
 
-DEFAULT_BASE_URL = "https://fcm.googleapis.com"
+DEFAULT_BASE_URL = FCM_API
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 # A Firebase installation ID: 128 bits, the first four 0111, as 22 characters of base64url.
@@ -143,7 +145,9 @@ class _CachedTokenAuth(httpx.Auth):
 
 class FcmAdapter:
     idempotent = False
-    secrets = ("service_account",)
+    settings = FcmSettings
+    secrets = FcmSettings.credentials
+    limits = Limits(payload_bytes=4096)  # FCM: "the maximum payload for both message types"
     device_tokens = "fcm"  # the pipeline gives this adapter only devices registered with FCM tokens
 
     def __init__(
@@ -194,13 +198,14 @@ class FcmAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> FcmAdapter:
+        settings = spec.typed(FcmSettings)
         return cls(
             spec.name,
             spec.channel,
             service_account=spec.credential("service_account"),
             credential_var=spec.credential_vars["service_account"],
-            project_id=spec.setting("project_id"),
-            base_url=spec.setting("base_url", DEFAULT_BASE_URL),
+            project_id=settings.project_id,
+            base_url=settings.base_url,
             timeout=spec.timeout,
         )
 

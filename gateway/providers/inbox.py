@@ -44,11 +44,13 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
     SendResult,
 )
+from gateway.providers.settings import InboxSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redis_keys import Keys
 from gateway.store import inbox
@@ -64,7 +66,9 @@ def _utc_now() -> dt.datetime:
 
 class InboxAdapter:
     idempotent = True
-    secrets: tuple[str, ...] = ()
+    settings = InboxSettings
+    secrets = InboxSettings.credentials
+    limits = Limits()
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class InboxAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> InboxAdapter:
+        spec.typed(InboxSettings)  # it takes none: a stray setting is a mistake
         if deps.database is None:
             raise ConfigError(
                 f"provider {spec.name!r} (adapter inbox) writes to the store, but no database was given: "

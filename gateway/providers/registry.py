@@ -7,34 +7,77 @@ own adapter with credentials from the environment.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from gateway.errors import ConfigError
 from gateway.policy.source import load_yaml
-from gateway.providers.base import Adapter, AdapterDeps
-from gateway.providers.console import DEFAULT_SENDER, ConsoleAdapter
+from gateway.providers import settings as declared
+from gateway.providers.base import Adapter, AdapterClass, AdapterDeps
+from gateway.providers.console import ConsoleAdapter
 from gateway.providers.spec import ProviderSpec, setting
 
-# Adapter kind -> "module:class". Imported only when a provider uses it: firebase-admin
-# alone costs half a second at startup, and a deployment without push should not pay it.
-LIVE_ADAPTERS = {
-    "webhook": "gateway.providers.webhook:WebhookAdapter",
-    "twilio": "gateway.providers.twilio_sms:TwilioAdapter",
-    "sendgrid": "gateway.providers.sendgrid_email:SendGridAdapter",
-    "smtp": "gateway.providers.smtp_email:SmtpAdapter",
-    "fcm": "gateway.providers.fcm_push:FcmAdapter",
-    "apns": "gateway.providers.apns_push:ApnsAdapter",
-    "inbox": "gateway.providers.inbox:InboxAdapter",
+
+# Each adapter class is imported only when a provider uses it: firebase-admin alone costs
+# half a second at startup, and a deployment without push should not pay it. Each loader's
+# return type makes mypy hold the class to the `AdapterClass` contract.
+def _webhook() -> AdapterClass:
+    from gateway.providers.webhook import WebhookAdapter
+
+    return WebhookAdapter
+
+
+def _twilio() -> AdapterClass:
+    from gateway.providers.twilio_sms import TwilioAdapter
+
+    return TwilioAdapter
+
+
+def _sendgrid() -> AdapterClass:
+    from gateway.providers.sendgrid_email import SendGridAdapter
+
+    return SendGridAdapter
+
+
+def _smtp() -> AdapterClass:
+    from gateway.providers.smtp_email import SmtpAdapter
+
+    return SmtpAdapter
+
+
+def _fcm() -> AdapterClass:
+    from gateway.providers.fcm_push import FcmAdapter
+
+    return FcmAdapter
+
+
+def _apns() -> AdapterClass:
+    from gateway.providers.apns_push import ApnsAdapter
+
+    return ApnsAdapter
+
+
+def _inbox() -> AdapterClass:
+    from gateway.providers.inbox import InboxAdapter
+
+    return InboxAdapter
+
+
+# Adapter kind -> the loader of its class.
+LIVE_ADAPTERS: Final[Mapping[str, Callable[[], AdapterClass]]] = {
+    "webhook": _webhook,
+    "twilio": _twilio,
+    "sendgrid": _sendgrid,
+    "smtp": _smtp,
+    "fcm": _fcm,
+    "apns": _apns,
+    "inbox": _inbox,
 }
 # Adapters that write to our own systems rather than to an outside provider.
 INTERNAL_ADAPTERS = frozenset({"inbox"})
-# Adapters that work without their credentials (SMTP sends without AUTH when none are set).
-OPTIONAL_CREDENTIALS = frozenset({"smtp"})
 
 log = logging.getLogger("gateway.providers")
 
@@ -113,7 +156,8 @@ def _unset_credentials(spec: ProviderSpec) -> list[str]:
     Some set and others not is a mistake that stops the worker, naming every one missing.
     SMTP sends without AUTH when it has no credentials, so its adapter judges them itself.
     """
-    if spec.adapter in OPTIONAL_CREDENTIALS:
+    kind = declared.SETTINGS.get(spec.adapter)
+    if kind is not None and kind.optional_credentials:
         return []
     return [variable for variable in spec.credential_vars.values() if not spec.environ.get(variable)]
 
@@ -133,23 +177,25 @@ def _profile_adapter(
     profile: Mapping[str, Any], spec: ProviderSpec, environ: Mapping[str, str], base: Path | None
 ) -> Adapter:
     kind = profile["adapter"]
-    settings = {k: setting(v, environ) for k, v in profile.get("settings", {}).items()}
-    directory = Path(settings.get("directory", "var/outbox"))
+    if kind not in declared.PROFILE_ADAPTERS:
+        raise ConfigError(f"profile adapter {kind!r} is not available")
+    values = {k: setting(v, environ) for k, v in profile.get("settings", {}).items()}
+    try:
+        settings = declared.decode(declared.OutboxSettings, values)
+    except declared.SettingsError as exc:
+        raise ConfigError(f"profile adapter {kind!r}: {exc}") from None
+    directory = Path(settings.directory)
     if not directory.is_absolute() and base is not None:
         directory = base / directory
-    if kind in ("console", "devfile"):
-        return ConsoleAdapter(spec.name, spec.channel, directory, sender=spec.setting("from", DEFAULT_SENDER))
-    raise ConfigError(f"profile adapter {kind!r} is not available")
+    sender = spec.setting("from", declared.DEFAULT_SENDER)
+    return ConsoleAdapter(spec.name, spec.channel, directory, sender=sender)
 
 
 def _live_adapter(spec: ProviderSpec, deps: AdapterDeps) -> Adapter:
-    target = LIVE_ADAPTERS.get(spec.adapter)
-    if target is None:
+    load = LIVE_ADAPTERS.get(spec.adapter)
+    if load is None:
         raise ConfigError(
             f"provider {spec.name!r} uses adapter {spec.adapter!r}, which has no live implementation; "
             f"choose one of {', '.join(sorted(LIVE_ADAPTERS))}"
         )
-    module, _, cls = target.partition(":")
-    factory = getattr(importlib.import_module(module), cls)
-    adapter: Adapter = factory.from_spec(spec, deps)
-    return adapter
+    return load().from_spec(spec, deps)

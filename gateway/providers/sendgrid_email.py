@@ -66,6 +66,7 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
@@ -73,6 +74,7 @@ from gateway.providers.base import (
     retry_after_seconds,
 )
 from gateway.providers.http import HttpClient, HttpFailure
+from gateway.providers.settings import SendGridSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact
 
@@ -113,7 +115,9 @@ def _errors(body: bytes | str | None) -> list[dict[str, Any]] | None:
 
 class SendGridAdapter:
     idempotent = False
-    secrets = ("api_key",)
+    settings = SendGridSettings
+    secrets = SendGridSettings.credentials
+    limits = Limits()
 
     def __init__(
         self, name: str, channel: str, *, api_key: Secret, sender: str, base_url: str, timeout: float
@@ -130,12 +134,13 @@ class SendGridAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> SendGridAdapter:
+        settings = spec.typed(SendGridSettings)
         return cls(
             spec.name,
             spec.channel,
             api_key=spec.credential("api_key"),
-            sender=str(spec.setting("from", "Notigate <no-reply@notigate.example>")),
-            base_url=str(spec.setting("base_url", "https://api.sendgrid.com")),
+            sender=settings.sender,
+            base_url=settings.base_url,
             timeout=spec.timeout,
         )
 

@@ -1,7 +1,13 @@
 """Email through any SMTP relay (aiosmtplib): the message `gateway.providers.mime` builds.
 
-One connection per send: EHLO, STARTTLS when `starttls` is on, AUTH when both
-credentials are set, MAIL FROM, RCPT TO, DATA, QUIT. SMTP has no idempotency key: a
+A session is opened with EHLO, then STARTTLS (`tls: starttls`, the default on port 587) or
+TLS from the first byte (`tls: implicit`, the default on port 465), AUTH when both
+credentials are set; each message is then MAIL FROM, RCPT TO, DATA on a session kept open
+for the next one (`gateway.providers.smtp_pool`: at most `max_connections` per worker,
+reused for `keepalive` seconds, QUIT when the worker stops). A kept session the relay has
+dropped meanwhile is found out before anything of the message went out (the hang-up comes
+at MAIL FROM, or the connection is already closed), so the message is sent once more on a
+fresh session: it still goes, once. SMTP has no idempotency key: a
 repeat is a second email, so this adapter is not `idempotent`. The stable `Message-ID`
 still lets a person (or a relay's logs) recognise a repeat.
 
@@ -36,6 +42,7 @@ rejected`): error strings mask it before they leave this module.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
@@ -50,11 +57,14 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
     SendResult,
 )
+from gateway.providers.settings import SmtpSettings, TlsMode
+from gateway.providers.smtp_pool import PoolClosed, SmtpPool
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret, redact
 
@@ -65,11 +75,7 @@ BAD_MAILBOX_CODES = frozenset({550, 551, 553})
 # and X.1.8 are about our sender); X.1.10 is RFC 7505's null MX.
 BAD_DESTINATION_DETAILS = frozenset({0, 1, 2, 3, 4, 6, 10})
 AUTH_CODES = frozenset({530, 534, 535})
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-
-
-def _flag(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS
+CLOSING = 421  # RFC 5321 4.2.3: service not available, closing the transmission channel
 
 
 def optional_credentials(spec: ProviderSpec) -> tuple[Secret, Secret] | None:
@@ -93,7 +99,9 @@ def optional_credentials(spec: ProviderSpec) -> tuple[Secret, Secret] | None:
 
 class SmtpAdapter:
     idempotent = False
-    secrets = ("username", "password")
+    settings = SmtpSettings
+    secrets = SmtpSettings.credentials
+    limits = Limits()
 
     def __init__(
         self,
@@ -102,39 +110,86 @@ class SmtpAdapter:
         *,
         host: str,
         port: int,
-        starttls: bool,
         sender: str,
         timeout: float,
+        tls: TlsMode = "starttls",
+        ca_file: str | None = None,
         credentials: tuple[Secret, Secret] | None = None,
+        max_connections: int = 4,
+        keepalive: float = 30.0,
     ) -> None:
         self.name = name
         self.channel = channel
         self.host = host
         self.port = port
-        self.starttls = starttls
+        self.tls = tls
+        self.ca_file = ca_file
         self.sender = sender
         self.timeout = timeout
         self.credentials = credentials
+        self.pool: SmtpPool[_StagedSMTP] = SmtpPool(self._open, size=max_connections, idle_for=keepalive)
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> SmtpAdapter:
-        port = spec.setting("port", 587)
-        try:
-            number = int(port)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"provider {spec.name!r}: settings.port={port!r} is not a port number"
-            ) from None
+        settings = spec.typed(SmtpSettings)
         return cls(
             spec.name,
             spec.channel,
-            host=str(spec.setting("host", "localhost")),
-            port=number,
-            starttls=_flag(spec.setting("starttls", True)),
-            sender=str(spec.setting("from", "Notigate <no-reply@notigate.example>")),
+            host=settings.host,
+            port=settings.port,
+            tls=settings.tls_mode(),
+            ca_file=settings.ca_file,
+            sender=settings.sender,
             timeout=spec.timeout,
             credentials=optional_credentials(spec),
+            max_connections=settings.max_connections,
+            keepalive=settings.keepalive,
         )
+
+    async def _open(self) -> _StagedSMTP:
+        """A new session: connected, encrypted as `tls` says, logged in when we have credentials."""
+        username, password = (c.reveal() for c in self.credentials) if self.credentials else (None, None)
+        client = _StagedSMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            use_tls=self.tls == "implicit",
+            start_tls=self.tls == "starttls",
+            cert_bundle=self.ca_file,
+            username=username,
+            password=password,
+        )
+        await client.connect()
+        return client
+
+    async def _deliver(self, email: EmailMessage, recipient: str, sent: _Sent) -> str:
+        """The relay's reply to the message, on a kept session when there is one.
+
+        A kept session found dead before DATA carried nothing of the message: the relay hung up
+        while it was idle, or said so with a 421 ("timeout exceeded") that reads as the answer
+        to our MAIL FROM. It is closed and the message tries the next session, at the latest a
+        fresh one, whose failure is the message's.
+        """
+        while True:
+            client, reused = await self.pool.acquire()
+            client.data_sent, keep = False, False
+            try:
+                _, reply = await _transmit(client, email, mime.envelope_sender(self.sender), recipient)
+                keep = True
+                return reply
+            except aiosmtplib.SMTPRecipientsRefused:
+                keep = True  # a refusal ends the transaction (aiosmtplib sent RSET): the session serves on
+                raise
+            except aiosmtplib.SMTPResponseException as exc:
+                if not (reused and exc.code == CLOSING and not client.data_sent):
+                    keep = exc.code != CLOSING
+                    raise
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                if not reused or client.data_sent:
+                    raise
+            finally:
+                sent.data = client.data_sent
+                await self.pool.release(client, keep=keep)
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         try:
@@ -143,18 +198,9 @@ class SmtpAdapter:
             return Permanent("invalid_address", f"{self.name}: {exc}", address_invalid=True)
         except ValueError as exc:
             return Permanent("unsendable", f"{self.name}: the message cannot be written as email: {exc}")
-        username, password = (c.reveal() for c in self.credentials) if self.credentials else (None, None)
-        client = _StagedSMTP(
-            hostname=self.host,
-            port=self.port,
-            timeout=self.timeout,
-            start_tls=self.starttls,
-            username=username,
-            password=password,
-        )
+        sent = _Sent()
         try:
-            async with client:
-                _, reply = await _transmit(client, email, mime.envelope_sender(self.sender), address.value)
+            reply = await self._deliver(email, address.value, sent)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             return self._reply(refused.code, refused.message, address, at_rcpt=True)
@@ -162,17 +208,17 @@ class SmtpAdapter:
             return Retryable(
                 f"{self.name}: no answer from {self.host}:{self.port} in time",
                 code=TIMEOUT,
-                ambiguous=client.data_sent,
+                ambiguous=sent.data,
             )
         except aiosmtplib.SMTPResponseException as exc:
             return self._reply(exc.code, exc.message, address, at_rcpt=False)
-        except aiosmtplib.SMTPConnectError:
+        except (aiosmtplib.SMTPConnectError, PoolClosed):
             return Retryable(f"{self.name}: cannot connect to {self.host}:{self.port}", code=UNREACHABLE)
         except aiosmtplib.SMTPServerDisconnected:
             return Retryable(
                 f"{self.name}: {self.host}:{self.port} hung up mid-session",
                 code=MALFORMED,
-                ambiguous=client.data_sent,
+                ambiguous=sent.data,
             )
         except aiosmtplib.SMTPException as exc:  # no STARTTLS, no AUTH method we can use, SMTPUTF8
             return Retryable(
@@ -210,7 +256,14 @@ class SmtpAdapter:
         return Retryable(f"{self.name}: unexpected reply {code}", code=MALFORMED)
 
     async def close(self) -> None:
-        return None
+        await self.pool.close()
+
+
+@dataclass
+class _Sent:
+    """Whether the message's DATA went out on the last session tried (then a failure is ambiguous)."""
+
+    data: bool = False
 
 
 class _StagedSMTP(aiosmtplib.SMTP):

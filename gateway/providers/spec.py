@@ -11,11 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
+from gateway.providers import settings as declared
 from gateway.redact import Secret
 from gateway.timeutil import parse_duration
+
+S = TypeVar("S", bound=declared.ProviderSettings)
 
 
 def setting(value: Any, environ: Mapping[str, str]) -> Any:
@@ -103,6 +106,20 @@ class ProviderSpec:
     def setting(self, key: str, default: Any = None) -> Any:
         value = self.settings.get(key)
         return default if value is None else value
+
+    def typed(self, kind: type[S]) -> S:
+        """The settings as the adapter declares them (`gateway.providers.settings`); a
+        ConfigError names every problem and the variable each setting is read from."""
+        try:
+            return declared.decode(kind, self.settings)
+        except declared.SettingsError as exc:
+            said = [self._where(p) for p in exc.problems]
+            raise ConfigError(f"provider {self.name!r}: {'; '.join(said)}") from None
+
+    def _where(self, problem: declared.SettingProblem) -> str:
+        """A problem's message with the setting's variable beside its name."""
+        named = f"settings.{problem.key}"
+        return problem.message.replace(named, self.describe_setting(problem.key), 1)
 
     def describe_setting(self, key: str) -> str:
         """`settings.from (TWILIO_FROM_NUMBER)`: where an operator sets it, for error messages."""

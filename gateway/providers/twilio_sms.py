@@ -72,7 +72,6 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from gateway.errors import ConfigError
 from gateway.providers.base import (
     MALFORMED,
     TIMEOUT,
@@ -80,6 +79,7 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     PermanentClass,
@@ -87,10 +87,11 @@ from gateway.providers.base import (
     SendResult,
     retry_after_seconds,
 )
+from gateway.providers.settings import TWILIO_API, TwilioSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret
 
-DEFAULT_BASE_URL = "https://api.twilio.com"
+DEFAULT_BASE_URL = TWILIO_API
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,15 +196,35 @@ def _whole(created: Any) -> int | None:
         return None
 
 
-def _price(created: Any) -> float | None:
+def price_of(message: Any) -> float | None:
     """The Message's `price` in USD, as a positive amount (Twilio writes charges negative, and
     usually only once the message is sent, so it is often null at creation)."""
-    unit = getattr(created, "price_unit", None)
+    unit = getattr(message, "price_unit", None)
     try:
-        price = abs(float(created.price))
+        price = abs(float(message.price))
     except (AttributeError, TypeError, ValueError):
         return None
     return price if unit in (None, "USD") else None
+
+
+def sdk_client(account_sid: str, auth_token: str, base_url: str) -> tuple[Any, _HttpClient]:
+    """The SDK's client on our HTTP client, its requests sent to `base_url`; built inside a
+    running loop (aiohttp opens its session there). Close the HTTP client when done.
+
+    Where requests go: the SDK has no client option for a host, but each API domain holds
+    its root in the public `base_url` attribute that every URL is built from
+    (`Domain.absolute_url`), the hook SignalWire's Twilio-compatible client sets too. That
+    keeps the SDK's own paths, auth and parsing, where a custom HTTP client rewriting hosts
+    (Twilio support's other suggestion) would have to parse URLs. Edge and region routing
+    (TWILIO_EDGE/TWILIO_REGION, read from the process environment) would rewrite that host
+    again, so it is off: a regional endpoint is chosen by giving its URL as base_url.
+    """
+    http = _HttpClient(pool_connections=True, logger=_sdk_log)
+    client = Client(username=account_sid, password=auth_token, account_sid=account_sid, http_client=http)
+    client.api.base_url = base_url
+    client.edge = None
+    client.region = None
+    return client, http
 
 
 def _basic_auth(username: str, password: str) -> str:
@@ -212,8 +233,9 @@ def _basic_auth(username: str, password: str) -> str:
 
 class TwilioAdapter:
     idempotent = False
-    secrets = ("account_sid", "auth_token")
-    max_body = 1600  # characters of `Body` Twilio accepts (21617 beyond)
+    settings = TwilioSettings
+    secrets = TwilioSettings.credentials
+    limits = Limits(body_chars=1600)  # characters of `Body` Twilio accepts (21617 beyond)
 
     def __init__(
         self,
@@ -240,45 +262,24 @@ class TwilioAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> TwilioAdapter:
-        sender = spec.setting("from")
-        if not sender:
-            raise ConfigError(
-                f"provider {spec.name!r} needs {spec.describe_setting('from')}: the Twilio number, "
-                "short code or alphanumeric sender ID messages come from"
-            )
+        settings = spec.typed(TwilioSettings)
         return cls(
             spec.name,
             spec.channel,
             account_sid=spec.credential("account_sid"),
             auth_token=spec.credential("auth_token"),
-            sender=str(sender),
-            base_url=str(spec.setting("base_url", DEFAULT_BASE_URL)),
+            sender=settings.sender,
+            base_url=settings.base_url,
             timeout=spec.timeout,
-            status_callback=spec.setting("status_callback") or status_callback_url(spec.environ),
+            status_callback=settings.status_callback or status_callback_url(spec.environ),
         )
 
     def _twilio(self) -> Any:
         """The SDK client, built on first use: aiohttp opens its session inside a running loop."""
         if self._client is None:
-            self._http = _HttpClient(pool_connections=True, logger=_sdk_log)
-            client = Client(
-                username=self.account_sid.reveal(),
-                password=self.auth_token.reveal(),
-                account_sid=self.account_sid.reveal(),
-                http_client=self._http,
+            self._client, self._http = sdk_client(
+                self.account_sid.reveal(), self.auth_token.reveal(), self.base_url
             )
-            # Where requests go: the SDK has no client option for a host, but each API domain
-            # holds its root in the public `base_url` attribute that every URL is built from
-            # (`Domain.absolute_url`), the hook SignalWire's Twilio-compatible client sets too.
-            # That keeps the SDK's own paths, auth and parsing, where a custom HTTP client
-            # rewriting hosts (Twilio support's other suggestion) would have to parse URLs.
-            # Edge and region routing (TWILIO_EDGE/TWILIO_REGION, read from the process
-            # environment) would rewrite that host again, so it is off: a regional endpoint is
-            # chosen by giving its URL as base_url.
-            client.api.base_url = self.base_url
-            client.edge = None
-            client.region = None
-            self._client = client
         return self._client
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
@@ -340,7 +341,7 @@ class TwilioAdapter:
                 code=MALFORMED,
                 ambiguous=True,
             )
-        return Delivered(provider_message_id=sid, segments=_whole(created), price=_price(created))
+        return Delivered(provider_message_id=sid, segments=_whole(created), price=price_of(created))
 
     def _refused(
         self, exc: TwilioRestException | TwilioServiceException, headers: Mapping[str, str] | None

@@ -38,6 +38,7 @@ from gateway.providers.base import (
     AdapterDeps,
     Address,
     Delivered,
+    Limits,
     Message,
     Permanent,
     Retryable,
@@ -45,6 +46,7 @@ from gateway.providers.base import (
     retry_after_seconds,
 )
 from gateway.providers.http import HttpClient, HttpFailure
+from gateway.providers.settings import WebhookSettings
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret
 from gateway.webhook_urls import Network, parse_networks, resolved_problem
@@ -52,8 +54,7 @@ from gateway.webhook_urls import Network, parse_networks, resolved_problem
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
-def _networks(spec: ProviderSpec) -> tuple[Network, ...]:
-    raw = spec.setting("allowed_networks")
+def _networks(spec: ProviderSpec, raw: str | None) -> tuple[Network, ...]:
     try:
         return parse_networks(str(raw)) if raw else ()
     except ValueError as exc:
@@ -68,7 +69,9 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 class WebhookAdapter:
     idempotent = True
-    secrets = ("signing_secret",)
+    settings = WebhookSettings
+    secrets = WebhookSettings.credentials
+    limits = Limits()
 
     def __init__(
         self,
@@ -89,13 +92,14 @@ class WebhookAdapter:
 
     @classmethod
     def from_spec(cls, spec: ProviderSpec, deps: AdapterDeps) -> WebhookAdapter:
+        settings = spec.typed(WebhookSettings)
         return cls(
             spec.name,
             spec.channel,
             signing_secret=spec.credential("signing_secret"),
-            url=spec.setting("url"),
+            url=settings.url,
             timeout=spec.timeout,
-            allowed_networks=_networks(spec),
+            allowed_networks=_networks(spec, settings.allowed_networks),
         )
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,16 @@ from tests.conftest import REPO, Clock, make_settings
 from tests.stub_http import StubServer
 
 
-@pytest.fixture(scope="session")
-def quick_policy(tmp_path_factory: pytest.TempPathFactory) -> CompiledPolicy:
-    """The shipped bundle with every tier retrying after 150 ms, 300 ms; 3 attempts at most."""
-    root = tmp_path_factory.mktemp("quick-bundle")
-    shutil.copytree(REPO / "policies", root / "policies")
+def quick_bundle(root: Path, providers: Callable[[str], str] | None = None) -> CompiledPolicy:
+    """The shipped bundle with every tier retrying after 150 ms, 300 ms; 3 attempts at most;
+    `providers` may rewrite providers.yaml's text (the policy suites, which pin the shipped
+    chains, are then left out)."""
+    ignore = shutil.ignore_patterns("tests") if providers is not None else None
+    shutil.copytree(REPO / "policies", root / "policies", ignore=ignore)
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy2(REPO / "providers.yaml", root / "providers.yaml")
+    if providers is not None:
+        (root / "providers.yaml").write_text(providers((root / "providers.yaml").read_text()))
     defaults = root / "policies" / "defaults.yaml"
     text = re.sub(
         r"retry: \{schedule: \[[^\]]*\], max_attempts: \d+",
@@ -43,16 +47,32 @@ def quick_policy(tmp_path_factory: pytest.TempPathFactory) -> CompiledPolicy:
     )
 
 
+@pytest.fixture(scope="session")
+def quick_policy(tmp_path_factory: pytest.TempPathFactory) -> CompiledPolicy:
+    """The shipped bundle with every tier retrying after 150 ms, 300 ms; 3 attempts at most."""
+    return quick_bundle(tmp_path_factory.mktemp("quick-bundle"))
+
+
+@asynccontextmanager
+async def services_for(
+    database_url: str, redis_server: RedisServer, tmp_path: Path, policy: CompiledPolicy
+) -> AsyncIterator[Services]:
+    """Services on a migrated store, running `policy`, closed on the way out."""
+    opened = Services(make_settings(database_url, redis_server.url, tmp_path), policy=policy, clock=Clock())
+    await migrate.upgrade(opened.database)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 @pytest.fixture
 async def quick_services(
     database_url: str, redis_server: RedisServer, tmp_path: Path, quick_policy: CompiledPolicy
 ) -> AsyncIterator[Services]:
-    settings = make_settings(database_url, redis_server.url, tmp_path)
-    opened = Services(settings, policy=quick_policy, clock=Clock())
-    await migrate.upgrade(opened.database)
-    await opened.start()
-    yield opened
-    await opened.close()
+    async with services_for(database_url, redis_server, tmp_path, quick_policy) as opened:
+        yield opened
 
 
 def registry(outbox: Path, **webhooks: StubServer) -> ProviderRegistry:

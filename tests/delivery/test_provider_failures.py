@@ -68,7 +68,7 @@ def _registry(outbox: Path, sendgrid: StubServer, smtp_port: int, **sendgrid_spe
         "email",
         host="127.0.0.1",
         port=smtp_port,
-        starttls=False,
+        tls="none",
         sender="n@notigate.example",
         timeout=2,
     )

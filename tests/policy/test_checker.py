@@ -391,8 +391,8 @@ CASES = [
         (replace("providers.yaml", "  webhook: [webhook]\n", "  webhook: [webhook]\n  fax: [faxmachine]\n"),),
         # Line 94 is `  fax: [faxmachine]`: the channel is at column 3, the provider at column 9.
         (
-            E("providers.yaml:105:3", "unknown-channel", "unknown channel 'fax'"),
-            E("providers.yaml:105:9", "unknown-provider", "unknown provider 'faxmachine'"),
+            E("providers.yaml:109:3", "unknown-channel", "unknown channel 'fax'"),
+            E("providers.yaml:109:9", "unknown-provider", "unknown provider 'faxmachine'"),
         ),
     ),
     Case(
@@ -527,7 +527,141 @@ CASES = [
     Case(
         "unknown-provider: in a route of providers.yaml",
         (replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, smtpp]"),),
-        (E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),),
+        (E("providers.yaml:105:21", "unknown-provider", "unknown provider 'smtpp'"),),
+    ),
+    # -- providers.yaml against each adapter's declared settings (gateway/providers/settings.py) --
+    Case(
+        "unknown-provider-setting: a misspelt key, at the key; the required one it hid is missing",
+        (
+            replace(
+                "providers.yaml",
+                "      from: {env: TWILIO_FROM_NUMBER}  # required",
+                "      form: {env: TWILIO_FROM_NUMBER}  # required",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:19:5",
+                "missing-provider-setting",
+                "'twilio' (adapter twilio): settings.from is required",
+            ),
+            E(
+                "providers.yaml:20:7",
+                "unknown-provider-setting",
+                "unknown setting 'form'; this adapter takes base_url, from",
+            ),
+        ),
+    ),
+    Case(
+        "unknown-provider-setting: in a profile's settings",
+        (
+            replace(
+                "providers.yaml", "      directory: {env: NOTIGATE_OUTBOX", "      dir: {env: NOTIGATE_OUTBOX"
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:115:7",
+                "unknown-provider-setting",
+                "profile 'dev' (adapter devfile): unknown setting 'dir'",
+            ),
+        ),
+    ),
+    Case(
+        "provider-setting-type: a literal of the wrong type, at the value",
+        (replace("providers.yaml", "starttls: {env: SMTP_STARTTLS, default: true}", "starttls: maybe"),),
+        (
+            E(
+                "providers.yaml:48:17",
+                "provider-setting-type",
+                "settings.starttls='maybe' is not valid: Expected `bool`",
+            ),
+        ),
+    ),
+    Case(
+        "provider-setting-type: a variable's default of the wrong type, at the default",
+        (
+            replace(
+                "providers.yaml",
+                "port: {env: SMTP_PORT, default: 587}",
+                "port: {env: SMTP_PORT, default: 70000}",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:46:39",
+                "provider-setting-type",
+                "settings.port=70000 is not valid: Expected `int` <= 65535",
+            ),
+        ),
+    ),
+    Case(
+        "missing-provider-setting: every required setting, at the settings key",
+        (
+            replace(
+                "providers.yaml",
+                "      key_id: {env: APNS_KEY_ID}  # the key's 10-character id\n"
+                "      team_id: {env: APNS_TEAM_ID}  # the developer team's 10-character id\n",
+                "",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:82:5",
+                "missing-provider-setting",
+                "'apns' (adapter apns): settings.key_id is required",
+            ),
+            E("providers.yaml:82:5", "missing-provider-setting", "settings.team_id is required"),
+        ),
+    ),
+    Case(
+        "missing-provider-setting: no settings at all, at the provider's entry",
+        (
+            replace(
+                "providers.yaml",
+                "    settings:\n"
+                "      from: {env: TWILIO_FROM_NUMBER}  # required under the live profile: "
+                "your Twilio number\n"
+                '      base_url: {env: TWILIO_BASE_URL, default: "https://api.twilio.com"}\n'
+                "      status_callback: {env: TWILIO_STATUS_CALLBACK_URL}\n",
+                "",
+            ),
+        ),
+        (E("providers.yaml:12:5", "missing-provider-setting", "'twilio' (adapter twilio): settings.from"),),
+    ),
+    Case(
+        "missing-credential: a credential without its variable name, at the credentials key",
+        (
+            replace(
+                "providers.yaml",
+                "credentials: {account_sid: TWILIO_ACCOUNT_SID, auth_token: TWILIO_AUTH_TOKEN}",
+                "credentials: {account_sid: TWILIO_ACCOUNT_SID}",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:18:5",
+                "missing-credential",
+                "credentials.auth_token must name the environment variable",
+            ),
+        ),
+    ),
+    Case(
+        "unknown-credential: a credential the adapter does not read, at its key",
+        (
+            replace(
+                "providers.yaml",
+                "credentials: {api_key: SENDGRID_API_KEY}",
+                "credentials: {api_key: SENDGRID_API_KEY, api_secret: SENDGRID_SECRET}",
+            ),
+        ),
+        (
+            E(
+                "providers.yaml:31:46",
+                "unknown-credential",
+                "unknown credential 'api_secret'; this adapter takes api_key",
+            ),
+        ),
     ),
     Case(
         "unknown-provider: no route for a channel rules use, once per place",
@@ -554,7 +688,7 @@ CASES = [
     Case(
         "provider-channel: in a route of providers.yaml",
         (replace("providers.yaml", "  email: [sendgrid, smtp]", "  email: [sendgrid, twilio]"),),
-        (E("providers.yaml:101:21", "provider-channel", "provider 'twilio' delivers sms, not email"),),
+        (E("providers.yaml:105:21", "provider-channel", "provider 'twilio' delivers sms, not email"),),
     ),
     # -- meaning --
     Case(
@@ -821,7 +955,7 @@ def test_several_problems_are_all_reported_sorted_by_file_line_col(bundle: Path)
             E("policies/security.yaml:9:9", "unknown-digest", "'newsletter.security'"),
             E("policies/security.yaml:41:29", "unknown-channel", "unknown channel 'inapp'"),
             E("policies/tests/social_test.yaml:52:7", "schema", "unknown field 'rul'"),
-            E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),
+            E("providers.yaml:105:21", "unknown-provider", "unknown provider 'smtpp'"),
         ),
     )
     keys = [(d.file, d.line, d.col) for d in result.diagnostics]
@@ -847,7 +981,7 @@ def test_a_broken_defaults_file_still_lets_every_other_file_be_checked(bundle: P
             E("policies/defaults.yaml:9:11", "schema", "expected a string"),
             E("policies/social.yaml:17:11", "cel-syntax", "Syntax error"),
             E("policies/tests/social_test.yaml:52:7", "schema", "unknown field 'rul'"),
-            E("providers.yaml:101:21", "unknown-provider", "unknown provider 'smtpp'"),
+            E("providers.yaml:105:21", "unknown-provider", "unknown provider 'smtpp'"),
         ),
     )
 
@@ -989,7 +1123,7 @@ BROKEN = (
 )
 BROKEN_LOCATED = [
     ("policies/defaults.yaml", 9, 11, "invalid-timezone"),
-    ("providers.yaml", 101, 21, "unknown-provider"),
+    ("providers.yaml", 105, 21, "unknown-provider"),
 ]
 
 
@@ -1005,7 +1139,7 @@ def test_cli_check_prints_each_problem_and_exits_1(bundle: Path, capsys: pytest.
     assert lines == [
         "policies/defaults.yaml:9:11: invalid-timezone: `timezone` 'Mars/Olympus' is not an IANA time zone; "
         "use a name such as 'Europe/Paris'",
-        "providers.yaml:101:21: unknown-provider: unknown provider 'smtpp'; "
+        "providers.yaml:105:21: unknown-provider: unknown provider 'smtpp'; "
         "declared: apns, fcm, inbox, sendgrid, smtp, twilio, webhook",
     ]
     assert all(FORMAT.match(line) for line in lines)
@@ -1054,7 +1188,7 @@ def test_cli_check_format_github_annotates_each_problem(
     assert capsys.readouterr().out.splitlines() == [
         "::error file=policies/defaults.yaml,line=9,col=11,title=invalid-timezone::`timezone` "
         "'Mars/Olympus' is not an IANA time zone; use a name such as 'Europe/Paris'",
-        "::error file=providers.yaml,line=101,col=21,title=unknown-provider::unknown provider 'smtpp'; "
+        "::error file=providers.yaml,line=105,col=21,title=unknown-provider::unknown provider 'smtpp'; "
         "declared: apns, fcm, inbox, sendgrid, smtp, twilio, webhook",
     ]
 
@@ -1127,7 +1261,7 @@ def test_files_outside_the_working_directory_are_shown_absolute(
     root = bundle.resolve()
     assert located(result.diagnostics) == [
         (str(root / "policies" / "defaults.yaml"), 9, 11, "invalid-timezone"),
-        (str(root / "providers.yaml"), 101, 21, "unknown-provider"),
+        (str(root / "providers.yaml"), 105, 21, "unknown-provider"),
     ]
 
 

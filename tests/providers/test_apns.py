@@ -99,9 +99,9 @@ async def test_the_provider_token_is_reused_for_50_minutes_then_renewed() -> Non
         (410, "Unregistered", Permanent, "unregistered", True),
         (410, "ExpiredToken", Permanent, "unregistered", True),
         (400, "DeviceTokenNotForTopic", Permanent, "token_not_for_topic", True),
-        (403, "InvalidProviderToken", Permanent, "auth_failed", False),
-        (403, "BadEnvironmentKeyInToken", Permanent, "auth_failed", False),
-        (400, "TopicDisallowed", Permanent, "bad_topic", False),
+        (403, "InvalidProviderToken", Retryable, "auth_failed", None),
+        (403, "BadEnvironmentKeyInToken", Retryable, "auth_failed", None),
+        (400, "TopicDisallowed", Retryable, "bad_topic", None),
         (413, "PayloadTooLarge", Permanent, "payload_too_large", False),
         (400, "BadExpirationDate", Permanent, "bad_request", False),
         (404, "BadPath", Permanent, "rejected", False),
@@ -120,6 +120,8 @@ async def test_apples_documented_reasons(
     assert result.code == code, result
     if address_invalid is not None:
         assert isinstance(result, Permanent) and result.address_invalid is address_invalid
+    if code in ("auth_failed", "bad_topic"):  # ours to fix: the next provider, the breaker open
+        assert isinstance(result, Retryable) and result.failure == "configuration"
     assert WIRE.address().value not in (result.error if not isinstance(result, Delivered) else "")
 
 

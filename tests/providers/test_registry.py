@@ -133,3 +133,16 @@ async def test_the_optional_apns_provider_runs_once_its_key_is_set_and_names_wha
     finally:
         await registry.close()
         await database.dispose()
+
+
+def test_live_checks_what_the_variables_hold_against_the_same_declarations_as_check() -> None:
+    """What `notigate check` cannot see (a variable's value) is checked at start by the same
+    declarations, each problem naming the variable to fix."""
+    environ = {**LIVE_ENVIRON, "SMTP_PORT": "twenty-five", "SMTP_STARTTLS": "perhaps"}
+    del environ["TWILIO_FROM_NUMBER"]
+    with pytest.raises(ConfigError) as caught:
+        ProviderRegistry.load(PROVIDERS, "live", environ)
+    message = str(caught.value)
+    assert "provider 'twilio': settings.from (TWILIO_FROM_NUMBER) is required: the Twilio number" in message
+    assert "settings.port (SMTP_PORT)='twenty-five' is not valid: Expected `int`" in message
+    assert "settings.starttls (SMTP_STARTTLS)='perhaps' is not valid: Expected `bool`" in message

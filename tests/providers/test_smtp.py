@@ -14,8 +14,10 @@ import email
 import email.policy
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +35,7 @@ from gateway.providers.base import (
     Permanent,
     Retryable,
 )
+from gateway.providers.settings import SmtpSettings, decode
 from gateway.providers.smtp_email import SmtpAdapter
 from gateway.providers.spec import ProviderSpec
 from gateway.redact import Secret
@@ -50,6 +53,7 @@ from tests.providers.conformance import (
     judge,
     message,
 )
+from tests.tls import local_ca
 
 USERNAME = "relay-user-4b1f"
 PASSWORD = "relay-pass-9c2e77"
@@ -168,7 +172,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def adapter(port: int, *, starttls: bool = False, credentials: dict[str, str] | None = None) -> SmtpAdapter:
+def adapter(
+    port: int, *, starttls: bool = False, credentials: dict[str, str] | None = None, **settings: Any
+) -> SmtpAdapter:
     spec = ProviderSpec.parse(
         "smtp",
         {
@@ -182,6 +188,7 @@ def adapter(port: int, *, starttls: bool = False, credentials: dict[str, str] | 
                 "port": {"env": "SMTP_PORT", "default": 587},
                 "starttls": {"env": "SMTP_STARTTLS", "default": True},
                 "from": SENDER,
+                **settings,
             },
         },
         {"SMTP_PORT": str(port), "SMTP_STARTTLS": "true" if starttls else "false", **(credentials or {})},
@@ -364,3 +371,211 @@ async def test_one_click_unsubscribe_headers_reach_the_relay_unfolded() -> None:
     # On the wire as written: mail clients read the URL between the angle brackets, and an
     # RFC 2047 encoded word (which a parser would quietly decode) is no URL to them.
     assert f"List-Unsubscribe: <{link}>, <mailto:".encode() in raw
+
+
+# --- kept sessions and TLS ----------------------------------------------------------------
+
+
+class Relay(Scripted):
+    """Counts the sessions opened and closed with QUIT; `drop` makes it end a kept session:
+    `after_message` hangs up right after each message's 250 (an idle timeout, noticed by the
+    client before its next send), `at_next_mail` hangs up on a session's second MAIL FROM
+    without answering (the relay's timeout racing our next message), `closing_at_next_mail`
+    answers it 421 and hangs up (Postfix's "timeout exceeded", read as MAIL's answer)."""
+
+    def __init__(self, drop: str | None = None) -> None:
+        super().__init__()
+        self.drop = drop
+        self.sessions = 0
+        self.open = 0
+        self.most_open = 0
+        self.quits = 0
+        self.mails: dict[int, int] = {}
+
+    def factory(self, **options: Any) -> Callable[[], asyncio.Protocol]:
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Counted(SmtpServer):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                relay.sessions += 1
+                relay.open += 1
+                relay.most_open = max(relay.most_open, relay.open)
+                super().connection_made(transport)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                relay.open -= 1
+                super().connection_lost(exc)
+
+        return lambda: Counted(self, hostname="relay.test", loop=loop, **options)
+
+    async def handle_MAIL(
+        self, server: SmtpServer, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        count = self.mails[id(session)] = self.mails.get(id(session), 0) + 1
+        if self.drop == "at_next_mail" and count > 1:
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.abort()
+            return "421 4.4.2 closing"  # never reaches the client: the connection is gone
+        if self.drop == "closing_at_next_mail" and count > 1:
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.write(b"421 4.4.2 relay.test Error: timeout exceeded\r\n")
+            server.transport.close()
+            return "421 4.4.2 closing"  # written after the close: never sent
+        envelope.mail_from = address
+        return "250 2.1.0 Ok"
+
+    async def handle_DATA(self, server: SmtpServer, session: Session, envelope: Envelope) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.drop == "after_message":
+            transport = server.transport
+            assert transport is not None
+            asyncio.get_running_loop().call_soon(transport.close)
+        return reply
+
+    async def handle_QUIT(self, server: SmtpServer, session: Session, envelope: Envelope) -> str:
+        self.quits += 1
+        return "221 2.0.0 Bye"
+
+
+def _recipients(relay: Relay) -> list[str]:
+    return [rcpt for envelope in relay.received for rcpt in envelope.rcpt_tos]
+
+
+async def test_messages_share_one_kept_session_which_quits_when_the_adapter_closes() -> None:
+    relay = Relay()
+    async with listening(relay.factory()) as port:
+        smtp = adapter(port)
+        results = [await smtp.send(message("email"), VALID, idempotency_key=f"d{i}") for i in range(3)]
+        assert all(isinstance(r, Delivered) for r in results)
+        assert (relay.sessions, relay.quits, len(relay.received)) == (1, 0, 3)
+        await smtp.close()
+        assert relay.quits == 1
+        after = await smtp.send(message("email"), VALID, idempotency_key="late")
+    assert isinstance(after, Retryable) and after.code == "unreachable"  # a stopped worker sends nothing
+    assert relay.sessions == 1
+
+
+@pytest.mark.parametrize("drop", ["after_message", "at_next_mail", "closing_at_next_mail"])
+async def test_a_kept_session_the_relay_dropped_is_replaced_and_the_next_message_goes_once(drop: str) -> None:
+    """Dropped while idle (the client sees it closed) or at the next MAIL FROM (a hang-up, or
+    a 421, before DATA): nothing of the message went out, so it goes on a fresh session."""
+    relay = Relay(drop=drop)
+    async with listening(relay.factory()) as port:
+        smtp = adapter(port)
+        try:
+            first = await smtp.send(message("email"), VALID, idempotency_key="d1")
+            await asyncio.sleep(0.1)  # the relay's hang-up, if any, arrives while the session is idle
+            second = await smtp.send(message("email"), UNKNOWN, idempotency_key="d2")
+        finally:
+            await smtp.close()
+    assert isinstance(first, Delivered) and isinstance(second, Delivered)
+    assert _recipients(relay) == [VALID.value, UNKNOWN.value]  # each once
+    assert relay.sessions == 2 and smtp.pool.opened == 2
+
+
+async def test_a_refused_recipient_leaves_the_session_usable_for_the_next_message() -> None:
+    class Refusing(Relay):
+        async def handle_RCPT(
+            self, server: SmtpServer, session: Session, envelope: Envelope, address: str, options: list[str]
+        ) -> str:
+            if address == UNKNOWN.value:
+                return f"550 5.1.1 <{address}>: Recipient address rejected"
+            return await super().handle_RCPT(server, session, envelope, address, options)
+
+    relay = Refusing()
+    async with listening(relay.factory()) as port:
+        smtp = adapter(port)
+        try:
+            refused = await smtp.send(message("email"), UNKNOWN, idempotency_key="d1")
+            sent = await smtp.send(message("email"), VALID, idempotency_key="d2")
+        finally:
+            await smtp.close()
+    assert isinstance(refused, Permanent) and refused.address_invalid
+    assert isinstance(sent, Delivered) and _recipients(relay) == [VALID.value]
+    assert relay.sessions == 1
+
+
+async def test_concurrent_sends_open_at_most_max_connections_sessions() -> None:
+    relay = Relay()
+    relay.data_delay = 0.05  # each message holds its session a moment
+    async with listening(relay.factory()) as port:
+        smtp = adapter(port, max_connections=2)
+        try:
+            results = await asyncio.gather(
+                *(smtp.send(message("email"), VALID, idempotency_key=f"d{i}") for i in range(6))
+            )
+        finally:
+            await smtp.close()
+    assert all(isinstance(r, Delivered) for r in results) and len(relay.received) == 6
+    assert relay.most_open <= 2 and smtp.pool.opened <= 2
+
+
+async def test_keepalive_zero_opens_a_session_per_message() -> None:
+    relay = Relay()
+    async with listening(relay.factory()) as port:
+        smtp = adapter(port, keepalive=0)
+        try:
+            for i in range(2):
+                assert isinstance(
+                    await smtp.send(message("email"), VALID, idempotency_key=f"d{i}"), Delivered
+                )
+        finally:
+            await smtp.close()
+    assert (relay.sessions, relay.quits) == (2, 2)
+
+
+@contextlib.asynccontextmanager
+async def implicit_tls(relay: Relay, context: ssl.SSLContext) -> AsyncIterator[int]:
+    server = await asyncio.get_running_loop().create_server(relay.factory(), "127.0.0.1", 0, ssl=context)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
+async def test_implicit_tls_trusts_the_relays_private_ca_from_ca_file(tmp_path: Path) -> None:
+    ca = local_ca(tmp_path)
+    relay = Relay()
+    async with implicit_tls(relay, ca.server_context) as port:
+        smtp = adapter(port, tls="implicit", ca_file=str(ca.ca_file))
+        try:
+            result = await smtp.send(with_headers(message("email")), VALID, idempotency_key="d1")
+        finally:
+            await smtp.close()
+    assert result == Delivered(provider_message_id=QUEUE_ID)
+    _check_received(relay.received[0], with_headers(message("email")), VALID)
+
+
+async def test_implicit_tls_refuses_a_certificate_it_does_not_trust(tmp_path: Path) -> None:
+    ca = local_ca(tmp_path)
+    relay = Relay()
+    async with implicit_tls(relay, ca.server_context) as port:
+        result = await _send(port, VALID, message("email"), tls="implicit")  # the system's CAs only
+    assert isinstance(result, Retryable) and result.code == "unreachable" and not result.ambiguous
+    assert relay.received == []
+
+
+async def test_starttls_upgrades_before_auth_with_the_private_ca(tmp_path: Path) -> None:
+    ca = local_ca(tmp_path)
+    relay = Relay()
+    credentials = {"SMTP_USERNAME": USERNAME, "SMTP_PASSWORD": PASSWORD}
+    options = {"tls_context": ca.server_context, "require_starttls": True, "authenticator": _authenticator}
+    async with listening(relay.factory(**options)) as port:
+        result = await _send(
+            port, VALID, message("email"), starttls=True, credentials=credentials, ca_file=str(ca.ca_file)
+        )
+    assert isinstance(result, Delivered) and len(relay.received) == 1
+
+
+def test_port_465_means_implicit_tls_unless_tls_says_otherwise() -> None:
+    def mode(**values: Any) -> str:
+        return decode(SmtpSettings, values).tls_mode()
+
+    assert mode(port=465) == "implicit"
+    assert mode(port="465", tls="starttls") == "starttls"
+    assert mode(port=587) == "starttls"
+    assert mode(port=25, starttls="no") == "none"
+    assert mode(port=2525, tls="implicit") == "implicit"

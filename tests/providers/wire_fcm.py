@@ -73,12 +73,19 @@ def service_account(token_uri: str, **overrides: Any) -> dict[str, Any]:
 
 
 def spec(
-    base_url: str, timeout: float, *, token_uri: str | None = None, account: str | None = None
+    base_url: str,
+    timeout: float,
+    *,
+    token_uri: str | None = None,
+    account: str | None = None,
+    name: str = "fcm",
+    **entry: Any,
 ) -> ProviderSpec:
-    """The `fcm` entry of providers.yaml, with FCM and the token endpoint at `base_url`."""
+    """The `fcm` entry of providers.yaml, with FCM and the token endpoint at `base_url`;
+    `entry` adds to it."""
     text = account if account is not None else json.dumps(service_account(token_uri or base_url + TOKEN_PATH))
     return ProviderSpec.parse(
-        "fcm",
+        name,
         {
             "channel": "push",
             "adapter": "fcm",
@@ -87,6 +94,7 @@ def spec(
             "timeout": f"{int(timeout * 1000)}ms",
             "credentials": {"service_account": "FCM_SERVICE_ACCOUNT"},
             "settings": {"project_id": PROJECT, "base_url": base_url},
+            **entry,
         },
         {"FCM_SERVICE_ACCOUNT": text},
     )

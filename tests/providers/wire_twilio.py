@@ -77,25 +77,30 @@ def error(status: int, code: int, message: str, headers: dict[str, str] | None =
     return Reply(status, body, headers=headers or {})
 
 
+def spec(base_url: str, timeout: float, name: str = "twilio", **entry: Any) -> ProviderSpec:
+    """A `twilio` entry of providers.yaml with Twilio at `base_url`; `entry` adds to it."""
+    return ProviderSpec.parse(
+        name,
+        {
+            "channel": "sms",
+            "adapter": "twilio",
+            "cost": 0.0075,
+            "timeout": f"{int(timeout * 1000)}ms",
+            "credentials": {"account_sid": "T_SID", "auth_token": "T_TOKEN"},
+            "settings": {"from": SENDER, "base_url": base_url},
+            **entry,
+        },
+        {"T_SID": ACCOUNT_SID, "T_TOKEN": AUTH_TOKEN},
+    )
+
+
 class TwilioWire:
     adapter = "twilio"
     channel = "sms"
     secrets = (ACCOUNT_SID, AUTH_TOKEN)
 
     def build(self, base_url: str, timeout: float) -> Adapter:
-        spec = ProviderSpec.parse(
-            "twilio",
-            {
-                "channel": "sms",
-                "adapter": "twilio",
-                "cost": 0.0075,
-                "timeout": f"{int(timeout * 1000)}ms",
-                "credentials": {"account_sid": "T_SID", "auth_token": "T_TOKEN"},
-                "settings": {"from": SENDER, "base_url": base_url},
-            },
-            {"T_SID": ACCOUNT_SID, "T_TOKEN": AUTH_TOKEN},
-        )
-        return TwilioAdapter.from_spec(spec, AdapterDeps())
+        return TwilioAdapter.from_spec(spec(base_url, timeout), AdapterDeps())
 
     def address(self, valid: bool = True) -> Address:
         return Address("phone", VALID if valid else INVALID)
