@@ -308,7 +308,8 @@ async def test_an_expired_token_is_refused(gateway: Services, clock: Clock) -> N
 
 
 def _forged(token: str) -> list[str]:
-    """The same token for another user, or signed with another secret, or cut short."""
+    """The same token for another user, or signed with another secret, or cut short, or
+    re-spelt (padded, with a stray character: base64 Python alone would read back)."""
     payload, _, signature = token.removeprefix("it_").partition(".")
     raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
     expiry = raw.rpartition(".")[2]
@@ -323,6 +324,9 @@ def _forged(token: str) -> list[str]:
         f"it_{payload}",
         "it_%%%.%%%",
         token[:-3],
+        f"{token}=",
+        f"it_{payload}==.{signature}",
+        f"it_{payload[:2]}!{payload[2:]}.{signature}",
     ]
 
 
