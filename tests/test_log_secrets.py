@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from gateway.redis_server import RedisServer, free_port
@@ -60,14 +61,27 @@ def failed_start(env: dict[str, str], database_url: str, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def refuse_in_database(database: Path) -> None:
+async def refuse_in_database(database_url: str) -> None:
     """A trigger that fails the write of one address: a database error whose statement
     carries that address among its parameters."""
-    with sqlite3.connect(database) as connection:
-        connection.execute(
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.partition(":///")[2]) as connection:
+            connection.execute(
+                "CREATE TRIGGER refuse_address BEFORE INSERT ON contacts "
+                f"WHEN NEW.value = '{DB_REFUSED}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        return
+    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(
+            "CREATE FUNCTION refuse_address() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.value = '{DB_REFUSED}' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql;"
             "CREATE TRIGGER refuse_address BEFORE INSERT ON contacts "
-            f"WHEN NEW.value = '{DB_REFUSED}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            "FOR EACH ROW EXECUTE FUNCTION refuse_address();"
         )
+    finally:
+        await connection.close()
 
 
 def user(user_id: str, email: str, **contacts: object) -> dict[str, object]:
@@ -129,11 +143,15 @@ async def delivery_outcomes(http: httpx.AsyncClient, notifications: list[str]) -
 
 
 async def test_no_address_token_key_or_password_reaches_any_log(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, database_url: str
 ) -> None:
     sendgrid = await StubServer(sendgrid_script).start()
     port = free_port()
-    env = {**_environment(tmp_path, redis_server.url, sendgrid.url, port), "NOTIGATE_LOG_LEVEL": "DEBUG"}
+    env = {
+        **_environment(tmp_path, redis_server.url, sendgrid.url, port),
+        "DATABASE_URL": database_url,
+        "NOTIGATE_LOG_LEVEL": "DEBUG",
+    }
     outputs = [
         failed_start(
             env, f"postgresql://notigate:{PASSWORD}@127.0.0.1:{free_port()}/notigate", "db", "upgrade"
@@ -144,7 +162,7 @@ async def test_no_address_token_key_or_password_reaches_any_log(
         failed_start(env, f"mysql://notigate:{PASSWORD}@db.internal/notigate", "worker"),
     ]
     _notigate(env, "db", "upgrade")
-    refuse_in_database(tmp_path / "notigate.db")
+    await refuse_in_database(database_url)
     key = _notigate(env, "keys", "create", "ops", "--events", "*", "--admin").strip().splitlines()[-1]
     logs = [tmp_path / "api.log", tmp_path / "worker.log"]
     commands = [["serve", "--host", "127.0.0.1", "--port", str(port)], ["worker"]]
