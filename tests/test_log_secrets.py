@@ -1,12 +1,13 @@
 """No secret in any log, ever: a real gateway (API and worker processes, live profile, a
-SendGrid stand-in) is driven through its error paths at DEBUG, and every line the processes
-wrote is searched for the addresses, tokens, keys and passwords the test used.
+SendGrid and Twilio stand-in) is driven through its error paths at DEBUG, and every line
+the processes wrote is searched for the addresses, tokens, keys and passwords it used.
 
-The error paths: database URLs with a password that are invalid or unreachable, a provider
-that refuses an address and echoes it back, a provider failing with the address in its
-answer, a database refusing a write that carries an address, unknown and forged API keys,
-forged inbox, unsubscribe and console tokens. Each path is checked to have happened (its
-status code or outcome), so a quiet log proves something.
+The error paths: database URLs with a password that are invalid or unreachable, providers
+refusing an address and echoing it back (SendGrid's email, Twilio's phone), a provider
+failing with the address in its answer, a database refusing a write that carries an
+address, unknown and forged API keys, forged inbox, unsubscribe and console tokens. Each
+path is checked to have happened (its status code or outcome), so a quiet log proves
+something.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import httpx
 
 from gateway.redis_server import RedisServer, free_port
 from tests.conftest import REPO
-from tests.providers import wire_sendgrid
-from tests.stub_http import Reply, StubServer
+from tests.providers import wire_sendgrid, wire_twilio
+from tests.stub_http import Reply, Request, StubServer
 from tests.test_live_profile import _environment, _notigate, _spawn, _until_ready
 
 PASSWORD = "pw-Hunter2-never-logged"
@@ -35,9 +36,12 @@ DEVICE = "fcmTokenNeverLogged:APA91bHun3dsOfCharacters_abcdefghijklmnopqrstuvwxy
 FORGED_KEY = "key_01JFORGEDFORGEDFORGEDFORGE.forged-api-secret-never-logged"
 
 
-def sendgrid_script(request: object) -> Reply:
-    """Refuse one address, fail on another, both echoed back as SendGrid's errors do."""
-    body = getattr(request, "body", b"").decode()
+def providers_script(request: Request) -> Reply:
+    """SendGrid refuses one address and fails on another, Twilio refuses the phone: each
+    echoing the address back, as their errors do."""
+    body = request.body.decode()
+    if request.path == wire_twilio.MESSAGES_PATH:
+        return wire_twilio.error(400, 21211, f"The 'To' number {PHONE} is not a valid phone number.")
     if REFUSED in body:
         message = f"The to email {REFUSED} does not contain a valid address."
         return Reply(400, wire_sendgrid.errors(("personalizations.0.to.0.email", message)))
@@ -85,10 +89,12 @@ async def refuse_in_database(database_url: str) -> None:
 
 
 def user(user_id: str, email: str, **contacts: object) -> dict[str, object]:
+    """A recipient who opted into SMS too, so a phone among `contacts` is texted."""
     return {
         "user_id": user_id,
         "quiet_hours": {"start": "00:00", "end": "00:00"},
         "contacts": {"email": email, **contacts},
+        "preferences": [{"event": "order.*", "channel": "sms", "enabled": True}],
     }
 
 
@@ -145,10 +151,14 @@ async def delivery_outcomes(http: httpx.AsyncClient, notifications: list[str]) -
 async def test_no_address_token_key_or_password_reaches_any_log(
     tmp_path: Path, redis_server: RedisServer, database_url: str
 ) -> None:
-    sendgrid = await StubServer(sendgrid_script).start()
+    providers = await StubServer(providers_script).start()
     port = free_port()
     env = {
-        **_environment(tmp_path, redis_server.url, sendgrid.url, port),
+        **_environment(tmp_path, redis_server.url, providers.url, port),
+        "TWILIO_ACCOUNT_SID": wire_twilio.ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": wire_twilio.AUTH_TOKEN,
+        "TWILIO_FROM_NUMBER": wire_twilio.SENDER,
+        "TWILIO_BASE_URL": providers.url,
         "DATABASE_URL": database_url,
         "NOTIGATE_LOG_LEVEL": "DEBUG",
     }
@@ -183,16 +193,15 @@ async def test_no_address_token_key_or_password_reaches_any_log(
             process.wait(timeout=30)
         for sink in sinks:
             sink.close()
-        await sendgrid.stop()
+        await providers.stop()
 
     assert seen["db_error"] >= 400 and seen["forged_key"] == 401 and seen["no_key"] == 401, seen
     assert (seen["forged_inbox_token"], seen["expired_shape_inbox_token"]) == (401, 401), seen
     assert seen["forged_unsubscribe"] == 404 and seen["forged_console_link"] == 401, seen
     assert outcomes - {"delivered"} and outcomes <= {"failed", "retrying", "dead"}, outcomes
-    assert {r.json()["personalizations"][0]["to"][0]["email"] for r in sendgrid.requests} >= {
-        REFUSED,
-        FAILING,
-    }
+    mail = [r for r in providers.requests if r.path == "/v3/mail/send"]
+    assert {r.json()["personalizations"][0]["to"][0]["email"] for r in mail} >= {REFUSED, FAILING}
+    assert any(r.path == wire_twilio.MESSAGES_PATH for r in providers.requests)  # the SMS was tried
 
     text = "\n".join([*outputs, *(log.read_text(errors="replace") for log in logs)])
     secret_part = key.partition(".")[2]
@@ -209,6 +218,7 @@ async def test_no_address_token_key_or_password_reaches_any_log(
         "admin key's secret": secret_part,
         "forged key's secret": FORGED_KEY.partition(".")[2],
         "SendGrid key": wire_sendgrid.API_KEY,
+        "Twilio auth token": wire_twilio.AUTH_TOKEN,
         "inbox secret": env["NOTIGATE_INBOX_SECRET"],
         "unsubscribe secret": env["NOTIGATE_UNSUBSCRIBE_SECRET"],
         "console secret": env["NOTIGATE_CONSOLE_SECRET"],
