@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = tuple(_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024))
@@ -26,8 +27,11 @@ def encode(value: int) -> str:
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
-def new_id(prefix: str) -> str:
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+def new_id(prefix: str, clock: Callable[[], float] = time.time) -> str:
+    """A new id whose time part is `clock()` (epoch seconds): a caller holding an injected
+    clock passes it, so ids made under a test's clock sort as that clock says, not as the
+    wall clock happens to tick."""
+    value = (int(clock() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
     return f"{prefix}_{encode(value)}"
 
 

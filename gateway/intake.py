@@ -144,7 +144,7 @@ class Intake:
 
         If deciding any of them fails, none is stored. A store failure part-way can leave the
         earlier commits stored: a bulk request with an `idempotency_key` is therefore safe to
-        retry, as the retry replays those (`<key>:<user_id>`) and stores the rest.
+        retry, as the retry replays those (`model.recipient_key`) and stores the rest.
         """
         policy = self.policy()
         for intent in intents:

@@ -79,6 +79,13 @@ PROVIDER_CONFIGURATION_FAILURES = Counter(
     ["provider", "code"],
     registry=REGISTRY,
 )
+WEBHOOK_EVENTS_SKIPPED = Counter(
+    "notigate_webhook_events_skipped",
+    "Records of a signed provider webhook that could not be read (a time out of range, a field "
+    "of the wrong type) and were skipped while the rest of the batch was stored, by provider.",
+    ["provider"],
+    registry=REGISTRY,
+)
 DELIVERY_COST = Counter(
     "notigate_delivery_cost_usd",
     "What delivered messages cost, in USD, by channel and provider: the provider's reported "

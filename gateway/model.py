@@ -441,6 +441,23 @@ class DeadLetterPage(Struct, frozen=True, kw_only=True):
     next_cursor: str | None
 
 
+def recipient_key(key: str, user_id: str) -> str:
+    """The idempotency key of one recipient of a bulk request with key `key`.
+
+    Both parts must be recoverable, or two recipients of two requests share a key and the
+    second is taken for a replay of the first: user ids may hold `:`, so `<key>:<user_id>`
+    alone gave `a:b` + `c` and `a` + `b:c` the same `a:b:c`. A key without `:` keeps that
+    form (the first `:` ends it), so keys claimed before stay the same and a chunk expanded
+    again after an upgrade is still a replay. A key holding `:` is written
+    `<length>:<key>/<user_id>`: the length says where the key ends, and no old-form key can
+    look like it, since what follows its first `:` holds a `/`, which a user id never does.
+    At most 3 + 1 + 256 + 1 + 128 characters: the column holds 400.
+    """
+    if ":" not in key:
+        return f"{key}:{user_id}"
+    return f"{len(key)}:{key}/{user_id}"
+
+
 class BulkIntent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One intent for many users: stored whole, then expanded into one notification each."""
 
@@ -449,7 +466,7 @@ class BulkIntent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
     priority: Priority = "normal"
     channels: list[ChannelName] | None = None
-    idempotency_key: IdempotencyKey | None = None  # per recipient: `<key>:<user_id>`
+    idempotency_key: IdempotencyKey | None = None  # per recipient: `recipient_key(key, user_id)`
     send_at: AwareDatetime | None = None
     locale: Locale | None = None
 
@@ -463,7 +480,7 @@ class BulkIntent(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
                 channels=self.channels,
                 send_at=self.send_at,
                 locale=self.locale,
-                idempotency_key=f"{self.idempotency_key}:{user_id}" if self.idempotency_key else None,
+                idempotency_key=recipient_key(key, user_id) if (key := self.idempotency_key) else None,
             )
             for user_id in dict.fromkeys(self.user_ids)
         ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -46,9 +46,10 @@ class _Bucket:
 
 
 class Quota:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.keys = keys
+        self.clock = clock  # epoch seconds: tests refill a bucket by moving it, not by sleeping
         self._take = redis.register_script(TAKE)
         self._local: dict[str, _Bucket] = {}
 
@@ -58,7 +59,7 @@ class Quota:
 
     async def take_many(self, specs: Sequence[QuotaSpec]) -> list[float]:
         """Several takes in one round trip, in order (a batch of requests of the same key)."""
-        now = time.time()
+        now = self.clock()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for spec in specs:

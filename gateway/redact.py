@@ -81,17 +81,20 @@ def _drop(record: logging.LogRecord) -> bool:
     return False
 
 
-# hpack (HTTP/2 header compression, under httpx's HTTP/2) logs every header it encodes or
-# decodes at DEBUG: `:path` (an APNs device token), `authorization` (a provider token).
-HPACK_LOGGERS = ("hpack.hpack", "hpack.table")
+# Loggers that dump what they carry at DEBUG, silenced whatever the level:
+# - hpack (HTTP/2 header compression, under httpx's HTTP/2) logs every header it encodes
+#   or decodes: `:path` (an APNs device token), `authorization` (a provider token);
+# - aiosqlite logs every statement with its parameters: addresses, tokens, message text.
+QUIET_LOGGERS = ("hpack.hpack", "hpack.table", "aiosqlite")
 
 
 def redact_http_logs() -> None:
-    """Install `RedactUrls` on httpx's logger and silence hpack's header dumps, once per process."""
+    """Install `RedactUrls` on httpx's logger and silence the dumps of `QUIET_LOGGERS`, once
+    per process."""
     logger = logging.getLogger("httpx")
     if not any(isinstance(f, RedactUrls) for f in logger.filters):
         logger.addFilter(RedactUrls())
-    for name in HPACK_LOGGERS:
-        hpack = logging.getLogger(name)
-        if _drop not in hpack.filters:
-            hpack.addFilter(_drop)
+    for name in QUIET_LOGGERS:
+        quiet = logging.getLogger(name)
+        if _drop not in quiet.filters:
+            quiet.addFilter(_drop)

@@ -87,7 +87,7 @@ class Services:
         self.bundle.listeners.append(self._policy_changed)
         self.deliveries = DeliveryStore(self.database)
         self.api_keys = ApiKeyStore(self.database)
-        self.quota = Quota(self.redis, self.keys)
+        self.quota = Quota(self.redis, self.keys, clock=lambda: self.clock().timestamp())
         self.intake = Intake(
             policy=self.current_policy,
             database=self.database,

@@ -7,6 +7,13 @@ gives both the same secret. The server keeps no token state: any process holding
 verifies any token.
 
     <prefix><base64url(payload)>.<base64url(signature)>
+
+Both parts decode strictly: only the URL-safe alphabet, no padding, and no stray bits in
+the last character, so each token has exactly one spelling. Python's own decoder drops
+characters outside the alphabet and ignores those bits, which let `abc=`, `ab!c` or a last
+character changed in its unused bits pass as the same token. Tokens issued before were
+always written this way, so they keep working. (itsdangerous would do the same, but in its
+own format: every unsubscribe link already sent in an email would stop working.)
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 
 from gateway.redact import Secret
 
@@ -49,5 +57,14 @@ def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes `b64` wrote as `text`; binascii.Error for any other spelling."""
+    if not _ALPHABET.fullmatch(text) or len(text) % 4 == 1:
+        raise binascii.Error("not unpadded base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64(raw) != text:  # the last character carried bits the bytes do not have
+        raise binascii.Error("not the canonical spelling of its bytes")
+    return raw

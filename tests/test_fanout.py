@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from gateway.admission import Limits
 from gateway.fanout import BulkFanout
+from gateway.model import recipient_key
 from gateway.services import Services
 from gateway.store.bulk_requests import NewBulk
 from gateway.store.tables import BulkRequestRow
 from tests.harness import ADA, NOTIFICATIONS, admin_key, bulk_fanout, client, count, store_user
 
 BULK = BulkRequestRow.__table__  # type: ignore[attr-defined]
+USER_IDS = st.from_regex(r"[A-Za-z0-9_.:@-]{1,128}", fullmatch=True)
 DIGEST = {"event": "marketing.weekly_digest", "priority": "low", "data": {"week": "W47"}}
 
 
@@ -97,6 +101,43 @@ async def test_a_chunk_expanded_twice_stores_each_recipient_once(services: Servi
     assert len(stored) == 30 and len(set(stored)) == 30
     assert all(key == f"{bulk_id}:{user}" for user, key in stored)
     assert (await status(services, token, bulk_id))["expanded"] == 30
+
+
+async def test_keys_and_user_ids_holding_colons_never_share_a_recipient_key(services: Services) -> None:
+    """`promo` for `spring:u_1` and `promo:spring` for `u_1` were both `promo:spring:u_1`, so
+    the second request's recipient was answered as a replay of the first's and got nothing."""
+    token = await admin_key(services)
+    users = {"promo": "spring:u_1", "promo:spring": "u_1"}
+    assert recipient_key("promo", "spring:u_1") != recipient_key("promo:spring", "u_1")
+    bulk_ids = {}
+    for key, user in users.items():
+        response = await post_bulk(services, token, [user], idempotency_key=key)
+        assert response.status_code == 202, response.text
+        bulk_ids[key] = response.json()["bulk_id"]
+    while await fanout(services).expand_one():
+        pass
+    assert await bulk_notifications(services, bulk_ids["promo"]) == [("spring:u_1", "promo:spring:u_1")]
+    assert await bulk_notifications(services, bulk_ids["promo:spring"]) == [("u_1", "12:promo:spring/u_1")]
+    async with services.database.begin() as connection:  # expand the second again, as after a crash
+        await connection.execute(
+            sa.update(BULK).where(BULK.c.id == bulk_ids["promo:spring"]).values(expanded=0, state="expanding")
+        )
+    assert await fanout(services, "w2").expand_one()
+    assert await count(services, NOTIFICATIONS) == 2  # the replay stored nothing new
+
+
+@settings(max_examples=200)
+@example(("promo", "spring:u_1"), ("promo:spring", "u_1"))  # one `promo:spring:u_1` before
+@example(("12", "promo:spring"), ("promo:spring", "u_1"))  # the new form's length prefix
+@given(
+    st.tuples(st.text(min_size=1, max_size=256), USER_IDS),
+    st.tuples(st.text(min_size=1, max_size=256), USER_IDS),
+)
+def test_recipient_keys_are_distinct_for_distinct_pairs_and_fit_their_column(
+    one: tuple[str, str], other: tuple[str, str]
+) -> None:
+    assert (recipient_key(*one) == recipient_key(*other)) == (one == other)
+    assert len(recipient_key(*one)) <= 400
 
 
 async def test_a_claimed_request_is_not_expanded_by_a_second_worker_until_its_lease_ends(

@@ -38,3 +38,12 @@ def test_an_id_is_its_prefix_and_26_crockford_characters_starting_with_the_time(
     assert re.fullmatch(r"n_[0-9A-HJKMNP-TV-Z]{26}", first)
     assert first != second
     assert first[2:12] <= second[2:12]  # the 48-bit millisecond part never goes back
+
+
+def test_the_time_part_comes_from_the_clock_given() -> None:
+    """Ids made under an injected clock sort by that clock, without waiting a millisecond."""
+    later = new_id("n", clock=lambda: 1_800_000_000.002)
+    earlier = new_id("n", clock=lambda: 1_800_000_000.001)
+    assert earlier < later
+    assert new_id("n", clock=lambda: 0.0)[2:12] == "0000000000"
+    assert later[2:12] == by_division(1_800_000_000_002 << 80)[:10]

@@ -339,6 +339,39 @@ async def test_an_intent_whose_data_cannot_render_is_refused_and_nothing_is_stor
     assert await count(services, NOTIFICATIONS) == 0
 
 
+@pytest.mark.parametrize(
+    ("data", "field", "said"),
+    [
+        ({"order_id": "A-1\r\nBcc: all@example.com"}, "subject", "line break in a mail header"),
+        ({"order_id": "A-1\nX"}, "subject", "line break in a mail header"),
+        ({"tracking_url": "javascript:alert(document.cookie)"}, "html", "javascript: URL"),
+        ({"tracking_url": " JaVa\tScRiPt:alert(1)"}, "action_url", "javascript: URL"),
+        ({"tracking_url": "data:text/html,<script>alert(1)</script>"}, "data.url", "data: URL"),
+        ({"tracking_url": "vbscript:msgbox(1)"}, "html", "vbscript: URL"),
+    ],
+)
+async def test_data_a_header_or_a_link_cannot_carry_is_refused_naming_the_template_field(
+    services: Services, data: dict[str, str], field: str, said: str
+) -> None:
+    """CR/LF bound for a subject used to be accepted and fail as `unsendable`; a `javascript:`
+    URL used to reach `<a href>` and the inbox's `action_url`. Both are a 422 now."""
+    await store_user(services)
+    token = await admin_key(services)
+    base = {"order_id": "A-1001", "carrier": "UPS"}
+    async with client(services, token) as http:
+        response = await http.post("/v1/intents", json={**SHIPPED, "data": {**base, **data}})
+        fine = await http.post(
+            "/v1/intents", json={**SHIPPED, "data": {**base, "tracking_url": "https://t.example/1"}}
+        )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("template_error", "intent.data")
+    assert f": {field}: " in error["message"] and said in error["message"]
+    assert "cookie" not in error["message"] and "Bcc" not in error["message"]
+    assert fine.status_code == 202, fine.text
+    assert await count(services, NOTIFICATIONS) == 1  # only the clean one
+
+
 async def test_a_cap_refused_at_reservation_still_folds_into_the_digest(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,14 @@
 
 `Authorization: Bearer <key id>.<secret>`. A missing or unknown key is 401; a key asking
 for what its scopes do not allow is 403; both in the contract's error shape.
+
+Which routes take no key is said on the route, not by path patterns here: a handler or
+router with `opt=PUBLIC` is skipped by the middleware (Litestar's `exclude_from_auth` opt
+key). Those are the probes and `/metrics`, the OpenAPI document and its assets, the
+inbox's routes (each verifies a user's inbox token, `gateway.api.inbox_routes`), and the
+provider webhooks and unsubscribe links (each verifies its signature,
+`gateway.api.tracking_routes`). Routes only an admin key may call carry the `admin_only`
+guard, on their router when all of its routes are admin's.
 """
 
 from __future__ import annotations
@@ -10,19 +18,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
 
 from gateway.errors import Forbidden, Unauthorized
 from gateway.store.keys import ApiKey, ApiKeyStore
 
-OPEN_PATHS = {"/schema", "/healthz", "/readyz", "/metrics"}
-# The inbox routes take a user-scoped inbox token, not an API key: each handler verifies it
-# (`gateway.api.inbox_routes`). Only `/v1/inbox` and what is under it: `/v1/inboxes` is not.
-INBOX_PATHS = r"^/v1/inbox(/|$)"
-# Provider webhooks (signed by the provider) and one-click unsubscribe links (signed by us):
-# each handler verifies its signature (`gateway.api.tracking_routes`). Exactly these routes.
-TRACKING_PATHS = r"^/v1/(webhooks/sendgrid|webhooks/twilio/(status|inbound)|unsubscribe/[^/]+)$"
+# The `opt` of a route that takes no API key (it is open, or checks a credential of its own).
+PUBLIC: dict[str, Any] = {"exclude_from_auth": True}
 
 
 # Another kind of bearer credential that stands for a key (console links): returns the key it
@@ -31,10 +35,10 @@ Delegation = Callable[[str], Awaitable[tuple[ApiKey, object] | None]]
 
 
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
-    """Routes marked `exclude_from_auth` in their `opt` (the console's static files) are open."""
+    """Every route but those marked `opt=PUBLIC` needs a key."""
 
     def __init__(self, app: ASGIApp, keys: ApiKeyStore, delegation: Delegation | None = None) -> None:
-        super().__init__(app, exclude=[*(f"^{p}" for p in OPEN_PATHS), INBOX_PATHS, TRACKING_PATHS])
+        super().__init__(app, exclude_from_auth_key=next(iter(PUBLIC)))
         self.keys = keys
         self.delegation = delegation
 
@@ -56,7 +60,9 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=key, auth=key)
 
 
-def require_admin(key: ApiKey) -> None:
+def admin_only(connection: ASGIConnection[Any, ApiKey, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of the routes only an admin key may call: 403 `admin_required` for any other."""
+    key = connection.user
     if not key.admin:
         raise Forbidden(f"key {key.name!r} has no admin rights, which this call needs", code="admin_required")
 

@@ -27,7 +27,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.params import JSONBody
 
 from gateway import signing
-from gateway.api.auth import require_admin
+from gateway.api.auth import admin_only
 from gateway.api.openapi import ADMIN, BODY, KEYED, errors
 from gateway.errors import Forbidden, Unauthorized, Unavailable
 from gateway.model import EventPattern
@@ -178,12 +178,12 @@ def console_link_router(services: Services) -> Router:
         description="Admin keys only. The link carries the issuer's id, the event patterns (no wider "
         "than the issuer's), admin or not, and an expiry, signed with `NOTIGATE_CONSOLE_SECRET` "
         "(503 while unset); revoking the issuing key voids it. A console link cannot issue links.",
+        guards=[admin_only],
         responses=errors(ADMIN, BODY),
     )
     async def create_link(
         data: JSONBody[LinkRequest], request: Request[ApiKey, Any, Any]
     ) -> Response[IssuedLink]:
-        require_admin(request.user)
         if isinstance(request.auth, ConsoleLink):
             raise Forbidden(
                 "a console link cannot issue further links: use an API key", code="api_key_required"

@@ -14,6 +14,7 @@ from litestar import Response, Router
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
+from gateway.api.auth import PUBLIC
 from gateway.console import STATIC
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -48,7 +49,7 @@ def console_router() -> Router:
         directories=[STATIC],
         html_mode=True,
         name="console",
-        opt={"exclude_from_auth": True},
+        opt=PUBLIC,
         after_request=_secure,
         # Revalidated on every load: a gateway upgrade must never pair a new API with old scripts.
         cache_control=CacheControlHeader(no_cache=True),

@@ -1,6 +1,7 @@
 """Probes and metrics for whatever runs the gateway: `/healthz`, `/readyz`, `/metrics`.
 
-All three are open (no API key; see `gateway.api.auth.OPEN_PATHS`) and outside `/v1`.
+All three are open (no API key: their router is marked `opt=PUBLIC`, see
+`gateway.api.auth`) and outside `/v1`.
 `/healthz` says the process answers and does no I/O, so a slow database never gets a live
 process restarted; `/readyz` says whether it can serve intake now (store, Redis, a loaded
 policy), so a load balancer stops sending work while a dependency is down. Neither raises:
@@ -18,6 +19,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.api.auth import PUBLIC
 from gateway.metrics import Scrape
 from gateway.services import Services
 
@@ -53,6 +55,7 @@ class HealthRoutes:
             tags=["operations"],
             route_handlers=[self._healthz(), self._readyz(), self._metrics()],
             security=[{}],
+            opt=PUBLIC,
         )
 
     async def close(self) -> None:

@@ -36,7 +36,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from gateway.api import inbox_tokens
-from gateway.api.auth import require_admin
+from gateway.api.auth import PUBLIC, admin_only
 from gateway.api.openapi import ADMIN, PARAMS, Cursor, ErrorStatus, UserIdInPath, errors
 from gateway.errors import ClientError, Forbidden, NotFound, RateLimited, Unauthorized, Unavailable
 from gateway.services import Services
@@ -144,6 +144,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         summary="The token's user's inbox, newest first, a page at a time",
         description="Items not archived, with `next_cursor` for the next page and the unread count.",
         security=TOKEN,
+        opt=PUBLIC,  # the handler checks the inbox token
         responses=errors(TOKEN_ERRORS, PARAMS),
     )
     async def feed(
@@ -172,6 +173,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         description="Answers the item and the new unread count; another user's item is a 404.",
         status_code=200,
         security=TOKEN,
+        opt=PUBLIC,  # the handler checks the inbox token
         responses=errors(TOKEN_ERRORS, PARAMS, 404),
     )
     async def read(request: Request[Any, Any, Any], item_id: ItemId) -> InboxMark:
@@ -183,6 +185,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         description="Answers the item and the new unread count; another user's item is a 404.",
         status_code=200,
         security=TOKEN,
+        opt=PUBLIC,  # the handler checks the inbox token
         responses=errors(TOKEN_ERRORS, PARAMS, 404),
     )
     async def archive(request: Request[Any, Any, Any], item_id: ItemId) -> InboxMark:
@@ -194,6 +197,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         description="Answers how many items were marked and the new unread count.",
         status_code=200,
         security=TOKEN,
+        opt=PUBLIC,  # the handler checks the inbox token
         responses=errors(TOKEN_ERRORS, PARAMS),
     )
     async def read_all(
@@ -219,6 +223,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         '`item` per new item (`id:` the item id; `{"item": {...}, "unread_count": n}`), and '
         f"a comment line every {HEARTBEAT:g} s on an idle stream. 503 while Redis cannot be reached.",
         security=TOKEN,
+        opt=PUBLIC,  # the handler checks the inbox token
         media_type="text/event-stream",
         responses=errors(TOKEN_ERRORS, PARAMS, 429),
     )
@@ -252,6 +257,7 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
         "`NOTIGATE_INBOX_SECRET` (503 while unset). Hand it to the user's browser, never an API key.",
         status_code=201,
         security=[{"apiKey": []}],
+        guards=[admin_only],
         responses=errors(ADMIN, PARAMS),
     )
     async def issue_token(
@@ -266,7 +272,6 @@ def inbox_router(services: Services, *, heartbeat: float = HEARTBEAT) -> Router:
             ),
         ] = None,
     ) -> InboxToken:
-        require_admin(request.user)
         # Checked as a number first: a timedelta of 10^15 seconds overflows.
         if ttl is not None and not 1 <= ttl <= inbox_tokens.MAX_TTL.total_seconds():
             raise ClientError(

@@ -92,7 +92,8 @@ def intake_router(services: Services) -> Router:
         data: JSONBody[BulkIntent], request: Request[ApiKey, ApiKey, Any]
     ) -> Response[BulkAccepted]:
         """Answers once the request is durable; workers then decide and store one notification
-        per recipient (each with the idempotency key `<key>:<user_id>`, or `<bulk_id>:<user_id>`
+        per recipient (each with the idempotency key `<key>:<user_id>`, or
+        `<length of key>:<key>/<user_id>` when the key holds a `:`; the bulk id stands in
         without a key), at the pace deliveries allow. Progress: `GET /v1/intents/bulk/{bulk_id}`.
         While deliveries are behind, bulk requests are answered 429 `overloaded`."""
         key = request.user

@@ -31,6 +31,7 @@ from litestar.static_files import create_static_files_router
 from openapi_ui_bundles import swagger_ui
 
 from gateway import __version__
+from gateway.api.auth import PUBLIC
 from gateway.api.errors import ErrorBody
 
 ErrorStatus = Literal[400, 401, 403, 404, 409, 413, 415, 422, 429, 503]
@@ -106,7 +107,7 @@ def assets_router() -> Router:
     return create_static_files_router(
         path=ASSETS,
         directories=[swagger_ui.static_path],
-        opt={"exclude_from_auth": True},
+        opt=PUBLIC,
         include_in_schema=False,
         send_as_attachment=False,
     )
@@ -121,7 +122,8 @@ def openapi_config() -> OpenAPIConfig:
         "token; provider webhooks and unsubscribe links carry their own signature; probes and "
         'metrics are open). Every error body is `{"error": {"code", "message", "field"}}`: `code` '
         "is machine-readable, `field` names the input at fault (or is null).",
-        path="/schema",
+        # The document and its pages are open: marked on their router, like every open route.
+        openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC, include_in_schema=False),
         render_plugins=[
             SwaggerRenderPlugin(
                 path=["/", "/swagger"],

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Request, Response, Router, get, post
+from litestar import Response, Router, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
-from gateway.api.auth import require_admin
+from gateway.api.auth import admin_only
 from gateway.api.openapi import ADMIN, PARAMS, Cursor, errors
 from gateway.api.paging import id_cursor
 from gateway.errors import NotFound
 from gateway.model import DeadLetter, DeadLetterPage
 from gateway.services import Services
-from gateway.store.keys import ApiKey
 
-Admin = Request[ApiKey, ApiKey, Any]
 DeadLetterId = Annotated[str, PathParameter(description="A dead letter's id, from the list")]
 
 
@@ -37,14 +35,12 @@ def ops_router(services: Services) -> Router:
         responses=errors(ADMIN, PARAMS),
     )
     async def list_dead_letters(
-        request: Admin,
         limit: Annotated[int, QueryParameter(ge=1, le=500, description="Letters per page")] = 50,
         cursor: Cursor = None,
         include_replayed: Annotated[
             bool, QueryParameter(description="Also list letters already replayed")
         ] = False,
     ) -> DeadLetterPage:
-        require_admin(request.user)
         return await store.dead_letters(limit, id_cursor(cursor, "dl"), include_replayed)
 
     @get(
@@ -53,8 +49,7 @@ def ops_router(services: Services) -> Router:
         description="Admin keys only.",
         responses=errors(ADMIN, PARAMS, 404),
     )
-    async def get_dead_letter(dead_letter_id: DeadLetterId, request: Admin) -> DeadLetter:
-        require_admin(request.user)
+    async def get_dead_letter(dead_letter_id: DeadLetterId) -> DeadLetter:
         letter = await store.dead_letter(dead_letter_id)
         if letter is None:
             raise NotFound(f"no dead letter {dead_letter_id!r}", field="dead_letter_id")
@@ -71,8 +66,7 @@ def ops_router(services: Services) -> Router:
             **errors(ADMIN, PARAMS, 404),
         },
     )
-    async def replay(dead_letter_id: DeadLetterId, request: Admin) -> Response[Replayed]:
-        require_admin(request.user)
+    async def replay(dead_letter_id: DeadLetterId) -> Response[Replayed]:
         replayed = await store.replay(dead_letter_id, services.clock())
         if replayed is None:
             letter = await store.dead_letter(dead_letter_id)
@@ -86,5 +80,8 @@ def ops_router(services: Services) -> Router:
         return Response(Replayed(dead_letter=letter, delivery_id=job.deliveries[0]), status_code=202)
 
     return Router(
-        path="/v1", tags=["operations"], route_handlers=[list_dead_letters, get_dead_letter, replay]
+        path="/v1",
+        tags=["operations"],
+        guards=[admin_only],
+        route_handlers=[list_dead_letters, get_dead_letter, replay],
     )

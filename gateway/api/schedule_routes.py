@@ -18,7 +18,7 @@ import msgspec
 from litestar import Request, Router, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from gateway.api.auth import require_admin
+from gateway.api.auth import admin_only
 from gateway.api.openapi import ADMIN, BODY, KEYED, PARAMS, Cursor, NotificationId, errors
 from gateway.api.paging import id_cursor
 from gateway.cron import next_occurrence
@@ -181,7 +181,6 @@ def schedule_router(services: Services) -> Router:
         return await describe(schedule, states.get(name), await zones(), services.clock())
 
     async def set_paused(name: str, request: Keyed, paused: bool) -> ScheduleInfo:
-        require_admin(request.user)
         schedule = find(name)
         now = services.clock()
         state = await store.set_paused(name, paused, request.user.name, now)
@@ -191,6 +190,7 @@ def schedule_router(services: Services) -> Router:
         "/schedules/{name:str}/pause",
         status_code=200,
         summary="Hold a schedule off (admin)",
+        guards=[admin_only],
         description="A paused schedule fires nowhere until resumed; occurrences missed meanwhile "
         "are not caught up beyond the schedule's misfire window.",
         responses=errors(ADMIN, PARAMS, 404),
@@ -202,6 +202,7 @@ def schedule_router(services: Services) -> Router:
         "/schedules/{name:str}/resume",
         status_code=200,
         summary="Let a paused schedule fire again (admin)",
+        guards=[admin_only],
         description="Resuming a schedule that is not paused changes nothing.",
         responses=errors(ADMIN, PARAMS, 404),
     )

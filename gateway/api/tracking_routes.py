@@ -19,8 +19,10 @@ from litestar import MediaType, Request, Response, Router, get, post
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import PathParameter
 
+from gateway.api.auth import PUBLIC
 from gateway.api.openapi import BODY, PARAMS, errors, raw_body
 from gateway.errors import ClientError, Unauthorized, Unavailable
+from gateway.metrics import WEBHOOK_EVENTS_SKIPPED
 from gateway.redact import redact
 from gateway.services import Services
 from gateway.store.prices import PriceStore
@@ -38,6 +40,7 @@ class WebhookAnswer(msgspec.Struct, frozen=True):
     marked: int
     opted_out: int
     resent: int
+    skipped: int = 0  # records that could not be read (logged, counted), the rest stored
 
 
 class Unsubscribed(msgspec.Struct, frozen=True):
@@ -50,9 +53,9 @@ class Unsubscribed(msgspec.Struct, frozen=True):
 UnsubscribeToken = Annotated[str, PathParameter(description="The signed token of the unsubscribe link")]
 
 
-def _answer(done: Recorded) -> WebhookAnswer:
+def _answer(done: Recorded, skipped: int = 0) -> WebhookAnswer:
     return WebhookAnswer(
-        done.stored, done.duplicates, done.unmatched, done.marked, done.opted_out, done.resent
+        done.stored, done.duplicates, done.unmatched, done.marked, done.opted_out, done.resent, skipped
     )
 
 
@@ -112,10 +115,17 @@ def tracking_router(services: Services) -> Router:
         except sendgrid.SignatureError as exc:
             raise _refused(request, str(exc)) from None
         try:
-            events = sendgrid.parse(body)
+            parsed = sendgrid.parse(body)
         except sendgrid.PayloadError as exc:
             raise ClientError(str(exc), code="invalid_payload") from None
-        return _answer(await recorder.record(events))
+        if parsed.skipped:
+            WEBHOOK_EVENTS_SKIPPED.labels(provider=sendgrid.PROVIDER).inc(len(parsed.skipped))
+            log.warning(
+                "skipped %d SendGrid event(s) that cannot be read: %s",
+                len(parsed.skipped),
+                "; ".join(parsed.skipped),
+            )
+        return _answer(await recorder.record(parsed.events), len(parsed.skipped))
 
     async def twilio_form(request: Request[Any, Any, Any], what: str) -> dict[str, str]:
         """The form Twilio posted, once its signature is checked against our public URL."""
@@ -251,4 +261,5 @@ def tracking_router(services: Services) -> Router:
         path="/v1",
         tags=["tracking"],
         route_handlers=[sendgrid_events, twilio_status, twilio_inbound, unsubscribe_page, unsubscribe_now],
+        opt=PUBLIC,  # each handler checks its signature
     )

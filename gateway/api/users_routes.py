@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Request, Response, Router, delete, get, post, put
+from litestar import Response, Router, delete, get, post, put
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
-from gateway.api.auth import require_admin
+from gateway.api.auth import admin_only
 from gateway.api.openapi import ADMIN, BODY, PARAMS, UserIdInPath, errors
 from gateway.errors import ClientError, NotFound
 from gateway.model import Device, Preference, UserState, token_problem
 from gateway.services import Services
-from gateway.store.keys import ApiKey
 from gateway.webhook_urls import resolved_problem
 
-Admin = Request[ApiKey, ApiKey, Any]
 DeviceToken = Annotated[str, PathParameter(description="The device's push token, as registered")]
 
 
@@ -45,10 +43,7 @@ def users_router(services: Services) -> Router:
             **errors(ADMIN, BODY),
         },
     )
-    async def put_user(
-        user_id: UserIdInPath, data: JSONBody[UserState], request: Admin
-    ) -> Response[UserState]:
-        require_admin(request.user)
+    async def put_user(user_id: UserIdInPath, data: JSONBody[UserState]) -> Response[UserState]:
         if data.user_id != user_id:
             raise ClientError(
                 f"the body's user_id {data.user_id!r} differs from the path's {user_id!r}",
@@ -71,8 +66,7 @@ def users_router(services: Services) -> Router:
         description="Addresses that bounced, complained or were refused for good are left out.",
         responses=errors(ADMIN, PARAMS, 404),
     )
-    async def get_user(user_id: UserIdInPath, request: Admin) -> UserState:
-        require_admin(request.user)
+    async def get_user(user_id: UserIdInPath) -> UserState:
         return await existing(user_id)
 
     @delete(
@@ -82,8 +76,7 @@ def users_router(services: Services) -> Router:
         status_code=204,
         responses=errors(ADMIN, PARAMS, 404),
     )
-    async def delete_user(user_id: UserIdInPath, request: Admin) -> None:
-        require_admin(request.user)
+    async def delete_user(user_id: UserIdInPath) -> None:
         if not await recipients.delete_user(user_id):
             raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
 
@@ -94,8 +87,7 @@ def users_router(services: Services) -> Router:
         "off, optionally with a frequency cap.",
         responses=errors(ADMIN, PARAMS, 404),
     )
-    async def get_preferences(user_id: UserIdInPath, request: Admin) -> list[Preference]:
-        require_admin(request.user)
+    async def get_preferences(user_id: UserIdInPath) -> list[Preference]:
         return (await existing(user_id)).preferences
 
     @put(
@@ -104,10 +96,7 @@ def users_router(services: Services) -> Router:
         description="The list replaces every preference row of an existing recipient.",
         responses=errors(ADMIN, BODY, 404),
     )
-    async def put_preferences(
-        user_id: UserIdInPath, data: JSONBody[list[Preference]], request: Admin
-    ) -> list[Preference]:
-        require_admin(request.user)
+    async def put_preferences(user_id: UserIdInPath, data: JSONBody[list[Preference]]) -> list[Preference]:
         if not await recipients.put_preferences(user_id, data):
             raise NotFound(f"no user {user_id!r}", field="user_id", code="unknown_user")
         return (await existing(user_id)).preferences
@@ -118,8 +107,7 @@ def users_router(services: Services) -> Router:
         description="Devices whose token a push provider refused for good are left out.",
         responses=errors(ADMIN, PARAMS, 404),
     )
-    async def get_devices(user_id: UserIdInPath, request: Admin) -> list[Device]:
-        require_admin(request.user)
+    async def get_devices(user_id: UserIdInPath) -> list[Device]:
         return (await existing(user_id)).contacts.devices
 
     @post(
@@ -133,10 +121,7 @@ def users_router(services: Services) -> Router:
             **errors(ADMIN, BODY, 404),
         },
     )
-    async def add_device(
-        user_id: UserIdInPath, data: JSONBody[Device], request: Admin
-    ) -> Response[list[Device]]:
-        require_admin(request.user)
+    async def add_device(user_id: UserIdInPath, data: JSONBody[Device]) -> Response[list[Device]]:
         check_token(data, "token")
         added = await recipients.add_device(user_id, data, services.clock())
         if added is None:
@@ -150,8 +135,7 @@ def users_router(services: Services) -> Router:
         status_code=204,
         responses=errors(ADMIN, PARAMS, 404),
     )
-    async def remove_device(user_id: UserIdInPath, token: DeviceToken, request: Admin) -> None:
-        require_admin(request.user)
+    async def remove_device(user_id: UserIdInPath, token: DeviceToken) -> None:
         if not await recipients.remove_device(user_id, token):
             raise NotFound(
                 f"user {user_id!r} has no device with that token", field="token", code="unknown_device"
@@ -160,6 +144,7 @@ def users_router(services: Services) -> Router:
     return Router(
         path="/v1/users",
         tags=["recipients"],
+        guards=[admin_only],
         route_handlers=[
             put_user,
             get_user,

@@ -7,8 +7,9 @@ chunk at a time and moves the cursor `expanded` after each chunk is stored, rene
 
 A worker that dies mid-expansion leaves the cursor before the chunk it was storing: the next
 claimant stores that chunk again and every recipient of it is an idempotent replay (each
-recipient's notification carries the idempotency key `<base>:<user_id>`, the base being the
-request's own key or, without one, the bulk id), so nobody is lost and nobody gets two.
+recipient's notification carries the idempotency key `model.recipient_key(base, user_id)`,
+the base being the request's own key or, without one, the bulk id), so nobody is lost and
+nobody gets two.
 A cursor write from a worker whose lease was taken over changes nothing (`claim_owner = me`).
 
 Claims are chosen `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the single writer

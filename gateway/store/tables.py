@@ -201,7 +201,7 @@ class IdempotencyRow(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
 
     scope: str = Field(primary_key=True, max_length=64)
-    key: str = Field(primary_key=True, max_length=400)  # `<bulk key>:<user_id>`: 256 + 1 + 128
+    key: str = Field(primary_key=True, max_length=400)  # a bulk recipient's: model.recipient_key
     notification_id: str = Field(max_length=40)
     created_at: dt.datetime = _time()
 

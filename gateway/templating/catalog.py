@@ -4,7 +4,9 @@ Templates come from pull requests, so they run in Jinja2's immutable sandbox (no
 access to internals, no mutation of the data they are given) with `StrictUndefined`: a
 variable the intent does not carry is an error naming the template, not an empty string
 in a customer's inbox. Only an email's `html` is autoescaped; text, SMS and push fields are
-plain text, where escaping would show `&amp;` to the reader.
+plain text, where escaping would show `&amp;` to the reader. What a field renders is then
+checked (`gateway/templating/safety.py`): no line break in a mail header, no link to a
+`javascript:`-like URL.
 
 Locales fall back from the most specific to the default: a message for `fr-CA` uses
 `email.fr-CA.yaml`, else `email.fr.yaml`, else `email.yaml`.
@@ -24,6 +26,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from gateway.policy.diagnostics import Diagnostic
 from gateway.policy.schema import SchemaSet
 from gateway.policy.source import SourceDoc, SourceError, load_yaml
+from gateway.templating.safety import output_problem
 
 # The fields each channel's template may carry, and those it must.
 CHANNEL_FIELDS: Mapping[str, tuple[str, ...]] = {
@@ -106,6 +109,8 @@ class CompiledTemplate:
                 value = value.strip()
             if not value:
                 continue  # a field that renders empty is left out (an optional link, say)
+            if (problem := output_problem(self.channel, f.path, value)) is not None:
+                raise RenderError(*where, problem)
             if len(f.path) == 2:
                 out.setdefault(f.path[0], {})[f.path[1]] = value
             else:

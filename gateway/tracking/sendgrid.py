@@ -21,7 +21,10 @@ adapter (`gateway/providers/sendgrid_email.py`) sends with every message.
 | unsubscribe, group_unsubscribe  | unsubscribed   | the category's email turned off             |
 | deferred                        | deferred       |                                             |
 
-Other events (`group_resubscribe`, new kinds) are ignored: accepted, not stored.
+Other events (`group_resubscribe`, new kinds) are ignored: accepted, not stored. A record
+that cannot be read (a `timestamp` out of range, a field of the wrong type) is skipped,
+counted and logged masked, and the rest of its batch is stored: answering 4xx would make
+SendGrid resend the same batch, the same record in it, forever.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from cryptography.exceptions import UnsupportedAlgorithm
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from gateway.redact import redact
 from gateway.tracking.events import EventType, ProviderEvent, Suppression
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -122,12 +127,55 @@ def verify(
         raise SignatureError("the signature does not match the body and the configured key")
 
 
-def parse(body: bytes) -> list[ProviderEvent]:
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    events: list[ProviderEvent]
+    # One masked line per record that cannot be read (its index, kind and why): skipped,
+    # since refusing the batch for it would have SendGrid resend the whole batch forever.
+    skipped: list[str]
+
+
+def parse(body: bytes) -> Parsed:
+    """The events of a signed body. The body must be a JSON array (422 otherwise); a record
+    in it that is not a readable event (a timestamp out of range, a field of the wrong type)
+    is skipped and named in `skipped`, and the rest of the batch is stored."""
     try:
-        records = msgspec.json.decode(body, type=list[SendGridEvent])
+        records = msgspec.json.decode(body, type=list[msgspec.Raw])
     except msgspec.DecodeError as exc:
         raise PayloadError(f"the body is not SendGrid's array of events: {exc}") from None
-    return [event for record in records if (event := _event(record)) is not None]
+    events: list[ProviderEvent] = []
+    skipped: list[str] = []
+    for index, raw in enumerate(records):
+        try:
+            record = msgspec.json.decode(raw, type=SendGridEvent)
+        except msgspec.DecodeError as exc:  # names the field and the type, never the value
+            skipped.append(f"record {index}: {exc}")
+            continue
+        try:
+            event = _event(record)
+        except UnreadableEvent as exc:
+            skipped.append(f"record {index} ({record.event}, {_address(record)}): {exc}")
+            continue
+        if event is not None:
+            events.append(event)
+    return Parsed(events, skipped)
+
+
+class UnreadableEvent(ValueError):
+    """A record of the right shape whose values cannot be stored (a time out of range)."""
+
+
+def _address(record: SendGridEvent) -> str:
+    return redact("email", record.email) if record.email else "no address"
+
+
+def _occurred(record: SendGridEvent) -> dt.datetime:
+    if not record.timestamp:
+        return dt.datetime.now(dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp(record.timestamp, dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise UnreadableEvent(f"timestamp {record.timestamp} is not a time we can store") from None
 
 
 def _event(record: SendGridEvent) -> ProviderEvent | None:
@@ -144,9 +192,7 @@ def _event(record: SendGridEvent) -> ProviderEvent | None:
         suppress = "complained"
     elif record.event == "dropped":
         suppress = _DROPPED.get(record.reason or "")
-    occurred = (
-        dt.datetime.fromtimestamp(record.timestamp, dt.UTC) if record.timestamp else dt.datetime.now(dt.UTC)
-    )
+    occurred = _occurred(record)
     # `sg_message_id` is `<X-Message-Id of the send>.<filter and recipient>`.
     message_id = record.sg_message_id.partition(".")[0] if record.sg_message_id else None
     key = record.sg_event_id or f"{record.sg_message_id}:{record.event}:{record.timestamp}"

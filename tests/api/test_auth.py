@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from gateway.api.app import create_app
 from gateway.redis_server import free_port
 from gateway.services import Services
-from tests.conftest import open_services
+from tests.conftest import Clock, open_services
 from tests.harness import admin_key, client, store_user
 
 SHIPPED = {"event": "order.shipped", "user_id": "u_ada", "data": {"order_id": "A-1001", "carrier": "UPS"}}
@@ -230,6 +229,14 @@ async def test_a_producer_sees_only_its_own_notifications(services: Services) ->
 # --- quotas ------------------------------------------------------------------------------
 
 
+def frozen(services: Services) -> Clock:
+    """The services' clock, stopped now: buckets refill only when the test moves it."""
+    clock = services.clock
+    assert isinstance(clock, Clock)
+    clock.now = clock()
+    return clock
+
+
 async def test_a_key_over_its_burst_is_told_to_wait(services: Services) -> None:
     token = await admin_key(services, "orders", rate=1, burst=3)
     async with client(services, token) as http:
@@ -242,29 +249,35 @@ async def test_a_key_over_its_burst_is_told_to_wait(services: Services) -> None:
 
 async def test_a_refused_key_is_admitted_again_after_the_advertised_wait(services: Services) -> None:
     token = await admin_key(services, "orders", rate=10, burst=2)
+    clock = frozen(services)
     async with client(services, token) as http:
         # Six recipients drive the bucket four tokens below empty: refused for 0.4 s at least.
         taken = await http.post("/v1/intents/bulk", json=bulk(*(f"u_{i}" for i in range(6))))
         refused = await http.post("/v1/intents", json=shipped(1))
         wait = retry_after(refused)
-        await asyncio.sleep(wait)
+        clock.now = clock() + dt.timedelta(seconds=0.45)  # 4.5 tokens refilled: not a whole one yet
+        early = await http.post("/v1/intents", json=shipped(2))
+        clock.now = clock() + dt.timedelta(seconds=0.55)
         again = await http.post("/v1/intents", json=shipped(2))
     assert taken.status_code == 202, taken.text
     assert wait == 1  # half a second, rounded up to the header's whole second
+    assert early.status_code == 429, early.text
     assert again.status_code == 202, again.text
 
 
 async def test_retry_after_is_never_shorter_than_the_wait(services: Services) -> None:
     """The header rounds the wait up: a client that honours it is admitted on its next try."""
     token = await admin_key(services, "orders", rate=4, burst=1)
+    clock = frozen(services)
     async with client(services, token) as http:
-        # Ten recipients leave the bucket nine below empty: about 2.5 s until the next token.
+        # Ten recipients leave the bucket nine below empty: 2.5 s until the next token.
         taken = await http.post("/v1/intents/bulk", json=bulk(*(f"u_{i}" for i in range(10))))
         refused = await http.post("/v1/intents", json=shipped(1))
         wait = retry_after(refused)
-        await asyncio.sleep(wait)
+        clock.now = clock() + dt.timedelta(seconds=wait)
         again = await http.post("/v1/intents", json=shipped(2))
     assert taken.status_code == 202, taken.text
+    assert wait == 3  # 2.5 s, rounded up
     assert again.status_code == 202, (wait, again.text)
     assert f"retry in {wait}s" in error_of(refused)["message"]  # header and message agree
 

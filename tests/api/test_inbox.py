@@ -281,6 +281,7 @@ async def test_a_token_is_issued_only_with_an_admin_key(gateway: Services, clock
         a_day = await http.post("/v1/users/u_1/inbox-token", params={"ttl": 86_400})
         too_long = await http.post("/v1/users/u_1/inbox-token", params={"ttl": 86_401})
         zero = await http.post("/v1/users/u_1/inbox-token", params={"ttl": 0})
+        huge = await http.post("/v1/users/u_1/inbox-token", params={"ttl": 10**30})  # overflowed: a 500
     assert no_key.status_code == 401 and error_of(no_key)["code"] == "missing_api_key"
     assert not_admin.status_code == 403 and error_of(not_admin)["code"] == "admin_required"
     assert default.status_code == 201, default.text
@@ -290,6 +291,7 @@ async def test_a_token_is_issued_only_with_an_admin_key(gateway: Services, clock
     for response in (too_long, zero):
         assert response.status_code == 422, response.text
         assert (error_of(response)["code"], error_of(response)["field"]) == ("invalid_ttl", "ttl")
+    assert huge.status_code == 422 and error_of(huge)["field"] == "ttl", huge.text
 
 
 async def test_an_expired_token_is_refused(gateway: Services, clock: Clock) -> None:
@@ -308,7 +310,8 @@ async def test_an_expired_token_is_refused(gateway: Services, clock: Clock) -> N
 
 
 def _forged(token: str) -> list[str]:
-    """The same token for another user, or signed with another secret, or cut short."""
+    """The same token for another user, or signed with another secret, or cut short, or
+    re-spelt (padded, with a stray character: base64 Python alone would read back)."""
     payload, _, signature = token.removeprefix("it_").partition(".")
     raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
     expiry = raw.rpartition(".")[2]
@@ -323,6 +326,9 @@ def _forged(token: str) -> list[str]:
         f"it_{payload}",
         "it_%%%.%%%",
         token[:-3],
+        f"{token}=",
+        f"it_{payload}==.{signature}",
+        f"it_{payload[:2]}!{payload[2:]}.{signature}",
     ]
 
 

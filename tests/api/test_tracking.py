@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
+from gateway.metrics import REGISTRY
 from gateway.redact import Secret
 from gateway.redis_server import RedisServer
 from gateway.services import Services
@@ -45,6 +46,12 @@ PUBLIC_URL = "https://notify.example.com"
 TWILIO_TOKEN = "twilio-auth-token-for-tests-0001"
 UNSUBSCRIBE_SECRET = "unsubscribe-secret-for-tests-0123456789abcdef"
 EVENTS = DeliveryEventRow.__table__  # type: ignore[attr-defined]
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 CONTACTS = ContactRow.__table__  # type: ignore[attr-defined]
 ATTEMPTS = AttemptRow.__table__  # type: ignore[attr-defined]
 TWILIO_PATH = "/v1/webhooks/twilio/status"
@@ -208,6 +215,7 @@ async def test_a_hard_bounce_or_a_complaint_leaves_later_decisions_without_the_a
         "marked": 1,
         "opted_out": 0,
         "resent": 0,
+        "skipped": 0,
     }
     assert (await suppressed(tracked))["email"] == "no_address"
     async with tracked.database.connect() as connection:
@@ -359,6 +367,45 @@ async def test_a_bad_signature_is_refused_logged_and_changes_nothing(
     assert "ada@example.com" not in warnings[0] and public_key_text(signing_key) not in warnings[0]
     assert await count(tracked, EVENTS) == 0
     assert "email" not in await suppressed(tracked)
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        {"timestamp": 10**15},  # year ~31 million: past what a datetime holds
+        {"timestamp": -(10**15)},
+        {"timestamp": 10**30},  # past a 64-bit integer
+        {"timestamp": 1e400},  # past a float
+        {"timestamp": "yesterday"},
+        {"event": ["delivered"]},
+    ],
+)
+async def test_a_signed_event_that_cannot_be_read_is_skipped_and_the_rest_stored(
+    tracked: Services,
+    signing_key: ec.EllipticCurvePrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    unreadable: dict[str, Any],
+) -> None:
+    """One such event used to fail the whole batch with a 500, so SendGrid resent it forever."""
+    ids = await accept(tracked)
+    bad = {**sendgrid_event("bounce", ids["email"], "ev-bad", email="ada.lovelace@example.com"), **unreadable}
+    records = [
+        sendgrid_event("delivered", ids["email"], "ev-1"),
+        bad,
+        sendgrid_event("open", ids["email"], "ev-2"),
+    ]
+    body = json.dumps(records).replace('"timestamp": Infinity', '"timestamp": 1e400').encode()
+    before = metric("notigate_webhook_events_skipped_total", provider="sendgrid")
+    async with client(tracked) as http, logged(caplog):
+        response = await http.post("/v1/webhooks/sendgrid", content=body, headers=signed(signing_key, body))
+    assert response.status_code == 200, response.text
+    assert (response.json()["stored"], response.json()["skipped"]) == (2, 1)
+    assert {r.type for r in await tracked_events(tracked)} == {"delivered", "opened"}
+    assert "email" not in await suppressed(tracked)  # the unreadable bounce marked nothing
+    assert metric("notigate_webhook_events_skipped_total", provider="sendgrid") == before + 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.api.tracking"]
+    assert len(warnings) == 1 and "skipped 1 SendGrid event" in warnings[0] and "record 1" in warnings[0]
+    assert "ada.lovelace@example.com" not in warnings[0] and "ada@example.com" not in warnings[0]
 
 
 async def test_unconfigured_webhooks_answer_503_naming_the_variable(
