@@ -53,7 +53,9 @@ async def accept_all(
         await services.start()
         people = msgspec.convert(make_users(users), list[UserState])
         await services.recipients.put_users(people, services.clock())
-        queue = list(reversed(intents))
+        # The warm-up accepts the first tenth; the measured loop the rest, none of them seen
+        # before (re-posting the warm-up's intents would measure replays and duplicates).
+        queue = list(reversed(intents[: len(intents) // 10]))
 
         async def worker() -> None:
             while queue:
