@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.intake_profile                 # 3,000 intents, cProfile top 30
     .venv/bin/python -m bench.intake_profile --no-profile    # CPU per intent only
+    .venv/bin/python -m bench.intake_profile --no-profile --intents 12000 --rounds 5   # steadier
 
 A private Redis and a fresh SQLite database in a temporary folder, the shipped policies, users
 and intents from the intake benchmark's mix (`bench/intake_bodies.py`), accepted by
@@ -17,6 +18,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import threading
@@ -39,8 +41,8 @@ from gateway.store import migrate
 
 
 async def accept_all(
-    folder: Path, intents: list[Intent], users: int, concurrency: int, profile: bool
-) -> float:
+    folder: Path, intents: list[Intent], users: int, concurrency: int, profile: bool, rounds: int
+) -> list[float]:
     redis = RedisServer(folder / "redis").start()
     settings = Settings(
         policies_dir=ROOT / "policies",
@@ -55,47 +57,62 @@ async def accept_all(
         await services.start()
         people = msgspec.convert(make_users(users), list[UserState])
         await services.recipients.put_users(people, services.clock())
-        # The warm-up accepts the first tenth; the measured loop the rest, none of them seen
-        # before (re-posting the warm-up's intents would measure replays and duplicates).
-        queue = list(reversed(intents[: len(intents) // 10]))
-
-        async def worker() -> None:
-            while queue:
-                await services.intake.accept(queue.pop(), producer="profile")
-
-        await asyncio.gather(*(worker() for _ in range(concurrency // 4)))  # warm-up
-        queue[:] = list(reversed(intents[len(intents) // 10 :]))
-        measured = len(queue)
+        # The warm-up accepts the first tenth; each measured round a share of the rest, none of
+        # them seen before (re-posting an intent would measure replays and duplicates).
+        warm = len(intents) // 10
+        await accept_round(services, intents[:warm], max(1, concurrency // 4))
+        share = (len(intents) - warm) // rounds
         # Thread CPU time, not wall time: on a shared machine wall time charges a function for
         # the moments the process was not running. The event loop's thread is what it sees.
         profiler = cProfile.Profile(time.thread_time) if profile else None
-        threads = thread_cpu()
-        batcher, commit = services.intake.batcher, services.intake.writer.commit
-        before = (batcher.batches, batcher.items, commit.commits, commit.items)
-        started = time.process_time()
+        figures = []
+        for n in range(rounds):
+            part = intents[warm + n * share : warm + (n + 1) * share]
+            figures.append(await measured_round(services, part, concurrency, profiler))
         if profiler:
-            profiler.enable()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        if profiler:
-            profiler.disable()
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
-        cpu = time.process_time() - started
-        batches, items = batcher.batches - before[0], batcher.items - before[1]
-        commits, stored = commit.commits - before[2], commit.items - before[3]
-        print(
-            f"decided in {batches:,} batches of {items / max(batches, 1):.1f} on average, "
-            f"stored in {commits:,} commits of {stored / max(commits, 1):.1f} (urgent lanes apart)"
-        )
-        main_thread = thread_cpu()[threading.get_native_id()] - threads.get(threading.get_native_id(), 0.0)
-        print(
-            f"event loop thread: {main_thread / measured * 1e6:,.0f} µs per intent, "
-            f"other threads (aiosqlite, ...): {(cpu - main_thread) / measured * 1e6:,.0f} µs"
-        )
-        return cpu / measured * 1e6
+        return figures
     finally:
         await services.close()
         redis.stop()
+
+
+async def accept_round(services: Services, intents: list[Intent], concurrency: int) -> None:
+    """`intents` accepted by `concurrency` tasks, as the API's handlers would."""
+    queue = list(reversed(intents))
+
+    async def worker() -> None:
+        while queue:
+            await services.intake.accept(queue.pop(), producer="profile")
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def measured_round(
+    services: Services, intents: list[Intent], concurrency: int, profiler: cProfile.Profile | None
+) -> float:
+    """One round: the process's CPU per accepted intent, with its split and batch sizes printed."""
+    threads = thread_cpu()
+    batcher, commit = services.intake.batcher, services.intake.writer.commit
+    before = (batcher.batches, batcher.items, commit.commits, commit.items)
+    started = time.process_time()
+    if profiler:
+        profiler.enable()
+    await accept_round(services, intents, concurrency)
+    if profiler:
+        profiler.disable()
+    cpu = (time.process_time() - started) / len(intents) * 1e6
+    main = threading.get_native_id()
+    loop_cpu = (thread_cpu()[main] - threads.get(main, 0.0)) / len(intents) * 1e6
+    batches, items = batcher.batches - before[0], batcher.items - before[1]
+    commits, stored = commit.commits - before[2], commit.items - before[3]
+    print(
+        f"round of {len(intents):,}: {cpu:,.0f} µs per intent (event loop thread {loop_cpu:,.0f}, "
+        f"other threads {cpu - loop_cpu:,.0f}); decided in batches of {items / max(batches, 1):.1f}, "
+        f"stored in commits of {stored / max(commits, 1):.1f} on average (urgent lanes apart)"
+    )
+    return cpu
 
 
 def thread_cpu() -> dict[int, float]:
@@ -115,14 +132,18 @@ def main() -> int:
     parser.add_argument("--intents", type=int, default=3000)
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1, help="measured rounds; the median is reported")
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     intents = msgspec.convert(intake_intents(args.intents, args.users, seed=5), list[Intent])
     with tempfile.TemporaryDirectory(prefix="notigate-intake-profile-") as folder:
-        cpu = asyncio.run(
-            accept_all(Path(folder), intents, args.users, args.concurrency, not args.no_profile)
+        figures = asyncio.run(
+            accept_all(Path(folder), intents, args.users, args.concurrency, not args.no_profile, args.rounds)
         )
-    print(f"CPU per accepted intent: {cpu:,.0f} µs (process time over the measured loop)")
+    print(
+        f"CPU per accepted intent: {statistics.median(figures):,.0f} µs "
+        f"(process time over the measured loop{', median of the rounds' if len(figures) > 1 else ''})"
+    )
     return 0
 
 
