@@ -20,11 +20,10 @@ If the transaction fails, every request of the batch gets the error and nothing 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,17 +62,15 @@ class NewJob:
     priority: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
-    """One intent's rows, waiting for the commit that stores them."""
+    """One intent's rows, waiting for the commit that stores them (the group commit's own
+    future tells the intent when)."""
 
     notification: dict[str, Any]
     deliveries: list[dict[str, Any]]
     job_specs: list[JobSpec]
     idempotency: tuple[str, str] | None  # (scope, key)
-    future: asyncio.Future[CommitResult] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
 @dataclass(frozen=True, slots=True)
