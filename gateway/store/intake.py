@@ -42,6 +42,13 @@ jobs = JobRow.__table__  # type: ignore[attr-defined]
 idempotency = IdempotencyRow.__table__  # type: ignore[attr-defined]
 
 
+# Built once, as a statement made per call costs more to construct than to run; `pairs`
+# expands to the batch's (scope, key) pairs at execution.
+_LOOKUP_KEYS = sa.select(
+    idempotency.c.scope, idempotency.c.key, idempotency.c.notification_id, idempotency.c.created_at
+).where(sa.tuple_(idempotency.c.scope, idempotency.c.key).in_(sa.bindparam("pairs", expanding=True)))
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """A delivery that needs a queue job, and how its tier wants jobs made."""
@@ -218,14 +225,7 @@ class IntakeWriter:
         if not pairs:
             return {}
         async with self.database.connect() as connection:
-            rows = await connection.execute(
-                sa.select(
-                    idempotency.c.scope,
-                    idempotency.c.key,
-                    idempotency.c.notification_id,
-                    idempotency.c.created_at,
-                ).where(sa.tuple_(idempotency.c.scope, idempotency.c.key).in_(list(pairs)))
-            )
+            rows = await connection.execute(_LOOKUP_KEYS, {"pairs": list(pairs)})
         since = now - self.idempotency_window()
         return {(r.scope, r.key): str(r.notification_id) for r in rows if r.created_at >= since}
 
