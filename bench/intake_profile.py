@@ -34,6 +34,7 @@ from bench.intake_bodies import intake_intents
 from bench.intake_stack import make_users
 from bench.procs import ROOT
 from gateway.model import Intent, UserState
+from gateway.quota import QuotaSpec
 from gateway.redis_server import RedisServer
 from gateway.services import Services
 from gateway.settings import Settings
@@ -78,13 +79,17 @@ async def accept_all(
         redis.stop()
 
 
+# As `POST /v1/intents` does, each intent takes a token of its key's quota (one never spent).
+QUOTA = QuotaSpec("profile", rate=1e9, burst=10**9, name="profile")
+
+
 async def accept_round(services: Services, intents: list[Intent], concurrency: int) -> None:
     """`intents` accepted by `concurrency` tasks, as the API's handlers would."""
     queue = list(reversed(intents))
 
     async def worker() -> None:
         while queue:
-            await services.intake.accept(queue.pop(), producer="profile")
+            await services.intake.accept(queue.pop(), producer="profile", quota=QUOTA)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
