@@ -14,6 +14,7 @@ from gateway.errors import ClientError
 from gateway.model import Decision, DryRunRequest, HistoryEntry, Intent, TraceStep, UserState
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.engine import NoMatchingRule, decide
+from gateway.policy.tracing import Tracer
 from gateway.recipients import HistorySource, UserDirectory, as_recipient
 
 Clock = Callable[[], dt.datetime]
@@ -41,9 +42,11 @@ def decide_or_reject(
     history: Sequence[HistoryEntry],
     policy: CompiledPolicy,
     prefix: str = "intent",
+    *,
+    tracer: Tracer | None = None,
 ) -> Decision:
     try:
-        return decide(intent, user, now, history, policy)
+        return decide(intent, user, now, history, policy, tracer=tracer)
     except NoMatchingRule as exc:
         raise ClientError(
             f"no policy rule routes event {intent.event!r} at priority {intent.priority}; "

@@ -180,19 +180,21 @@ class _Suspect:
     member: str
 
 
-# Shared by both scripts: the user's entries from `keep_from`, each marked `state`:
-# 'c' confirmed, 'p' provisional with a live owner, 's' suspect (owner gone, or too old).
-# KEYS[1] the history set, KEYS[2] the provisional hash; ARGV[1] now (ms), ARGV[2]
-# keep_from (ms), ARGV[3] the owners' key prefix, ARGV[4] how long an entry may stay
-# provisional (ms). Provisional fields whose entry is gone are dropped on the way.
+# Both scripts serve many users in one call (one round trip and one command per micro-batch,
+# not one per user): KEYS are each user's pair, the history set then the provisional hash;
+# the answer is one reply per pair, in order. ARGV[1] now (ms), ARGV[2] keep_from (ms),
+# ARGV[3] the owners' key prefix, ARGV[4] how long an entry may stay provisional (ms).
+# `load_entries` gives a user's entries from `keep_from`, each marked `state`: 'c' confirmed,
+# 'p' provisional with a live owner, 's' suspect (owner gone, or too old). Provisional fields
+# whose entry is gone are dropped on the way.
 _LOAD = """
-local key, pkey = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 local keep_from = tonumber(ARGV[2])
 local owner_prefix = ARGV[3]
 local provisional_for = tonumber(ARGV[4])
+local alive = {}
 
-local function load_entries()
+local function load_entries(key, pkey)
   local pending = {}
   local any = false
   local flat = redis.call('HGETALL', pkey)
@@ -201,7 +203,6 @@ local function load_entries()
     pending[flat[i]] = {owner = owner, made = tonumber(made), seen = false}
     any = true
   end
-  local alive = {}
   local function live(p)
     if now - p.made > provisional_for then return false end
     if alive[p.owner] == nil then alive[p.owner] = redis.call('EXISTS', owner_prefix .. p.owner) == 1 end
@@ -229,48 +230,52 @@ local function load_entries()
 end
 """
 
+# Per user: member, score, state, member, score, state, ...
 _READ = (
     _LOAD
     + """
-redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. keep_from)
-local out = {}
-if redis.call('EXISTS', pkey) == 0 then
-  -- nothing provisional (the usual case): every entry stands, none needs decoding here
-  local raw = redis.call('ZRANGEBYSCORE', key, keep_from, '+inf', 'WITHSCORES')
-  for i = 1, #raw, 2 do
-    out[#out + 1] = raw[i]
-    out[#out + 1] = raw[i + 1]
-    out[#out + 1] = 'c'
+local function read(key, pkey)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. keep_from)
+  local out = {}
+  if redis.call('EXISTS', pkey) == 0 then
+    -- nothing provisional (the usual case): every entry stands, none needs decoding here
+    local raw = redis.call('ZRANGEBYSCORE', key, keep_from, '+inf', 'WITHSCORES')
+    for i = 1, #raw, 2 do
+      out[#out + 1] = raw[i]
+      out[#out + 1] = raw[i + 1]
+      out[#out + 1] = 'c'
+    end
+    return out
+  end
+  for _, e in ipairs(load_entries(key, pkey)) do
+    out[#out + 1] = e.member
+    out[#out + 1] = tostring(e.score)
+    out[#out + 1] = e.state
   end
   return out
 end
-for _, e in ipairs(load_entries()) do
-  out[#out + 1] = e.member
-  out[#out + 1] = tostring(e.score)
-  out[#out + 1] = e.state
+
+local answers = {}
+for u = 1, #KEYS / 2 do
+  answers[u] = read(KEYS[2 * u - 1], KEYS[2 * u])
 end
-return out
+return answers
 """
 )
 
-# ARGV[5] the items (JSON), ARGV[6] this process's owner id, ARGV[7] the history's TTL (ms),
-# ARGV[8] the owner beat's TTL (ms). Answers {'check', member, ...} when suspects must be
-# settled first (nothing is reserved then), else one verdict per item.
+# ARGV[5] the items of each pair (a JSON list of lists), ARGV[6] this process's owner id,
+# ARGV[7] the history's TTL (ms), ARGV[8] the owner beat's TTL (ms). Pairs run in order, so
+# a user named twice sees the first one's reservations. Per pair: {'check', member, ...}
+# when suspects must be settled first (nothing is reserved for it then), else one verdict
+# per item.
 _RESERVE = (
     _LOAD
     + """
-local items = cjson.decode(ARGV[5])
+local requests = cjson.decode(ARGV[5])
 local me = ARGV[6]
 local ttl = tonumber(ARGV[7])
 redis.call('SET', owner_prefix .. me, '1', 'PX', tonumber(ARGV[8]))
-redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. keep_from)
-
-local entries = load_entries()
-local suspects = {'check'}
-for _, e in ipairs(entries) do
-  if e.state == 's' then suspects[#suspects + 1] = e.member end
-end
-if #suspects > 1 then return suspects end
+alive[me] = true
 
 local function glob(pattern, event)
   if pattern == '*' then return true end
@@ -300,41 +305,71 @@ local function own(item, e)
   return (item.n ~= '' and e.n == item.n) or (item.i ~= '' and e.i == item.i)
 end
 
-local verdicts = {}
-for i, item in ipairs(items) do
-  local verdict = 'ok'
-  if item.dedup > 0 then
-    for _, e in ipairs(entries) do
-      if e.score > now - item.dedup and e.f == item.fp and e.f ~= '' and not own(item, e) then
-        verdict = 'duplicate:' .. (e.n or ''); break
-      end
-    end
+local function reserve(key, pkey, items)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. keep_from)
+  local entries = load_entries(key, pkey)
+  local suspects = {'check'}
+  for _, e in ipairs(entries) do
+    if e.state == 's' then suspects[#suspects + 1] = e.member end
   end
-  if verdict == 'ok' then
-    for _, cap in ipairs(item.caps) do
-      local count = 0
+  if #suspects > 1 then return suspects end
+
+  local verdicts = {}
+  for i, item in ipairs(items) do
+    local verdict = 'ok'
+    if item.dedup > 0 then
       for _, e in ipairs(entries) do
-        if e.score > now - cap.window and counts(cap, e) and not own(item, e) then count = count + 1 end
+        if e.score > now - item.dedup and e.f == item.fp and e.f ~= '' and not own(item, e) then
+          verdict = 'duplicate:' .. (e.n or ''); break
+        end
       end
-      if count >= cap.limit then verdict = 'capped:' .. cap.name; break end
     end
+    if verdict == 'ok' then
+      for _, cap in ipairs(item.caps) do
+        local count = 0
+        for _, e in ipairs(entries) do
+          if e.score > now - cap.window and counts(cap, e) and not own(item, e) then count = count + 1 end
+        end
+        if count >= cap.limit then verdict = 'capped:' .. cap.name; break end
+      end
+    end
+    if verdict == 'ok' then
+      redis.call('ZADD', key, item.score, item.member)
+      redis.call('HSET', pkey, item.d, me .. '|' .. now)
+      local e = cjson.decode(item.member)
+      e.score = item.score
+      entries[#entries + 1] = e
+    end
+    verdicts[i] = verdict
   end
-  if verdict == 'ok' then
-    redis.call('ZADD', key, item.score, item.member)
-    redis.call('HSET', pkey, item.d, me .. '|' .. now)
-    local e = cjson.decode(item.member)
-    e.score = item.score
-    entries[#entries + 1] = e
+  if #items > 0 then
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', pkey, ttl)
   end
-  verdicts[i] = verdict
+  return verdicts
 end
-if #items > 0 then
-  redis.call('PEXPIRE', key, ttl)
-  redis.call('PEXPIRE', pkey, ttl)
+
+local answers = {}
+for u = 1, #KEYS / 2 do
+  answers[u] = reserve(KEYS[2 * u - 1], KEYS[2 * u], requests[u])
 end
-return verdicts
+return answers
 """
 )
+
+
+# Confirmations of many users in one command: KEYS each user's provisional hash, ARGV[1] the
+# delivery ids of each (a JSON list of lists, in the same order).
+_CONFIRM = """
+local ids = cjson.decode(ARGV[1])
+for u, pkey in ipairs(KEYS) do
+  local own = ids[u]
+  for i = 1, #own, 1000 do  -- unpack's stack is limited: a user with thousands goes in parts
+    redis.call('HDEL', pkey, unpack(own, i, math.min(i + 999, #own)))
+  end
+end
+return #KEYS
+"""
 
 
 def _ms(value: dt.datetime) -> int:
@@ -361,6 +396,7 @@ class RedisHistory:
         self.committed = committed
         self._read = redis.register_script(_READ)
         self._reserve = redis.register_script(_RESERVE)
+        self._confirm = redis.register_script(_CONFIRM)
         self._confirming: list[tuple[str, str]] = []  # (user id, delivery id)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -417,10 +453,10 @@ class RedisHistory:
         for user_id, delivery_id in batch:
             by_user.setdefault(user_id, []).append(delivery_id)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id, ids in by_user.items():
-                    pipe.hdel(self.keys.provisional(user_id), *ids)
-                await pipe.execute()
+            await self._confirm(
+                keys=[self.keys.provisional(user_id) for user_id in by_user],
+                args=[_encode(list(by_user.values()))],
+            )
         except (RedisError, OSError) as exc:  # they will be settled as suspects instead
             log.info("could not confirm %d reservations: %s", len(batch), type(exc).__name__)
 
@@ -430,7 +466,7 @@ class RedisHistory:
         return (await self.recent_many([user_id], now))[0].entries
 
     async def recent_many(self, user_ids: Sequence[str], now: dt.datetime) -> list[UserHistory]:
-        """Histories of many users in one round trip (one more per round of suspects to settle)."""
+        """Histories of many users in one script call (one more per round of suspects to settle)."""
         answers: dict[str, UserHistory] = {}
         todo = list(user_ids)
         for _ in range(SETTLE_ROUNDS + 1):
@@ -457,8 +493,8 @@ class RedisHistory:
     async def reserve_many(
         self, requests: Sequence[tuple[str, Sequence[Reservation]]], now: dt.datetime
     ) -> list[list[Verdict]]:
-        """Many users' reservations in one round trip; each user's is still one atomic script,
-        and requests for the same user run in the order given. A user with suspect entries is
+        """Many users' reservations in one round trip and one script call, atomic as a whole;
+        requests for the same user run in the order given. A user with suspect entries is
         answered after they are settled (a round trip to the database and one more here)."""
         verdicts: list[list[Verdict]] = [[] for _ in requests]
         todo = [i for i, (_, items) in enumerate(requests) if items]
@@ -512,24 +548,29 @@ class RedisHistory:
                 "dropped %d reservations a stopped process made for intents it never stored", len(dropped)
             )
 
+    def user_keys(self, user_id: str) -> tuple[str, str]:
+        return self.keys.history(user_id), self.keys.provisional(user_id)
+
     async def _run_per_user(
         self, script: Any, requests: Sequence[tuple[str, Sequence[Reservation]]], now: dt.datetime
     ) -> list[Any]:
+        """One call of `script` for every (user, items) pair: one answer per pair, in order."""
+        if not requests:
+            return []
         keep_from = _ms(now - self.window)
-        ttl = int((self.window + dt.timedelta(days=1)).total_seconds() * 1000)
-        common = [_ms(now), keep_from, self.keys.owner(""), int(PROVISIONAL_FOR.total_seconds() * 1000)]
+        args: list[Any] = [
+            _ms(now),
+            keep_from,
+            self.keys.owner(""),
+            int(PROVISIONAL_FOR.total_seconds() * 1000),
+        ]
+        if script is self._reserve:
+            ttl = int((self.window + dt.timedelta(days=1)).total_seconds() * 1000)
+            items = _encode([[_payload(item) for item in items] for _, items in requests])
+            args += [items, self.owner, ttl, BEAT_TTL_MS]
+        keys = [key for user_id, _ in requests for key in self.user_keys(user_id)]
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user_id, items in requests:
-                    args: list[Any] = list(common)
-                    if script is self._reserve:
-                        args += [_encode([_payload(item) for item in items]), self.owner, ttl, BEAT_TTL_MS]
-                    await script(
-                        keys=[self.keys.history(user_id), self.keys.provisional(user_id)],
-                        args=args,
-                        client=pipe,
-                    )
-                return list(await pipe.execute())
+            return list(await script(keys=keys, args=args))
         except (RedisError, OSError) as exc:
             raise HistoryUnavailable(f"the delivery history cannot be used: {exc}") from exc
 

@@ -39,6 +39,7 @@ from gateway.ids import new_id
 from gateway.metrics import INTENTS_ACCEPTED, POLICY_EVALUATION
 from gateway.model import Intent
 from gateway.policy.compiled import CompiledPolicy
+from gateway.policy.tracing import NO_TRACE
 from gateway.queue.dispatch import Dispatcher
 from gateway.quota import Quota, QuotaSpec
 from gateway.recipients import as_recipient
@@ -172,7 +173,7 @@ class Intake:
         user = as_recipient(
             intent.user_id, (await self.recipients.get_users([intent.user_id])).get(intent.user_id)
         )
-        decision = decide_or_reject(intent, user, self.clock(), [], policy)
+        decision = decide_or_reject(intent, user, self.clock(), [], policy, tracer=NO_TRACE)
         render_messages(decision, intent, user, policy)
 
     async def expand(
@@ -295,7 +296,7 @@ class Intake:
             seen = histories[user_id].for_intent(r.notification_id or "", identity)
             try:
                 with POLICY_EVALUATION.time():
-                    decision = decide_or_reject(r.intent, user, now, seen, policy)
+                    decision = decide_or_reject(r.intent, user, now, seen, policy, tracer=NO_TRACE)
                 render_messages(decision, r.intent, user, policy)  # 422 now, not a failed send later
                 rule = policy.rule(decision.rule)
                 plan = policy.plan(rule, r.intent.priority) if rule is not None else None

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import RateLimited
 from gateway.redis_keys import Keys
-from gateway.token_bucket import TAKE
+from gateway.token_bucket import TAKE_MANY
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Quota:
         self.redis = redis
         self.keys = keys
         self.clock = clock  # epoch seconds: tests refill a bucket by moving it, not by sleeping
-        self._take = redis.register_script(TAKE)
+        self._take = redis.register_script(TAKE_MANY)
         self._local: dict[str, _Bucket] = {}
 
     async def take(self, key_id: str, rate: float, burst: int, count: int = 1) -> float:
@@ -58,17 +58,15 @@ class Quota:
         return (await self.take_many([QuotaSpec(key_id, rate, burst, count)]))[0]
 
     async def take_many(self, specs: Sequence[QuotaSpec]) -> list[float]:
-        """Several takes in one round trip, in order (a batch of requests of the same key)."""
+        """Several takes in one script call, in order (a batch's requests, of one key or many)."""
         now = self.clock()
+        if not specs:
+            return []
+        args: list[float] = [now]
+        for spec in specs:
+            args += (spec.rate, spec.burst, spec.count)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for spec in specs:
-                    await self._take(
-                        keys=[self.keys.quota(spec.key_id)],
-                        args=[spec.rate, spec.burst, spec.count, now],
-                        client=pipe,
-                    )
-                waits = await pipe.execute()
+            waits = await self._take(keys=[self.keys.quota(spec.key_id) for spec in specs], args=args)
             return [float(w) for w in waits]
         except (RedisError, OSError):
             return [self._take_locally(s.key_id, s.rate, s.burst, s.count, now) for s in specs]

@@ -28,18 +28,27 @@ local function take(key, rate, burst, want, now)
     return (1 - tokens) / rate
   end
   tokens = tokens - want
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  -- %.17g: tostring keeps 14 digits, which can round `at` past `now`, and a take at that
+  -- same `now` (the next one of a batch) would then see time run backwards.
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', string.format('%.17g', now))
   redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate * 1000) + 1000)
   return 0
 end
 """
 
-TAKE = (
+TAKE_MANY = (
     TAKE_FUNCTION
     + """
--- KEYS[1]: the bucket; ARGV: rate (tokens/s), burst, tokens wanted, now (epoch seconds).
--- Returns the wait in seconds as a string ('0' when taken): Lua numbers become integers
--- on the way out of a script.
-return tostring(take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])))
+-- KEYS: one bucket per take (a bucket may repeat: the takes run in order, each seeing the
+-- ones before); ARGV[1] now (epoch seconds), then per take its rate (tokens/s), burst and
+-- tokens wanted. Returns each take's wait in seconds as a string ('0' when taken): Lua
+-- numbers become integers on the way out of a script.
+local now = tonumber(ARGV[1])
+local waits = {}
+for i, key in ipairs(KEYS) do
+  local n = 2 + (i - 1) * 3
+  waits[i] = tostring(take(key, tonumber(ARGV[n]), tonumber(ARGV[n + 1]), tonumber(ARGV[n + 2]), now))
+end
+return waits
 """
 )

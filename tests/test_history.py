@@ -195,3 +195,33 @@ async def test_reading_the_history_settles_suspects_and_keeps_identities(
     assert history.identities == ["k-stored"]
     assert history.for_intent("", "k-stored") == []  # the retry of that key decides without it
     assert await provisional(services) == {}  # the stored one confirmed, the ghost dropped
+
+
+async def test_many_users_are_read_reserved_and_confirmed_in_one_call_each(
+    services: Services, other: RedisHistory
+) -> None:
+    """One script call serves a batch's users in order: a user named twice sees their first
+    request's reservation, and a confirmation of thousands for one user goes in parts."""
+    ada, bob = shipped(cap=True), shipped(cap=True, fingerprint="fp-B")
+    verdicts = await other.reserve_many(
+        [("u_ada", [ada]), ("u_bob", [bob]), ("u_ada", [shipped(cap=True, fingerprint="fp-C")])], NOW
+    )
+    assert verdicts == [[Verdict("ok")], [Verdict("ok")], [Verdict("capped", cap="push_per_hour")]]
+    histories = await other.recent_many(["u_bob", "u_nobody", "u_ada"], NOW)
+    assert [[e.notification_id for e in h.entries] for h in histories] == [
+        [bob.notification_id],
+        [],
+        [ada.notification_id],
+    ]
+    # More than Lua's unpack takes at once (8,000), as if reserved by this process.
+    many = [shipped() for _ in range(9000)]
+    await services.redis.hset(  # type: ignore[misc]
+        services.keys.provisional("u_ada"), mapping={m.delivery_id: f"{other.owner}|1" for m in many}
+    )
+    assert len(await provisional(services)) == 9001
+    await other.start()
+    other.confirm("u_ada", [ada, *many])
+    other.confirm("u_bob", [bob])
+    await other.stop()  # flushes the confirmations
+    assert await provisional(services) == {}
+    assert await services.redis.hgetall(services.keys.provisional("u_bob")) == {}  # type: ignore[misc]

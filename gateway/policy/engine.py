@@ -53,6 +53,7 @@ from gateway.policy.compiled import (
     Rule,
     Tier,
 )
+from gateway.policy.tracing import Tracer
 from gateway.timeutil import DailyWindow, format_duration
 
 _canonical = msgspec.json.Encoder(order="sorted")
@@ -80,12 +81,20 @@ class _Candidate(msgspec.Struct, frozen=True):
 
 
 def decide(
-    intent: Intent, user: UserState, now: dt.datetime, history: Sequence[HistoryEntry], policy: CompiledPolicy
+    intent: Intent,
+    user: UserState,
+    now: dt.datetime,
+    history: Sequence[HistoryEntry],
+    policy: CompiledPolicy,
+    *,
+    tracer: Tracer | None = None,
 ) -> Decision:
-    """Decide what to send for `intent`, where, when and how, and explain why."""
+    """Decide what to send for `intent`, where, when and how, and explain why (to `tracer`:
+    a fresh `Tracer` unless given; `NO_TRACE` skips the explanation, not the decision)."""
     if now.tzinfo is None:
         raise ValueError("`now` must be timezone-aware")
-    return _Run(intent, user, now.astimezone(dt.UTC), history, policy).decide()
+    run = _Run(intent, user, now.astimezone(dt.UTC), history, policy, tracer or Tracer())
+    return run.decide()
 
 
 def fingerprint(user_id: str, event: str, channel: str, data: Mapping[str, Any]) -> str:
@@ -113,13 +122,15 @@ class _Run:
         now: dt.datetime,
         history: Sequence[HistoryEntry],
         policy: CompiledPolicy,
+        tracer: Tracer,
     ) -> None:
         self.intent = intent
         self.user = user
         self.now = now
         self.history = history
         self.policy = policy
-        self.trace: list[TraceStep] = []
+        self.tracer = tracer
+        self.tracing = tracer.recording  # False: no trace-only detail is even formatted
         self.tz_name = user.timezone or policy.defaults.timezone
         self.tz = zone(self.tz_name)
         self._activation: Any = None
@@ -140,7 +151,9 @@ class _Run:
         channel: str | None = None,
         detail: str | None = None,
     ) -> None:
-        self.trace.append(
+        if not self.tracing:
+            return
+        self.tracer.add(
             TraceStep(
                 step=step,
                 rule=name,
@@ -196,9 +209,9 @@ class _Run:
         priority = intent.priority
         plan = policy.plan(rule, priority)
         tier, strategy = plan.tier, plan.strategy
-        self.trace.append(plan.tier_step)
+        self.tracer.add(plan.tier_step)
         if plan.bypass_step is not None:
-            self.trace.append(plan.bypass_step)
+            self.tracer.add(plan.bypass_step)
 
         constraints = self.active_constraints(rule)
         whole = self.whole_intent_suppression(rule, tier)
@@ -241,13 +254,14 @@ class _Run:
         if strategy == "first" and live_chain:
             now_channels = [c for c in candidates if c not in live_chain or c == live_chain[0]]
             standby_channels = live_chain[1:]
-            self.step(
-                "strategy",
-                rule.name,
-                strategy_origin,
-                "first",
-                detail=f"send {live_chain[0]} now; on failure fall back along {' -> '.join(live_chain)}",
-            )
+            if self.tracing:
+                self.step(
+                    "strategy",
+                    rule.name,
+                    strategy_origin,
+                    "first",
+                    detail=f"send {live_chain[0]} now; on failure fall back along {' -> '.join(live_chain)}",
+                )
         else:
             now_channels, standby_channels = list(candidates), []
 
@@ -280,33 +294,35 @@ class _Run:
             fallback=live_chain,
             standby=standby,
             estimated_cost=round(sum(d.estimated_cost for d in deliveries), 6),
-            trace=self.trace,
+            trace=self.tracer.steps if self.tracing else [],
         )
 
     def select_rule(self) -> Rule:
         intent = self.intent
         for rule in self.policy.candidates(intent.event):
             if rule.priorities is not None and intent.priority not in rule.priorities:
+                if self.tracing:
+                    self.step(
+                        "match",
+                        rule.name,
+                        rule.origin,
+                        False,
+                        detail=f"priority {intent.priority} is not among {sorted(rule.priorities)}",
+                    )
+                continue
+            if rule.condition is not None and not self.evaluate(rule.condition, rule.name, "condition"):
+                continue
+            if self.tracing:
                 self.step(
                     "match",
                     rule.name,
                     rule.origin,
-                    False,
-                    detail=f"priority {intent.priority} is not among {sorted(rule.priorities)}",
+                    True,
+                    expr=" | ".join(rule.patterns),
+                    detail=f"category {rule.category}",
                 )
-                continue
-            if rule.condition is not None and not self.evaluate(rule.condition, rule.name, "condition"):
-                continue
-            self.step(
-                "match",
-                rule.name,
-                rule.origin,
-                True,
-                expr=" | ".join(rule.patterns),
-                detail=f"category {rule.category}",
-            )
             return rule
-        raise NoMatchingRule(intent.event, self.trace)
+        raise NoMatchingRule(intent.event, self.tracer.steps if self.tracing else [])
 
     def active_constraints(self, rule: Rule) -> list[Constraint]:
         active = []
@@ -496,19 +512,20 @@ class _Run:
             batch = self.batch(rule, rule.batch, channel)
             if not batch.full:
                 at, reason = max(at, batch.closes_at), "batched"
-            self.step(
-                "batch",
-                rule.name,
-                rule.batch.origin,
-                batch.size,
-                channel=channel,
-                detail=f"batch {batch.key}: {batch.size} of max {batch.max_size}, "
-                + (
-                    "full: sent now"
-                    if batch.full
-                    else f"sent when the window closes at {batch.closes_at.isoformat()}"
-                ),
-            )
+            if self.tracing:
+                self.step(
+                    "batch",
+                    rule.name,
+                    rule.batch.origin,
+                    batch.size,
+                    channel=channel,
+                    detail=f"batch {batch.key}: {batch.size} of max {batch.max_size}, "
+                    + (
+                        "full: sent now"
+                        if batch.full
+                        else f"sent when the window closes at {batch.closes_at.isoformat()}"
+                    ),
+                )
         quiet = self.quiet_window() if plan.quiet[channel] else _QUIET_DEFAULT_NONE
         window = rule.delivery_window if "delivery_window" not in bypass else None
         for _ in range(_MAX_RESCHEDULES):
@@ -517,27 +534,29 @@ class _Run:
                 opens = window.next_open(at, tz)
                 if opens != at:
                     at, reason, moved = opens, "delivery_window", True
-                    self.step(
-                        "delivery_window",
-                        rule.name,
-                        rule.where("delivery_window"),
-                        opens,
-                        channel=channel,
-                        detail=f"outside {window.describe()} ({self.tz_name})",
-                    )
+                    if self.tracing:
+                        self.step(
+                            "delivery_window",
+                            rule.name,
+                            rule.where("delivery_window"),
+                            opens,
+                            channel=channel,
+                            detail=f"outside {window.describe()} ({self.tz_name})",
+                        )
             if not quiet.empty:
                 ends = quiet.end_after(at, tz)
                 if ends is not None:
                     at, reason, moved = ends, "quiet_hours", True
-                    self.step(
-                        "quiet_hours",
-                        rule.name,
-                        rule.where("quiet_hours"),
-                        ends,
-                        channel=channel,
-                        detail=f"inside quiet hours {quiet.describe()} ({self.tz_name}): "
-                        "deferred to their end",
-                    )
+                    if self.tracing:
+                        self.step(
+                            "quiet_hours",
+                            rule.name,
+                            rule.where("quiet_hours"),
+                            ends,
+                            channel=channel,
+                            detail=f"inside quiet hours {quiet.describe()} ({self.tz_name}): "
+                            "deferred to their end",
+                        )
             if not moved:
                 break
         else:
@@ -812,8 +831,9 @@ def _consent(run: _Run, at: _ChannelCheck) -> Suppression | None:
     )
     if "opt_out" not in at.plan.bypass:
         return at.suppress(run, "opted_out", why, rule.name, rule.origin, step="consent")
-    detail = f"{why}, but priority {intent.priority} bypasses opt-outs"
-    run.step("consent", rule.name, rule.origin, "bypassed", channel=at.channel, detail=detail)
+    if run.tracing:
+        detail = f"{why}, but priority {intent.priority} bypasses opt-outs"
+        run.step("consent", rule.name, rule.origin, "bypassed", channel=at.channel, detail=detail)
     return None
 
 

@@ -16,6 +16,7 @@ keeps SQLAlchemy's own executemany: asyncpg is asynchronous already and batches 
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -63,13 +64,30 @@ class _SqliteInsert:
         self.sql = str(compiled)  # INSERT INTO t (a, b, ...) VALUES (?, ?, ...)
         self.columns = list(compiled.positiontup or ())
         self.converters: list[Convert | None] = [_converter(table.c[name].type) for name in self.columns]
+        # A row's values in column order in one C call; then only the few columns that need a
+        # conversion (times, JSON, booleans) are touched, by position.
+        columns = self.columns
+        self._values: Callable[[Mapping[str, Any]], Any] = (
+            operator.itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+        )
+        self._convert = [(i, c) for i, c in enumerate(self.converters) if c is not None]
 
-    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        pairs = list(zip(self.columns, self.converters, strict=True))
-        return [
-            tuple(row[name] if convert is None else convert(row[name]) for name, convert in pairs)
-            for row in rows
-        ]
+    def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...] | list[Any]]:
+        values, convert = self._values, self._convert
+        out: list[tuple[Any, ...] | list[Any]] = []
+        times: dict[dt.datetime, str | None] = {}  # a batch's rows share a few instants (its `now`)
+        for row in rows:
+            cells = list(values(row))
+            for i, conversion in convert:
+                cell = cells[i]
+                if conversion is _sqlite_time:
+                    if cell is not None:
+                        text = times.get(cell)
+                        cells[i] = text if text is not None else times.setdefault(cell, _sqlite_time(cell))
+                else:
+                    cells[i] = conversion(cell)
+            out.append(cells)
+        return out
 
 
 def _converter(kind: sa.types.TypeEngine[Any]) -> Convert | None:

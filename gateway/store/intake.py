@@ -20,11 +20,10 @@ If the transaction fails, every request of the batch gets the error and nothing 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +40,13 @@ notifications = NotificationRow.__table__  # type: ignore[attr-defined]
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 jobs = JobRow.__table__  # type: ignore[attr-defined]
 idempotency = IdempotencyRow.__table__  # type: ignore[attr-defined]
+
+
+# Built once, as a statement made per call costs more to construct than to run; `pairs`
+# expands to the batch's (scope, key) pairs at execution.
+_LOOKUP_KEYS = sa.select(
+    idempotency.c.scope, idempotency.c.key, idempotency.c.notification_id, idempotency.c.created_at
+).where(sa.tuple_(idempotency.c.scope, idempotency.c.key).in_(sa.bindparam("pairs", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +69,15 @@ class NewJob:
     priority: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
-    """One intent's rows, waiting for the commit that stores them."""
+    """One intent's rows, waiting for the commit that stores them (the group commit's own
+    future tells the intent when)."""
 
     notification: dict[str, Any]
     deliveries: list[dict[str, Any]]
     job_specs: list[JobSpec]
     idempotency: tuple[str, str] | None  # (scope, key)
-    future: asyncio.Future[CommitResult] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,14 +225,7 @@ class IntakeWriter:
         if not pairs:
             return {}
         async with self.database.connect() as connection:
-            rows = await connection.execute(
-                sa.select(
-                    idempotency.c.scope,
-                    idempotency.c.key,
-                    idempotency.c.notification_id,
-                    idempotency.c.created_at,
-                ).where(sa.tuple_(idempotency.c.scope, idempotency.c.key).in_(list(pairs)))
-            )
+            rows = await connection.execute(_LOOKUP_KEYS, {"pairs": list(pairs)})
         since = now - self.idempotency_window()
         return {(r.scope, r.key): str(r.notification_id) for r in rows if r.created_at >= since}
 

@@ -155,38 +155,40 @@ async def load_user(connection: AsyncConnection, user_id: str) -> UserState | No
     return (await load_users(connection, [user_id])).get(user_id)
 
 
+# Built once: a statement made per call costs more to construct and key for the compiled
+# cache than to run. `ids` expands to the batch's user ids at execution.
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
+_USERS = sa.select(users).where(users.c.user_id.in_(_IDS))
+_CONTACTS = sa.select(contacts.c.user_id, contacts.c.kind, contacts.c.value).where(
+    contacts.c.user_id.in_(_IDS), contacts.c.status == "active"
+)
+_DEVICES = (
+    sa.select(devices.c.user_id, devices.c.platform, devices.c.token, devices.c.provider, devices.c.active)
+    .where(devices.c.user_id.in_(_IDS))
+    .order_by(devices.c.id)
+)
+_PREFERENCES = sa.select(preferences).where(preferences.c.user_id.in_(_IDS)).order_by(preferences.c.position)
+
+
 async def load_users(connection: AsyncConnection, user_ids: Sequence[str]) -> dict[str, UserState]:
     """Users with their usable contacts, devices and ordered preferences, in four queries."""
     ids = list(dict.fromkeys(user_ids))
     if not ids:
         return {}
-    found = {
-        row.user_id: row for row in await connection.execute(sa.select(users).where(users.c.user_id.in_(ids)))
-    }
+    found = {row.user_id: row for row in await connection.execute(_USERS, {"ids": ids})}
     if not found:
         return {}
+    known = {"ids": list(found)}
     addresses: dict[str, dict[str, str]] = {uid: {} for uid in found}
-    for row in await connection.execute(
-        sa.select(contacts.c.user_id, contacts.c.kind, contacts.c.value).where(
-            contacts.c.user_id.in_(found), contacts.c.status == "active"
-        )
-    ):
+    for row in await connection.execute(_CONTACTS, known):
         addresses[row.user_id][row.kind] = row.value
     owned: dict[str, list[Device]] = {uid: [] for uid in found}
-    for row in await connection.execute(
-        sa.select(
-            devices.c.user_id, devices.c.platform, devices.c.token, devices.c.provider, devices.c.active
-        )
-        .where(devices.c.user_id.in_(found))
-        .order_by(devices.c.id)
-    ):
+    for row in await connection.execute(_DEVICES, known):
         owned[row.user_id].append(
             Device(platform=row.platform, token=row.token, active=row.active, provider=row.provider)
         )
     wishes: dict[str, list[Preference]] = {uid: [] for uid in found}
-    for row in await connection.execute(
-        sa.select(preferences).where(preferences.c.user_id.in_(found)).order_by(preferences.c.position)
-    ):
+    for row in await connection.execute(_PREFERENCES, known):
         wishes[row.user_id].append(
             Preference(
                 event=row.event, channel=row.channel, enabled=row.enabled, frequency_cap=row.frequency_cap

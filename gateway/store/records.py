@@ -51,44 +51,55 @@ def delivery_row(
     intent: Intent, notification_id: str, now: dt.datetime, *, channel: str, status: str, **values: Any
 ) -> dict[str, Any]:
     """A delivery row: every column, at its starting value unless given."""
-    row: dict[str, Any] = {
-        "id": values.pop("id", None) or new_id("d"),
-        "notification_id": notification_id,
-        "user_id": intent.user_id,
-        "event": intent.event,
-        "channel": channel,
-        "status": status,
-        "reason": None,
-        "detail": None,
-        "rule": None,
-        "tier": None,
-        "queue": None,
-        "template": None,
-        "providers": None,
-        "chain_position": None,
-        "recipients": 0,
-        "estimated_cost": 0.0,
-        "fingerprint": None,
-        "batch_key": None,
-        "batch_max": None,
-        "batch_closes_at": None,
-        "grouped_into": None,
-        "send_at": None,
-        "expires_at": None,
-        "attempts": 0,
-        "next_attempt_at": None,
-        "lease_owner": None,
-        "lease_until": None,
-        "provider": None,
-        "provider_message_id": None,
-        "created_at": now,
-        "updated_at": now,
-    }
-    unknown = values.keys() - row.keys()
+    unknown = values.keys() - _DELIVERY_START.keys()
     if unknown:
         raise TypeError(f"deliveries have no column {sorted(unknown)[0]!r}")
+    row = _DELIVERY_START.copy()  # one C-level copy, then only what differs
+    row["id"] = values.pop("id", None) or new_id("d")
+    row["notification_id"] = notification_id
+    row["user_id"] = intent.user_id
+    row["event"] = intent.event
+    row["channel"] = channel
+    row["status"] = status
+    row["created_at"] = row["updated_at"] = now
     row.update(values)
     return row
+
+
+# Every column of a delivery row at its starting value; `delivery_row` fills in the rest.
+_DELIVERY_START: dict[str, Any] = {
+    "id": None,
+    "notification_id": None,
+    "user_id": None,
+    "event": None,
+    "channel": None,
+    "status": None,
+    "reason": None,
+    "detail": None,
+    "rule": None,
+    "tier": None,
+    "queue": None,
+    "template": None,
+    "providers": None,
+    "chain_position": None,
+    "recipients": 0,
+    "estimated_cost": 0.0,
+    "fingerprint": None,
+    "batch_key": None,
+    "batch_max": None,
+    "batch_closes_at": None,
+    "grouped_into": None,
+    "send_at": None,
+    "expires_at": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "lease_owner": None,
+    "lease_until": None,
+    "provider": None,
+    "provider_message_id": None,
+    "created_at": None,
+    "updated_at": None,
+}
 
 
 def decided(

@@ -14,6 +14,7 @@ import datetime as dt
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,7 @@ from gateway.model import (
 from gateway.policy.cel_functions import glob_event
 from gateway.policy.compiled import CompiledPolicy, Rule
 from gateway.policy.engine import NoMatchingRule, _preference, decide
+from gateway.policy.tracing import NO_TRACE
 from gateway.timeutil import DailyWindow, minute_of_day
 from tests.conftest import compiled_policy
 
@@ -249,6 +251,22 @@ def test_same_inputs_same_decision(runtime_name: str, scenario: Any) -> None:
     policy = compiled_policy(runtime_name)
     first, second = _decide(policy, scenario), _decide(policy, scenario)
     assert msgspec.json.encode(first) == msgspec.json.encode(second)
+
+
+@PROPERTY_SETTINGS
+@given(scenario=scenarios())
+def test_intake_without_a_trace_decides_exactly_as_dry_run_does(runtime_name: str, scenario: Any) -> None:
+    """Intake passes NO_TRACE; only the trace may differ (empty), never what is decided."""
+    policy = compiled_policy(runtime_name)
+    intent, user, now, history = scenario
+    traced = _decide(policy, scenario)
+    if traced is None:
+        with pytest.raises(NoMatchingRule):
+            decide(intent, user, now, history, policy, tracer=NO_TRACE)
+        return
+    untraced = decide(intent, user, now, history, policy, tracer=NO_TRACE)
+    assert untraced.trace == [] and traced.trace
+    assert msgspec.structs.replace(untraced, trace=traced.trace) == traced
 
 
 @PROPERTY_SETTINGS
