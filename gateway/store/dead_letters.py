@@ -25,7 +25,8 @@ dead_letters = DeadLetterRow.__table__  # type: ignore[attr-defined]
 def dead_letter_row(delivery: Claimed, error: str | None, now: dt.datetime) -> dict[str, Any]:
     """The dead letter of a claimed delivery whose last attempt failed, as an insertable row."""
     return {
-        "id": new_id("dl"),
+        # Made at the outcome's time, not the wall clock's: dead letters page by id.
+        "id": new_id("dl", clock=now.timestamp),
         "delivery_id": delivery.id,
         "notification_id": delivery.notification_id,
         "user_id": delivery.user_id,

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,12 +50,16 @@ class Try:
     recipient: str | None = None  # the address's tag (`Address.tag`) when a provider was called
 
 
+# What an attempt can leave a delivery as: the statuses of `DeliveryStatusName` a worker writes.
+OutcomeStatus = Literal["delivered", "retrying", "dead", "failed", "expired", "unknown"]
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to a claimed delivery, and what must follow."""
 
     delivery: Claimed
-    status: str  # delivered, retrying, dead, failed, expired, unknown
+    status: OutcomeStatus
     tries: Sequence[Try] = ()
     provider: str | None = None
     provider_message_id: str | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 from gateway.store.database import Database
@@ -28,7 +27,6 @@ async def dead_lettered(database: Database, store: DeliveryStore, how_many: int)
         await apply(
             database, store, [Outcome(claimed, "dead", error=f"error {i}")], T0 + dt.timedelta(seconds=i)
         )
-        await asyncio.sleep(0.002)  # dead letter ids are time-ordered to the millisecond
     by_delivery = {r.delivery_id: r.id for r in await select(database, DEAD_LETTERS)}
     return [by_delivery[row["id"]] for row in rows]
 
