@@ -12,18 +12,20 @@ from gateway.store.deliveries import DeliveryStore
 
 
 @pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[Database]:
+async def empty_database(empty_database_url: str) -> AsyncIterator[Database]:
     """A database with no tables yet (for the migration tests)."""
-    database = Database(database_url)
+    database = Database(empty_database_url)
     yield database
     await database.dispose()
 
 
 @pytest.fixture
-async def database(empty_database: Database) -> Database:
-    """A database upgraded to the newest revision."""
-    await migrate.upgrade(empty_database)
-    return empty_database
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A database at the newest revision (`database_url`: a copy of the migrated template)."""
+    database = Database(database_url)
+    assert await migrate.current(database) == migrate.head()
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture
