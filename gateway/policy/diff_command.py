@@ -30,9 +30,6 @@ from gateway.policy.corpus import Sample, from_tests, from_traffic, generated
 from gateway.policy.diagnostics import PolicyError
 from gateway.policy.diff import compare
 from gateway.policy.diff_render import FORMATS, breaches, parse_threshold, render
-from gateway.store.database import Database
-from gateway.store.recipients import SqlRecipients
-from gateway.store.traffic import recent_intents
 
 CORPORA = ("tests", "generated")
 
@@ -104,6 +101,12 @@ def corpus(args: argparse.Namespace, before: CheckResult, after: CheckResult) ->
 
 async def stored(database_url: str, days: float, limit: int) -> list[Sample]:
     """The last `days` of intents in the store, with their users as stored."""
+    # Imported here: the store (SQLAlchemy, SQLModel, ~0.4 s) is for --from-store only, and
+    # every `notigate` command imports this module to build its parser.
+    from gateway.store.database import Database
+    from gateway.store.recipients import SqlRecipients
+    from gateway.store.traffic import recent_intents
+
     database = Database(database_url)
     try:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
