@@ -161,9 +161,15 @@ class DeliveryPipeline:
         await self.finished.start()
 
     async def stop(self) -> None:
-        """Let claimed work finish (within a lease) before the claims' writer stops."""
+        """Let claimed work finish (within a lease) before the claims' writer stops. Work
+        still running after that is cancelled and awaited here, while its connections are
+        open: its deliveries stay `sending` and the lease hands them on, as after a crash."""
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=self.lease.total_seconds())
+        leftover = set(self._inflight)
+        for work in leftover:
+            work.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
         await self.claims.stop()
         await self.finished.stop()
 
