@@ -147,7 +147,6 @@ class DeliveryPipeline:
         self.guard = guard
         self.rate_wait = rate_wait
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self._inflight: set[asyncio.Task[bool]] = set()
         self.claims: GroupCommit[str, Claimed | None] = GroupCommit(
             store.database, self._claim, clock=clock, name="claims"
         )
@@ -161,15 +160,6 @@ class DeliveryPipeline:
         await self.finished.start()
 
     async def stop(self) -> None:
-        """Let claimed work finish (within a lease) before the claims' writer stops. Work
-        still running after that is cancelled and awaited here, while its connections are
-        open: its deliveries stay `sending` and the lease hands them on, as after a crash."""
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=self.lease.total_seconds())
-        leftover = set(self._inflight)
-        for work in leftover:
-            work.cancel()
-        await asyncio.gather(*leftover, return_exceptions=True)
         await self.claims.stop()
         await self.finished.stop()
 
@@ -197,25 +187,6 @@ class DeliveryPipeline:
         return done
 
     async def _one(
-        self, delivery_id: str, notification: Any, user: UserState | None, limit: asyncio.Semaphore
-    ) -> bool:
-        # arq's job timeout (or a shutdown) cancels the job, never the work it began: a claim
-        # committed while its job was being cancelled would leave the delivery claimed and
-        # unsent, later judged `unknown`; a send cut off mid-call is ambiguous. On a starved
-        # CPU every run of the job would time out the same way, re-claiming the same
-        # deliveries without end. So the work runs as its own task, bounded by the lease and
-        # the send timeouts, and `stop()` waits for it.
-        work = asyncio.create_task(self._claim_and_send(delivery_id, notification, user, limit))
-        self._inflight.add(work)
-        work.add_done_callback(self._settled)
-        return await asyncio.shield(work)
-
-    def _settled(self, work: asyncio.Task[bool]) -> None:
-        self._inflight.discard(work)
-        if not work.cancelled() and work.exception() is not None:
-            log.error("a delivery's work failed", exc_info=work.exception())
-
-    async def _claim_and_send(
         self, delivery_id: str, notification: Any, user: UserState | None, limit: asyncio.Semaphore
     ) -> bool:
         # Claimed only when its turn to be sent comes, so its lease covers its own send and

@@ -110,7 +110,12 @@ class ConsoleAdapter:
         self._journals_lock = threading.Lock()
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
-        return await asyncio.to_thread(self._write, message, address, idempotency_key)
+        # Like a provider that received the request, a write once handed over is finished even
+        # when the caller stops waiting (the pipeline's backstop timeout after a paused or
+        # starved process): cancelling it while it waited for a thread would drop it unseen,
+        # and a push whose other devices got it would count as delivered. A retry finds it
+        # written and writes nothing (the key).
+        return await asyncio.shield(asyncio.to_thread(self._write, message, address, idempotency_key))
 
     def _write(self, message: Message, address: Address, idempotency_key: str) -> SendResult:
         key = f"{_UNSAFE_NAME.sub('_', idempotency_key)}-{address.tag}"

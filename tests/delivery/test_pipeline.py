@@ -239,35 +239,6 @@ async def test_dead_letters_are_admin_only(quick_services: Services) -> None:
     assert (response.status_code, response.json()["error"]["code"]) == (403, "admin_required")
 
 
-async def test_a_job_cancelled_mid_send_still_finishes_its_claimed_delivery_once(
-    quick_services: Services, tmp_path: Path
-) -> None:
-    # arq's job timeout cancels the job's task. The delivery it had claimed and was sending
-    # must still be sent once and recorded, not cut off (an ambiguous send) and re-claimed:
-    # on a starved CPU, every run of the job would time out the same way (a livelock).
-    await store_user(quick_services, EMAIL_ONLY)
-    async with stub_server() as sendgrid:
-        sendgrid.reply(Reply(202, headers={"x-request-id": "sg-1"}, delay=0.6))
-        notification_id = await _accept(quick_services, SHIPPED)
-        async with running_worker(
-            quick_services, registry=registry(tmp_path / "outbox", sendgrid=sendgrid)
-        ) as worker:
-
-            async def sending() -> bool:
-                return bool(sendgrid.requests)
-
-            await eventually(sending)
-            jobs = [task for consumer in worker.consumers for task in consumer.running()]
-            assert jobs, "the job that is sending is running"
-            for job in jobs:
-                job.cancel()  # what arq's job timeout does
-            await eventually(lambda: _settled(quick_services, notification_id, "email", "delivered"))
-        email = (await _status(quick_services, notification_id))["email"]
-    assert len(sendgrid.requests) == 1
-    assert [(a.provider, a.outcome) for a in email.attempts] == [("sendgrid", "delivered")]
-    assert email.attempts[0].provider_message_id == "sg-1"
-
-
 async def test_a_push_retry_goes_only_to_the_devices_not_reached_yet(
     quick_services: Services, tmp_path: Path
 ) -> None:
