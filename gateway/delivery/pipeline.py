@@ -261,18 +261,13 @@ class DeliveryPipeline:
         and sent one after another, a user with many devices and a slow provider could
         outlast the delivery's lease. The tries come back in address order."""
         per_address: list[list[Try]] = [[] for _ in ready.addresses]
-        results = await asyncio.gather(
+        sent = await asyncio.gather(
             *(
                 self._through_chain(claimed, ready.message, address, own)
                 for address, own in zip(ready.addresses, per_address, strict=True)
             )
         )
-        tries = [t for own in per_address for t in own]
-        sent = [
-            Sent(address, provider, result, self._settles_unknown(claimed, provider, result))
-            for address, (provider, result) in zip(ready.addresses, results, strict=True)
-        ]
-        return tries, sent
+        return [t for own in per_address for t in own], list(sent)
 
     async def _batch(self, claimed: Claimed, notification: Any) -> list[Mapping[str, Any]]:
         """The items a grouped message carries: its batch in arrival order, then what was folded in."""
@@ -284,7 +279,7 @@ class DeliveryPipeline:
 
     async def _through_chain(
         self, claimed: Claimed, message: Message, address: Address, tries: list[Try]
-    ) -> tuple[str, SendResult]:
+    ) -> Sent:
         """Try each provider of the chain in order until one delivers or refuses for good.
 
         A provider whose breaker is open, or whose rate limit would make this send wait
@@ -316,24 +311,33 @@ class DeliveryPipeline:
             await self._judge(name, result, admission)
             if isinstance(result, Retryable) and self._settles_unknown(claimed, name, result):
                 tries.append(replace(attempt, outcome="unknown"))
-                return name, result
+                return Sent(address, name, result, settles_unknown=True)
             tries.append(attempt)
             if not isinstance(result, Retryable):
-                return name, result
+                return Sent(address, name, result)
         if unfit and unfit == len(claimed.providers):
-            return claimed.providers[-1], Permanent(
-                NO_PROVIDER,
-                f"no provider of the chain delivers to {address.platform} devices "
-                f"with {address.token_provider or 'these'} tokens",
+            return Sent(
+                address,
+                claimed.providers[-1],
+                Permanent(
+                    NO_PROVIDER,
+                    f"no provider of the chain delivers to {address.platform} devices "
+                    f"with {address.token_provider or 'these'} tokens",
+                ),
             )
         if waits and len(waits) == len(claimed.providers):
             # Nothing was tried: every provider is open or saturated. Come back when one frees up.
-            return claimed.providers[-1], Retryable(
-                "every provider is unavailable (paused, circuit open or rate limited)",
-                retry_after=min(waits),
-                code=NOTHING_TRIED,
+            return Sent(
+                address,
+                claimed.providers[-1],
+                Retryable(
+                    "every provider is unavailable (paused, circuit open or rate limited)",
+                    retry_after=min(waits),
+                    code=NOTHING_TRIED,
+                ),
             )
-        return claimed.providers[-1] if claimed.providers else "", result
+        # Had the last answer been one the provider may have taken, the loop would have ended.
+        return Sent(address, claimed.providers[-1] if claimed.providers else "", result)
 
     async def _call(
         self, name: str, adapter: Adapter, claimed: Claimed, message: Message, address: Address
@@ -396,11 +400,11 @@ class DeliveryPipeline:
         if self.guard is not None:
             await self.guard.record(name, True, trial=admission.trial, at_once=configuration)
 
-    def _settles_unknown(self, claimed: Claimed, name: str, result: SendResult) -> bool:
+    def _settles_unknown(self, claimed: Claimed, name: str, result: Retryable) -> bool:
         """Whether an ambiguous failure ends the delivery as `unknown` rather than moving on:
         the provider may have taken the message and cannot drop a repeat, and the tier did
         not opt into at-least-once (`ambiguous: at_least_once`)."""
-        if not isinstance(result, Retryable) or not result.ambiguous:
+        if not result.ambiguous:
             return False
         adapter = self.registry.get(name)
         if adapter is not None and adapter.idempotent:
