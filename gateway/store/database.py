@@ -1,23 +1,22 @@
 """Connections to the store: SQLite (aiosqlite, WAL) by default, PostgreSQL (asyncpg) by URL.
 
-One `Database` per process holds the async engine. SQLite gets the pragmas that make it a
-reasonable server database (WAL so readers never block the writer, a busy timeout so
-writers from several processes queue instead of failing, FULL sync so a commit, and the
-202 that follows it, survives a power loss and not only a process crash; group commit
-pays that fsync once per batch). Failures to reach the database surface as `Unavailable` (HTTP 503);
-a value the store refuses (SQLSTATE class 22 or 23, or a number the driver cannot bind) as
-`Unstorable` or `Conflict` (HTTP 422/409), so that a group commit can tell one poisoned item
-from an outage and retry its neighbours without it (`gateway.batching.isolating`).
+One `Database` per process holds the async engines. SQLite gets the pragmas that make it a
+reasonable server database (WAL so readers never block the writer, FULL sync so a commit,
+and the 202 that follows it, survives a power loss and not only a process crash; group
+commit pays that fsync once per batch); how its writers, of one process and of several,
+take turns at its one write lock is `gateway.store.sqlite_writes`. Failures to reach the
+database surface as `Unavailable` (HTTP 503); a value the store refuses (SQLSTATE class 22
+or 23, or a number the driver cannot bind) as `Unstorable` or `Conflict` (HTTP 422/409), so
+that a group commit can tell one poisoned item from an outage and retry its neighbours
+without it (`gateway.batching.isolating`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -35,75 +34,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from gateway.errors import ConfigError, Conflict, NotigateError, Unavailable, Unstorable
 from gateway.redact import mask_url
-
-SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
-    "PRAGMA busy_timeout=10000",
-    "PRAGMA foreign_keys=ON",
+from gateway.store.sqlite_writes import (
+    Lane,
+    WriteGate,
+    sqlite_pragmas,
+    sqlite_writer_setup,
+    write_transaction,
 )
+from gateway.store.urgent_flag import UrgentFlag
 
-
-Lane = Literal["urgent", "normal", "background"]
-LANES: tuple[Lane, ...] = ("urgent", "normal", "background")
-
-
-class WriteGate:
-    """This process's SQLite writers, one at a time, by lane: urgent, normal, background.
-
-    SQLite has one write lock per database. Two transactions of one process that reach for
-    it together make the loser sleep in SQLite's busy handler (1, 2, 5, 10 ms, ...), however
-    soon the lock frees, and two that both read first can fail outright. Queued here instead,
-    a writer starts the moment the one before it commits. An urgent intent's commit goes
-    before every other one waiting: it waits at most for the transaction in progress. A
-    worker's background writes (expanding bulk requests) go after its deliveries' claims and
-    outcomes, so a campaign being expanded never makes a delivery job outlive its lease.
-    Writers in other processes still meet at SQLite's own lock.
-    """
-
-    def __init__(self) -> None:
-        self._held = False
-        self._holder: asyncio.Task[Any] | None = None
-        self._waiting: dict[Lane, deque[asyncio.Future[None]]] = {lane: deque() for lane in LANES}
-
-    @contextlib.asynccontextmanager
-    async def held(self, lane: Lane) -> AsyncIterator[None]:
-        me = asyncio.current_task()
-        if self._held and self._holder is me:
-            raise RuntimeError("a write transaction was opened inside another one of the same task")
-        await self._acquire(lane)
-        self._holder = me
-        try:
-            yield
-        finally:
-            self._holder = None
-            self._release()
-
-    async def _acquire(self, lane: Lane) -> None:
-        if not self._held and not any(self._waiting.values()):
-            self._held = True
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._waiting[lane]
-        queue.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self._release()  # handed the gate just as we were cancelled: pass it on
-            else:
-                queue.remove(turn)
-            raise
-
-    def _release(self) -> None:
-        for lane in LANES:
-            queue = self._waiting[lane]
-            while queue:
-                turn = queue.popleft()
-                if not turn.done():
-                    turn.set_result(None)  # the gate passes straight on: still held
-                    return
-        self._held = False
+__all__ = ["Database", "Lane", "refused_value", "sqlstate"]
 
 
 class Database:
@@ -122,9 +62,8 @@ class Database:
         if self.dialect == "sqlite":
             # A file does not drop connections: no ping (a round trip to the driver's thread)
             # before every use.
-            database = parsed.database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            if file := _sqlite_file(parsed):
+                Path(file).parent.mkdir(parents=True, exist_ok=True)
         else:
             options.update(
                 pool_pre_ping=True,  # a server restart leaves dead connections in the pool
@@ -134,24 +73,38 @@ class Database:
                 connect_args={"timeout": 5, "command_timeout": 30},
             )
         self.engine: AsyncEngine = create_async_engine(url, **options)
+        # SQLite's write transactions on connections of their own (`sqlite_writes`);
+        # reads, and PostgreSQL's transactions, on `engine`.
+        self.writer: AsyncEngine | None = None
         self.gate: WriteGate | None = None
+        self.urgent_flag: UrgentFlag | None = None
         if self.dialect == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
             self.gate = WriteGate()
+            if file := _sqlite_file(parsed):
+                self.urgent_flag = UrgentFlag.beside(file)
+                self.writer = create_async_engine(url, **options)
+                event.listen(self.writer.sync_engine, "connect", sqlite_writer_setup)
 
     @contextlib.asynccontextmanager
     async def begin(self, *, lane: Lane = "normal") -> AsyncIterator[AsyncConnection]:
         """A transaction; a database that cannot be reached raises Unavailable, not a 500.
 
-        On SQLite the transaction waits its turn at the `WriteGate`, by `lane`."""
-        gate = self.gate.held(lane) if self.gate is not None else contextlib.nullcontext()
-        async with gate, self._transaction() as connection:
+        On SQLite the transaction waits its turn at the `WriteGate`, by `lane`; an urgent one
+        raises the `UrgentFlag`, for which every other one, in any process, waits a little."""
+        flag: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+        if self.urgent_flag is not None:
+            if lane == "urgent":
+                flag = self.urgent_flag.raised()
+            else:
+                await self.urgent_flag.yield_to_urgent()
+        async with flag, self._transaction(lane) as connection:
             yield connection
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, lane: Lane) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.begin() as connection:
+            async with self._opened(lane) as connection:
                 yield connection
         except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
             if isinstance(exc, OperationalError) and not _is_connectivity(exc):
@@ -161,6 +114,13 @@ class Database:
             if (refused := refused_value(exc)) is None:
                 raise
             raise refused from exc
+
+    def _opened(self, lane: Lane) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        if self.writer is not None and self.gate is not None:
+            return write_transaction(self.writer, self.gate, lane)
+        if self.gate is not None:  # SQLite in memory: one database per connection, no other process
+            return _gated(self.gate, lane, self.engine)
+        return self.engine.begin()
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -186,6 +146,10 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.writer is not None:
+            await self.writer.dispose()
+        if self.urgent_flag is not None:
+            self.urgent_flag.close()
 
 
 DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -203,6 +167,11 @@ def _parse(url: str) -> sa.URL:
             "or postgresql+asyncpg://user:password@host/database (the driver is part of the scheme)"
         )
     return parsed
+
+
+def _sqlite_file(parsed: sa.URL) -> str | None:
+    database = parsed.database
+    return database if database and database != ":memory:" else None
 
 
 def sqlstate(exc: BaseException) -> str:
@@ -231,11 +200,10 @@ def _json_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    for pragma in SQLITE_PRAGMAS:
-        cursor.execute(pragma)
-    cursor.close()
+@contextlib.asynccontextmanager
+async def _gated(gate: WriteGate, lane: Lane, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with gate.held(lane), engine.begin() as connection:
+        yield connection
 
 
 def _is_connectivity(exc: OperationalError) -> bool:

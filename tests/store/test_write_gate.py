@@ -20,6 +20,11 @@ async def sqlite(sqlite_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
+async def write(database: Database, who: str, lane: Lane) -> None:
+    async with database.begin(lane=lane) as connection:
+        await connection.execute(sa.text("INSERT INTO log (who) VALUES (:who)"), {"who": who})
+
+
 async def test_writers_take_turns_by_lane_urgent_first_background_last(sqlite: Database) -> None:
     release = asyncio.Event()
 
@@ -69,3 +74,102 @@ async def test_a_write_transaction_inside_another_of_the_same_task_is_refused(sq
         with pytest.raises(RuntimeError, match="inside another one"):
             async with sqlite.begin():
                 pass
+
+
+async def test_writers_of_another_process_defer_to_an_urgent_one(sqlite: Database) -> None:
+    """Two `Database`s on one file stand for two processes (flock is per open file): the
+    other's ordinary and background writes wait while an urgent transaction is under way,
+    and go in once it commits."""
+    other = Database(sqlite.url)
+    assert other.urgent_flag is not None
+    other.urgent_flag.patience = 60.0  # longer than the test: it waits for the commit, not the clock
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def urgent() -> None:
+        async with sqlite.begin(lane="urgent") as connection:
+            entered.set()
+            await release.wait()
+            await connection.execute(sa.text("INSERT INTO log (who) VALUES ('urgent')"))
+
+    try:
+        holder = asyncio.create_task(urgent())
+        await entered.wait()
+        waiting = [
+            asyncio.create_task(write(other, "normal", "normal")),
+            asyncio.create_task(write(other, "bulk", "background")),
+        ]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in waiting)
+        release.set()
+        await asyncio.gather(holder, *waiting)
+        async with sqlite.connect() as connection:
+            order = [r.who for r in await connection.execute(sa.text("SELECT who FROM log ORDER BY n"))]
+        assert order[0] == "urgent" and sorted(order[1:]) == ["bulk", "normal"]
+    finally:
+        await other.dispose()
+
+
+async def test_an_urgent_writer_that_never_commits_delays_others_only_for_a_while(sqlite: Database) -> None:
+    flag, other = sqlite.urgent_flag, Database(sqlite.url)
+    assert flag is not None and other.urgent_flag is not None
+    other.urgent_flag.patience = 0.05
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck_urgent() -> None:
+        async with flag.raised():
+            entered.set()
+            await release.wait()
+
+    try:
+        holder = asyncio.create_task(stuck_urgent())
+        await entered.wait()
+        async with asyncio.timeout(5), other.begin(lane="background") as connection:
+            await connection.execute(sa.text("INSERT INTO log (who) VALUES ('patient')"))
+        assert not holder.done()  # it went in while the flag was still raised
+        release.set()
+        await holder
+    finally:
+        await other.dispose()
+
+
+async def test_the_flag_is_lowered_when_the_last_urgent_writer_of_a_process_ends(sqlite: Database) -> None:
+    flag = sqlite.urgent_flag
+    assert flag is not None
+    async with flag.raised(), flag.raised():
+        pass
+    other = Database(sqlite.url)
+    try:
+        assert other.urgent_flag is not None
+        assert await other.urgent_flag.yield_to_urgent() == 0.0
+    finally:
+        await other.dispose()
+
+
+async def test_a_writer_still_waiting_for_the_lock_lets_an_urgent_one_of_its_process_go_first(
+    sqlite: Database,
+) -> None:
+    """Another process holds SQLite's write lock; here an ordinary writer queued for it first,
+    an urgent one after. When the lock frees, the urgent one commits first."""
+    other = Database(sqlite.url)
+    locked, release = asyncio.Event(), asyncio.Event()
+
+    async def other_process() -> None:
+        async with other.begin() as connection:
+            await connection.execute(sa.text("INSERT INTO log (who) VALUES ('other')"))
+            locked.set()
+            await release.wait()
+
+    try:
+        holder = asyncio.create_task(other_process())
+        await locked.wait()
+        ordinary = asyncio.create_task(write(sqlite, "ordinary", "normal"))
+        await asyncio.sleep(0.05)  # it holds this process's gate, trying for the lock
+        urgent = asyncio.create_task(write(sqlite, "urgent", "urgent"))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(holder, ordinary, urgent)
+        async with sqlite.connect() as connection:
+            order = [r.who for r in await connection.execute(sa.text("SELECT who FROM log ORDER BY n"))]
+        assert order == ["other", "urgent", "ordinary"]
+    finally:
+        await other.dispose()
