@@ -80,6 +80,14 @@ class _Candidate(msgspec.Struct, frozen=True):
     fingerprint: str
 
 
+class _Split(msgspec.Struct, frozen=True):
+    """What the tier's strategy makes of the channels that passed their checks."""
+
+    now: list[str]  # sent at once
+    standby: list[str]  # held, each sent only if the channels before it on the chain fail
+    chain: list[str]  # the live fallback chain the decision reports
+
+
 def decide(
     intent: Intent,
     user: UserState,
@@ -208,7 +216,7 @@ class _Run:
         rule = self.select_rule()
         priority = intent.priority
         plan = policy.plan(rule, priority)
-        tier, strategy = plan.tier, plan.strategy
+        tier = plan.tier
         self.tracer.add(plan.tier_step)
         if plan.bypass_step is not None:
             self.tracer.add(plan.bypass_step)
@@ -233,37 +241,8 @@ class _Run:
                     "override", rule.name, rule.where("channels"), False, channel=channel, detail=detail
                 )
 
-        chain = plan.chain
-        live_chain = [c for c in chain if c in candidates]
-        strategy_origin = plan.strategy_origin
-        duplicates = [s.channel for s in suppressed if s.reason == "duplicate" and s.channel in chain]
-        if strategy == "first" and duplicates and live_chain:
-            # The earlier notification's own chain covers this one: escalating past the
-            # duplicate would send a second alert on another channel.
-            detail = (
-                f"{', '.join(duplicates)} already carried this message; the earlier notification's "
-                f"fallback chain covers {', '.join(live_chain)}, so they are not used again"
-            )
-            for channel in live_chain:
-                candidates.pop(channel)
-                suppressed.append(
-                    Suppression(channel=channel, reason="duplicate", detail=detail, rule=rule.name)
-                )
-            self.step("strategy", rule.name, strategy_origin, "first", detail=detail)
-            live_chain = []
-        if strategy == "first" and live_chain:
-            now_channels = [c for c in candidates if c not in live_chain or c == live_chain[0]]
-            standby_channels = live_chain[1:]
-            if self.tracing:
-                self.step(
-                    "strategy",
-                    rule.name,
-                    strategy_origin,
-                    "first",
-                    detail=f"send {live_chain[0]} now; on failure fall back along {' -> '.join(live_chain)}",
-                )
-        else:
-            now_channels, standby_channels = list(candidates), []
+        split = self.apply_strategy(plan, rule, candidates, suppressed)
+        now_channels, standby_channels, live_chain = split.now, split.standby, split.chain
 
         deliveries: list[Delivery] = []
         standby: list[Delivery] = []
@@ -296,6 +275,49 @@ class _Run:
             estimated_cost=round(sum(d.estimated_cost for d in deliveries), 6),
             trace=self.tracer.steps if self.tracing else [],
         )
+
+    def apply_strategy(
+        self, plan: Plan, rule: Rule, candidates: dict[str, _Candidate], suppressed: list[Suppression]
+    ) -> _Split:
+        """The tier's strategy over the channels that passed their checks. `all` sends every
+        candidate; `first` sends the chain's first live channel and holds the rest for
+        fallback, unless an earlier notification's chain already covers this one (a duplicate
+        on the chain). Suppressions it makes are appended to `suppressed`; the candidates
+        they replace are dropped from `candidates`."""
+        strategy = plan.strategy
+        chain = plan.chain
+        live_chain = [c for c in chain if c in candidates]
+        strategy_origin = plan.strategy_origin
+
+        duplicates = [s.channel for s in suppressed if s.reason == "duplicate" and s.channel in chain]
+        if strategy == "first" and duplicates and live_chain:
+            # The earlier notification's own chain covers this one: escalating past the
+            # duplicate would send a second alert on another channel.
+            detail = (
+                f"{', '.join(duplicates)} already carried this message; the earlier notification's "
+                f"fallback chain covers {', '.join(live_chain)}, so they are not used again"
+            )
+            for channel in live_chain:
+                candidates.pop(channel)
+                suppressed.append(
+                    Suppression(channel=channel, reason="duplicate", detail=detail, rule=rule.name)
+                )
+            self.step("strategy", rule.name, strategy_origin, "first", detail=detail)
+            live_chain = []
+        if strategy == "first" and live_chain:
+            now_channels = [c for c in candidates if c not in live_chain or c == live_chain[0]]
+            standby_channels = live_chain[1:]
+            if self.tracing:
+                self.step(
+                    "strategy",
+                    rule.name,
+                    strategy_origin,
+                    "first",
+                    detail=f"send {live_chain[0]} now; on failure fall back along {' -> '.join(live_chain)}",
+                )
+        else:
+            now_channels, standby_channels = list(candidates), []
+        return _Split(now_channels, standby_channels, live_chain)
 
     def select_rule(self) -> Rule:
         intent = self.intent
