@@ -27,13 +27,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
@@ -87,30 +88,37 @@ class Answers:
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
 
-    async def post(self, http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """POST `body`; the answer's JSON when accepted, None otherwise (counted either way)."""
+    async def post(
+        self, http: aiohttp.ClientSession, path: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, float | None]:
+        """POST `body`: (the answer's JSON, milliseconds to the answer) when accepted,
+        (None, None) otherwise (counted either way)."""
         started = time.perf_counter()
         try:
-            response = await http.post(path, json=body)
-        except httpx.HTTPError as exc:
+            async with http.post(path, json=body) as response:
+                status, content = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.error(type(exc).__name__)
-            return None
-        if response.status_code in (200, 202):
+            return None, None
+        took = (time.perf_counter() - started) * 1000
+        if status in (200, 202):
             self.accepted += 1
-            self.accept_ms.append((time.perf_counter() - started) * 1000)
-            answer: dict[str, Any] = response.json()
-            return answer
-        if response.status_code == 429 and _code(response) == "overloaded":
+            self.accept_ms.append(took)
+            answer: dict[str, Any] = json.loads(content)
+            return answer, took
+        code = _code(content)
+        if status == 429 and code == "overloaded":
             self.shed += 1
         else:
-            self.error(f"{response.status_code} {_code(response)}")
-        return None
+            self.error(f"{status} {code}")
+        return None, None
 
 
-def _code(response: httpx.Response) -> str:
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        return str(response.json()["error"]["code"])
-    return "?"
+def _code(content: bytes) -> str:
+    try:
+        return str(json.loads(content)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 @dataclass
@@ -172,12 +180,16 @@ def deployed(stack: Stack, options: LoadOptions) -> Iterator[tuple[Server, str]]
         yield api, layout
 
 
-def _client(stack: Stack, port: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+def _client(stack: Stack, port: int) -> aiohttp.ClientSession:
+    """The load's HTTP client. aiohttp rather than httpx: httpx's pool walks every connection
+    and every waiting request on each request's end, so once answers slowed and requests
+    piled up, the generator spent most of a core there, fell behind its schedule and (in a
+    10-minute soak) never finished; its own delay was also counted in every accept time."""
+    return aiohttp.ClientSession(
         base_url=f"http://{HOST}:{port}",
         headers={"authorization": f"Bearer {stack.token}"},
-        timeout=30.0,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+        timeout=aiohttp.ClientTimeout(total=30.0),
+        connector=aiohttp.TCPConnector(limit=200),
     )
 
 
@@ -221,14 +233,14 @@ async def _drive(stack: Stack, port: int, options: LoadOptions, first_code: int)
 
         async def campaign(n: int) -> None:
             user_ids = [f"u_{next(users):06d}" for _ in range(options.bulk_size)]
-            answer = await bulk.post(http, "/v1/intents/bulk", bulk_body(n, user_ids))
+            answer, _ = await bulk.post(http, "/v1/intents/bulk", bulk_body(n, user_ids))
             if answer is not None:
                 bulk_ids.append(answer["bulk_id"])
                 recipients.append(answer["recipients"])
 
         async def probe(n: int) -> None:
             wall = time.time()
-            answer = await probes.post(http, "/v1/intents", probe_body(n, first_code))
+            answer, _ = await probes.post(http, "/v1/intents", probe_body(n, first_code))
             if answer is not None:
                 sent_at[answer["notification_id"]] = wall
 
@@ -418,9 +430,7 @@ async def _soak(
         async def send(n: int) -> None:
             intent = intents[n]
             perf, wall = time.perf_counter(), time.time()
-            before = len(load.answers.accept_ms)
-            answer = await load.answers.post(http, "/v1/intents", intent)
-            took = load.answers.accept_ms[-1] if len(load.answers.accept_ms) > before else None
+            answer, took = await load.answers.post(http, "/v1/intents", intent)
             urgent = answer["notification_id"] if answer and intent["priority"] == "urgent" else None
             load.sends.append((perf, wall, took, urgent))
 
