@@ -38,6 +38,7 @@ from gateway.store.sqlite_writes import (
     Lane,
     WriteGate,
     sqlite_pragmas,
+    sqlite_reset,
     sqlite_writer_setup,
     write_transaction,
 )
@@ -61,7 +62,9 @@ class Database:
         }
         if self.dialect == "sqlite":
             # A file does not drop connections: no ping (a round trip to the driver's thread)
-            # before every use.
+            # before every use. A connection is rolled back on its return only when it holds
+            # a transaction (`sqlite_reset`), not after every read.
+            options["pool_reset_on_return"] = None
             if file := _sqlite_file(parsed):
                 Path(file).parent.mkdir(parents=True, exist_ok=True)
         else:
@@ -80,11 +83,13 @@ class Database:
         self.urgent_flag: UrgentFlag | None = None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "reset", sqlite_reset)
             self.gate = WriteGate()
             if file := _sqlite_file(parsed):
                 self.urgent_flag = UrgentFlag.beside(file)
                 self.writer = create_async_engine(url, **options)
                 event.listen(self.writer.sync_engine, "connect", sqlite_writer_setup)
+                event.listen(self.writer.sync_engine, "reset", sqlite_reset)
 
     @contextlib.asynccontextmanager
     async def begin(self, *, lane: Lane = "normal") -> AsyncIterator[AsyncConnection]:
