@@ -26,12 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
-from gateway.store.bulk import insert_rows
+from gateway.store.bulk import _sqlite_time, insert_rows
 from gateway.store.database import Database, Lane
 from gateway.store.group_commit import GroupCommit
 from gateway.store.tables import DeliveryRow, IdempotencyRow, JobRow, NotificationRow
@@ -156,36 +157,8 @@ class IntakeWriter:
                 first[pending.idempotency] = index
         if not first:
             return {}
-        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(
-            idempotency
-        )
-        # One statement for the whole batch: a claim is returned when it was inserted, or when
-        # it replaced an expired one; a live claim of someone else's is left alone and not returned.
-        statement = (
-            insert.values(
-                [
-                    {
-                        "scope": scope,
-                        "key": key,
-                        "notification_id": batch[index].notification["id"],
-                        "created_at": now,
-                    }
-                    for (scope, key), index in first.items()
-                ]
-            )
-            .on_conflict_do_update(
-                index_elements=[idempotency.c.scope, idempotency.c.key],
-                set_={
-                    "notification_id": insert.excluded.notification_id,
-                    "created_at": insert.excluded.created_at,
-                },
-                where=idempotency.c.created_at < now - self.idempotency_window(),
-            )
-            .returning(idempotency.c.scope, idempotency.c.key, idempotency.c.notification_id)
-        )
-        winners: dict[tuple[str, str], str] = {
-            (row.scope, row.key): row.notification_id for row in await connection.execute(statement)
-        }
+        claims = [(scope, key, batch[index].notification["id"]) for (scope, key), index in first.items()]
+        winners = await _upsert_claims(connection, claims, now, now - self.idempotency_window())
         lost = [k for k in first if k not in winners]
         if lost:
             for row in await connection.execute(
@@ -266,3 +239,53 @@ def form_jobs(specs: list[JobSpec]) -> list[NewJob]:
         for start in range(0, len(ids), max(1, size)):
             made.append(NewJob(new_id("j"), queue, ids[start : start + size], run_at, priority))
     return made
+
+
+async def _upsert_claims(
+    connection: AsyncConnection, claims: list[tuple[str, str, str]], now: dt.datetime, expired: dt.datetime
+) -> dict[tuple[str, str], str]:
+    """Claim each (scope, key) for its notification in one statement; returns the claims it
+    won: inserted, or replacing one made before `expired`. A live claim of someone else's is
+    left alone and not returned.
+
+    On SQLite the statement is one fixed text with the claims as one JSON array: built and
+    compiled per batch through SQLAlchemy, a hundred-row upsert (a bulk chunk's) cost about
+    7 ms of CPU, spent while holding the database's one write lock."""
+    if connection.dialect.name == "sqlite":
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection  # aiosqlite.Connection
+        rows = await driver.execute_fetchall(
+            _SQLITE_CLAIM, (msgspec.json.encode(claims).decode(), _sqlite_time(now), _sqlite_time(expired))
+        )
+        return {(scope, key): notification_id for scope, key, notification_id in rows}
+    insert = postgresql.insert(idempotency)
+    statement = (
+        insert.values(
+            [
+                {"scope": scope, "key": key, "notification_id": nid, "created_at": now}
+                for scope, key, nid in claims
+            ]
+        )
+        .on_conflict_do_update(
+            index_elements=[idempotency.c.scope, idempotency.c.key],
+            set_={
+                "notification_id": insert.excluded.notification_id,
+                "created_at": insert.excluded.created_at,
+            },
+            where=idempotency.c.created_at < expired,
+        )
+        .returning(idempotency.c.scope, idempotency.c.key, idempotency.c.notification_id)
+    )
+    return {(row.scope, row.key): row.notification_id for row in await connection.execute(statement)}
+
+
+# `WHERE true` lets SQLite's parser tell the SELECT's end from the upsert clause.
+_SQLITE_CLAIM = """
+INSERT INTO idempotency_keys (scope, "key", notification_id, created_at)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2
+  FROM json_each(?1) WHERE true
+ON CONFLICT (scope, "key") DO UPDATE
+   SET notification_id = excluded.notification_id, created_at = excluded.created_at
+ WHERE idempotency_keys.created_at < ?3
+RETURNING scope, "key", notification_id
+"""
