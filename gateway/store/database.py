@@ -98,11 +98,8 @@ class Database:
         On SQLite the transaction waits its turn at the `WriteGate`, by `lane`; an urgent one
         raises the `UrgentFlag`, for which every other one, in any process, waits a little."""
         flag: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
-        if self.urgent_flag is not None:
-            if lane == "urgent":
-                flag = self.urgent_flag.raised()
-            else:
-                await self.urgent_flag.yield_to_urgent()
+        if self.urgent_flag is not None and lane == "urgent":
+            flag = self.urgent_flag.raised()
         async with flag, self._transaction(lane) as connection:
             yield connection
 
@@ -122,7 +119,7 @@ class Database:
 
     def _opened(self, lane: Lane) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         if self.writer is not None and self.gate is not None:
-            return write_transaction(self.writer, self.gate, lane)
+            return write_transaction(self.writer, self.gate, lane, self.urgent_flag)
         if self.gate is not None:  # SQLite in memory: one database per connection, no other process
             return _gated(self.gate, lane, self.engine)
         return self.engine.begin()

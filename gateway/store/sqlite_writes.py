@@ -13,8 +13,8 @@ SQLite has one write lock per database file. Two things decide how long a writer
   asleep in it. So a write transaction takes the lock first thing (BEGIN IMMEDIATE) on a
   connection whose busy handler gives up after its first two tries (3 ms), and tries again
   every `LOCK_RETRY` itself; an ordinary writer still waiting for the lock steps aside at
-  the gate when an urgent one queues behind it. `gateway.store.urgent_flag` makes the other
-  processes hold back new transactions meanwhile.
+  the gate when an urgent one queues behind it, and holds back while another process's urgent
+  writer has raised its `gateway.store.urgent_flag`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from typing import Any, Literal
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolResetState
+
+from gateway.store.urgent_flag import STEP as URGENT_STEP
+from gateway.store.urgent_flag import UrgentFlag
 
 Lane = Literal["urgent", "normal", "background"]
 LANES: tuple[Lane, ...] = ("urgent", "normal", "background")
@@ -124,23 +127,30 @@ def sqlite_writer_setup(dbapi_connection: Any, record: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def write_transaction(
-    writer: AsyncEngine, gate: WriteGate, lane: Lane
+    writer: AsyncEngine, gate: WriteGate, lane: Lane, flag: UrgentFlag | None = None
 ) -> AsyncIterator[AsyncConnection]:
     """A transaction that holds the gate, then SQLite's write lock from its first statement.
     The lock is tried every `LOCK_RETRY` while another process writes, for up to
-    `LOCK_PATIENCE`; a non-urgent writer that has not got it yet lets an urgent one queued at
-    the gate go first."""
+    `LOCK_PATIENCE`. A non-urgent writer that has not got it yet lets an urgent one go first:
+    one queued at this process's gate, and (for up to the flag's patience) one of another
+    process that raised the `flag`."""
     await gate.acquire(lane)
     holding = True
     try:
         async with writer.connect() as connection:
-            deadline = asyncio.get_running_loop().time() + LOCK_PATIENCE
-            while not await _began(connection, deadline):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LOCK_PATIENCE
+            deferring = loop.time() + flag.patience if flag is not None and lane != "urgent" else 0.0
+            while True:
                 if lane != "urgent" and gate.urgent_waiting():
                     holding = False
                     gate.release()
                     await gate.acquire(lane)
                     holding = True
+                elif flag is not None and loop.time() < deferring and flag.raised_elsewhere():
+                    await asyncio.sleep(URGENT_STEP)
+                elif await _began(connection, deadline):
+                    break
                 else:
                     await asyncio.sleep(LOCK_RETRY)
             try:

@@ -7,10 +7,13 @@ back to back (a campaign's expansion, delivery claims and outcomes), an urgent i
 in the API lost that race again and again (p99 346 ms at 1,000 bulk intents/s).
 
 So an urgent writer holds a shared flock on a side file from before it queues for the lock
-until it has committed, and every other writer first looks (an exclusive flock, tried without
-blocking, released at once). While it sees the flag raised it waits in 1 ms steps, up to
-`patience`, and then writes anyway: a stream of urgent writes slows bulk work but never stops
-it. An urgent commit then waits for at most the one transaction already under way. flock
+until it has committed, and every other writer looks (an exclusive flock, tried without
+blocking, released at once) once it has its own process's turn and before each try at the
+lock (`gateway.store.sqlite_writes`): a writer that had queued for its process's turn, or
+had been trying for the lock, before the urgent one came would otherwise race it for the
+lock when it frees. While it sees the flag raised it waits in 1 ms steps, up to `patience`,
+and then writes anyway: a stream of urgent writes slows bulk work but never stops it. An
+urgent commit then waits for at most the one transaction already under way. flock
 belongs to an open file, not to a process, so two `Database`s of one process see each other
 as two processes would (the tests rely on it); the kernel drops a dead process's locks, so a
 crash leaves no flag raised.
@@ -60,28 +63,23 @@ class UrgentFlag:
             if self._raised == 0 and self._files is not None:
                 fcntl.flock(self._files[1], fcntl.LOCK_UN)
 
-    async def yield_to_urgent(self) -> float:
-        """Before a non-urgent transaction: wait while an urgent writer anywhere holds the
-        flag, at most `patience`. Returns the seconds waited (0.0 almost always)."""
+    def raised_elsewhere(self) -> bool:
+        """Whether another process's urgent writer holds the flag now: a probe, no wait.
+
+        While this process holds it too the answer is False: its own writers are ordered
+        by its `WriteGate`, where an urgent one already goes first."""
+        if self._raised:
+            return False
         files = self._open()
         if files is None:
-            return 0.0
+            return False
         looked = files[1]
-        loop = asyncio.get_running_loop()
-        began = deadline = 0.0
-        while True:
-            try:
-                fcntl.flock(looked, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                now = loop.time()
-                if not deadline:
-                    began, deadline = now, now + self.patience
-                elif now >= deadline:
-                    return now - began
-                await asyncio.sleep(STEP)
-            else:
-                fcntl.flock(looked, fcntl.LOCK_UN)
-                return loop.time() - began if deadline else 0.0
+        try:
+            fcntl.flock(looked, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(looked, fcntl.LOCK_UN)
+        return False
 
     def close(self) -> None:
         if self._files is not None and self._files[0] == os.getpid():

@@ -140,9 +140,49 @@ async def test_the_flag_is_lowered_when_the_last_urgent_writer_of_a_process_ends
     other = Database(sqlite.url)
     try:
         assert other.urgent_flag is not None
-        assert await other.urgent_flag.yield_to_urgent() == 0.0
+        assert not other.urgent_flag.raised_elsewhere()
     finally:
         await other.dispose()
+
+
+async def test_a_writer_already_trying_for_the_lock_holds_back_for_another_process_urgent_one(
+    sqlite: Database,
+) -> None:
+    """A writer that began trying for the lock before an urgent writer of another process
+    raised its flag still defers to it: when the lock frees, it does not take it while the
+    flag is up (it would otherwise race the urgent writer for it), and goes in once it drops."""
+    holder, waiter = Database(sqlite.url), Database(sqlite.url)
+    flag = sqlite.urgent_flag
+    assert flag is not None and waiter.urgent_flag is not None
+    waiter.urgent_flag.patience = 60.0  # longer than the test: it waits for the flag, not the clock
+    locked, release, lower = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def holding() -> None:
+        async with holder.begin() as connection:
+            await connection.execute(sa.text("INSERT INTO log (who) VALUES ('holder')"))
+            locked.set()
+            await release.wait()
+
+    async def urgent_elsewhere() -> None:
+        async with flag.raised():
+            await lower.wait()
+
+    try:
+        held = asyncio.create_task(holding())
+        await locked.wait()
+        waiting = asyncio.create_task(write(waiter, "waiter", "normal"))
+        await asyncio.sleep(0.05)  # it is trying for the lock, and has looked at the flag
+        raised = asyncio.create_task(urgent_elsewhere())
+        await asyncio.sleep(0.01)
+        release.set()
+        await held
+        await asyncio.sleep(0.1)  # the lock is free, the flag up: it holds back
+        assert not waiting.done()
+        lower.set()
+        await asyncio.wait_for(asyncio.gather(raised, waiting), timeout=5)
+    finally:
+        await holder.dispose()
+        await waiter.dispose()
 
 
 async def test_a_writer_still_waiting_for_the_lock_lets_an_urgent_one_of_its_process_go_first(
