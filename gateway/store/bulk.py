@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.store.sqlite_writes import sqlite_driver
 from gateway.store.tables import UTCDateTime
 
 Convert = Callable[[Any], Any]
@@ -125,6 +126,5 @@ async def insert_rows(
     plan = _plans.get(table.name)
     if plan is None:
         plan = _plans[table.name] = _SqliteInsert(table)
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection  # aiosqlite.Connection
+    driver = await sqlite_driver(connection)
     await driver.executemany(plan.sql, plan.parameters(rows))

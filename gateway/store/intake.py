@@ -35,6 +35,7 @@ from gateway.ids import new_id
 from gateway.store.bulk import _sqlite_time, insert_rows
 from gateway.store.database import Database, Lane
 from gateway.store.group_commit import GroupCommit
+from gateway.store.sqlite_writes import sqlite_driver
 from gateway.store.tables import DeliveryRow, IdempotencyRow, JobRow, NotificationRow
 
 notifications = NotificationRow.__table__  # type: ignore[attr-defined]
@@ -252,8 +253,7 @@ async def _upsert_claims(
     compiled per batch through SQLAlchemy, a hundred-row upsert (a bulk chunk's) cost about
     7 ms of CPU, spent while holding the database's one write lock."""
     if connection.dialect.name == "sqlite":
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection  # aiosqlite.Connection
+        driver = await sqlite_driver(connection)
         rows = await driver.execute_fetchall(
             _SQLITE_CLAIM, (msgspec.json.encode(claims).decode(), _sqlite_time(now), _sqlite_time(expired))
         )

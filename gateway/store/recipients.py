@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.model import Contacts, Device, Preference, QuietHours, UserState
 from gateway.store.database import Database
+from gateway.store.sqlite_writes import sqlite_driver
 from gateway.store.tables import ContactRow, DeviceRow, PreferenceRow, UserRow
 
 users = UserRow.__table__  # type: ignore[attr-defined]
@@ -241,8 +242,7 @@ async def _rows(connection: AsyncConnection, ids: list[str]) -> _Rows:
 
 
 async def _sqlite_rows(connection: AsyncConnection, ids: list[str]) -> _Rows:
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection  # aiosqlite.Connection
+    driver = await sqlite_driver(connection)
     out = _Rows([], [], [], [])
     parts = (out.users, out.contacts, out.devices, out.preferences)
     for kind, *row in await driver.execute_fetchall(_SQLITE_USERS, (msgspec.json.encode(ids).decode(),)):
