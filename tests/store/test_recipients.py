@@ -146,6 +146,42 @@ async def test_a_deactivated_device_is_reported_inactive_until_registered_again(
     ]
 
 
+async def test_a_batch_is_stored_as_its_users_put_one_after_another(recipients: SqlRecipients) -> None:
+    """`put_users` (an import) writes a batch with a few statements per table; what it stores,
+    and counts as new, is what putting each user in turn does, a user given twice included."""
+    moved = msgspec.structs.replace(
+        ADA,
+        contacts=msgspec.structs.replace(
+            ADA.contacts, email="ada@new.example.com", devices=[Device(platform="ios", token="ios-token-1")]
+        ),
+        preferences=[],
+    )
+    bob = UserState(
+        user_id="u_bob", contacts=Contacts(phone="+33612345678"), preferences=[Preference(event="order.*")]
+    )
+    batch = [ADA, bob, moved, UserState(user_id="u_bare"), moved, ADA]
+    ids = ["u_ada", "u_bob", "u_bare"]
+
+    async def ada_with_a_bounce_and_a_dead_token() -> None:
+        for user_id in ids:
+            await recipients.delete_user(user_id)
+        await recipients.put_user(ADA, T0)
+        await recipients.mark_contact("u_ada", "email", "ada@example.com", "bounced", "hard bounce", T0)
+        await recipients.deactivate_device("u_ada", "ios-token-1", "unregistered", T0)
+
+    await ada_with_a_bounce_and_a_dead_token()
+    new_one_by_one = [await recipients.put_user(user, T0) for user in batch]
+    one_by_one = await recipients.get_users(ids)
+    await ada_with_a_bounce_and_a_dead_token()
+    assert await recipients.put_users(batch, T0) == sum(new_one_by_one) == 2
+    assert await recipients.get_users(ids) == one_by_one
+    ada = one_by_one["u_ada"]
+    # The last copy won, and its email is usable again: it changed in between (a batch
+    # written as one round would have found the bounced address unchanged).
+    assert ada.contacts.email == "ada@example.com" and ada.preferences == ADA.preferences
+    assert [(d.token, d.active) for d in ada.contacts.devices][0] == ("ios-token-1", False)  # still dead
+
+
 async def test_a_marked_contact_is_left_out(database: Database, recipients: SqlRecipients) -> None:
     await recipients.put_user(ADA, T0)
     await recipients.mark_contact("u_ada", "phone", "+33612345678", "invalid", "not a mobile number", T0)
