@@ -15,15 +15,21 @@ SQLite has one write lock per database file. Two things decide how long a writer
   every `LOCK_RETRY` itself; an ordinary writer still waiting for the lock steps aside at
   the gate when an urgent one queues behind it, and holds back while another process's urgent
   writer has raised its `gateway.store.urgent_flag`.
+
+While a process holds the lock, Python's cyclic garbage collector is held off
+(`collection_deferred`): a full collection of a busy worker's heap stops its event loop for
+~100 ms, and one that fell between two statements of a transaction kept every other process
+(an OTP's commit in the API) waiting that long. The collection runs right after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from sqlalchemy.exc import DBAPIError
@@ -153,15 +159,36 @@ async def write_transaction(
                     break
                 else:
                     await asyncio.sleep(LOCK_RETRY)
-            try:
-                yield connection
-            except BaseException:
-                await connection.rollback()
-                raise
-            await connection.commit()
+            with collection_deferred():
+                try:
+                    yield connection
+                except BaseException:
+                    await connection.rollback()
+                    raise
+                await connection.commit()
     finally:
         if holding:
             gate.release()
+
+
+_deferring = 0  # write transactions of this process now holding the lock (one per database file)
+_was_enabled = True  # the collector's state when the first of them began
+
+
+@contextlib.contextmanager
+def collection_deferred() -> Iterator[None]:
+    """No cyclic garbage collection until the last holder leaves; then as it was before the first."""
+    global _deferring, _was_enabled
+    if _deferring == 0:
+        _was_enabled = gc.isenabled()
+        gc.disable()
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if _deferring == 0 and _was_enabled:
+            gc.enable()
 
 
 async def sqlite_driver(connection: AsyncConnection) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -212,4 +214,52 @@ async def test_a_writer_still_waiting_for_the_lock_lets_an_urgent_one_of_its_pro
             order = [r.who for r in await connection.execute(sa.text("SELECT who FROM log ORDER BY n"))]
         assert order == ["other", "urgent", "ordinary"]
     finally:
+        await other.dispose()
+
+
+async def test_no_garbage_collection_runs_while_a_writer_holds_the_lock(
+    sqlite: Database, tmp_path: Path
+) -> None:
+    """A full collection of a busy worker's heap pauses its process for ~100 ms; inside a write
+    transaction, every other process (an OTP's commit) would wait that long for the lock. The
+    collector waits for the last transaction holding a lock (another file's may end later),
+    then is as it was: a rollback too, and a collector disabled before stays disabled."""
+    other = Database(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    def cycles() -> None:  # well past the youngest generation's threshold
+        for _ in range(10 * gc.get_threshold()[0]):
+            a: list[object] = []
+            a.append(a)
+
+    gc.callbacks.append(count)
+    try:
+        first = sqlite.begin()
+        await first.__aenter__()
+        async with other.begin():
+            cycles()
+            await first.__aexit__(None, None, None)
+            cycles()
+            assert collections == [] and not gc.isenabled()
+        assert gc.isenabled()
+        cycles()
+        assert collections  # it runs again once the last lock is let go
+
+        with pytest.raises(ZeroDivisionError):
+            async with sqlite.begin():
+                assert not gc.isenabled()
+                1 / 0  # noqa: B018
+        assert gc.isenabled()
+
+        gc.disable()
+        async with sqlite.begin():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.callbacks.remove(count)
         await other.dispose()
