@@ -22,7 +22,7 @@ PROFILE_ENV = "NOTIGATE_BENCH_PROFILE"
 
 
 def app() -> Litestar:
-    application = create_app(Settings.from_env())
+    application = create_app(Settings.from_env(), live=True)  # as `notigate serve` builds it
     target = os.environ.get(PROFILE_ENV)
     if target:
         _profile_until_shutdown(application, Path(target))

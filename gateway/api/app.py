@@ -16,6 +16,7 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 
+from gateway import heap
 from gateway.api.activity_routes import activity_router
 from gateway.api.auth import ApiKeyAuthentication
 from gateway.api.bodies import GatewayRequest
@@ -91,7 +92,7 @@ def create_app(
         on_startup += [_schema_is_current(full), full.start]
         on_shutdown += [full.close, health.close]
         if live:
-            on_startup.append(_start_reloads(full))
+            on_startup += [_start_reloads(full), _settle_heap]
             on_shutdown.insert(0, full.bundle.stop)
     handlers.append(Router(path="/", route_handlers=keyed, security=[{"apiKey": []}]))
     return Litestar(
@@ -127,6 +128,11 @@ def _start_reloads(services: Services) -> Callable[[], Awaitable[None]]:
         services.bundle.start(services.settings.policy_reload)
 
     return start
+
+
+async def _settle_heap() -> None:
+    """Last at startup: what was built so far lives as long as the process (`gateway.heap`)."""
+    heap.settle()
 
 
 def _schema_is_current(services: Services) -> Callable[[], Awaitable[None]]:

@@ -26,6 +26,7 @@ from arq.worker import Worker, func
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
+from gateway import heap
 from gateway.delivery.pipeline import DeliveryPipeline, Renderer
 from gateway.errors import ConfigError, Unavailable
 from gateway.fanout import BulkFanout
@@ -188,6 +189,8 @@ class WorkerProcess:
             ", ".join(sorted(self.registry.adapters)) or "none",
             self.settings.describe(),
         )
+        if self.live:
+            heap.settle()
         try:
             return await self._supervise(tasks)
         finally:
