@@ -179,7 +179,8 @@ async def test_a_batch_is_stored_as_its_users_put_one_after_another(recipients: 
     # The last copy won, and its email is usable again: it changed in between (a batch
     # written as one round would have found the bounced address unchanged).
     assert ada.contacts.email == "ada@example.com" and ada.preferences == ADA.preferences
-    assert [(d.token, d.active) for d in ada.contacts.devices][0] == ("ios-token-1", False)  # still dead
+    first = ada.contacts.devices[0]
+    assert (first.token, first.active) == ("ios-token-1", False)  # still dead
 
 
 async def test_a_marked_contact_is_left_out(database: Database, recipients: SqlRecipients) -> None:
