@@ -171,24 +171,44 @@ async def write_transaction(
             gate.release()
 
 
-_deferring = 0  # write transactions of this process now holding the lock (one per database file)
-_was_enabled = True  # the collector's state when the first of them began
+# Tasks of this process now holding a write lock (one per database file), and whether the
+# collector was switched off here (so is switched back on when the last one lets go).
+_holders: dict[asyncio.Task[Any], int] = {}
+_switched_off = False
 
 
 @contextlib.contextmanager
 def collection_deferred() -> Iterator[None]:
-    """No cyclic garbage collection until the last holder leaves; then as it was before the first."""
-    global _deferring, _was_enabled
-    if _deferring == 0:
-        _was_enabled = gc.isenabled()
-        gc.disable()
-    _deferring += 1
+    """No cyclic garbage collection while any task of the process holds the lock.
+
+    A holder whose task ended without leaving (its event loop closed under it) is forgotten
+    at the next write transaction, so it never keeps the collector off for good."""
+    task = asyncio.current_task()
+    if task is None:
+        yield
+        return
+    _holders[task] = _holders.get(task, 0) + 1
+    _settle()
     try:
         yield
     finally:
-        _deferring -= 1
-        if _deferring == 0 and _was_enabled:
-            gc.enable()
+        if _holders.get(task, 0) > 1:
+            _holders[task] -= 1
+        else:
+            _holders.pop(task, None)
+        _settle()
+
+
+def _settle() -> None:
+    global _switched_off
+    for gone in [t for t in _holders if t.done() or t.get_loop().is_closed()]:
+        del _holders[gone]
+    if _holders and not _switched_off and gc.isenabled():
+        gc.disable()
+        _switched_off = True
+    elif not _holders and _switched_off:
+        gc.enable()
+        _switched_off = False
 
 
 async def sqlite_driver(connection: AsyncConnection) -> Any:

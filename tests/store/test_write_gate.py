@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.store.database import Database, Lane
+from gateway.store.sqlite_writes import collection_deferred
 
 
 @pytest.fixture
@@ -241,6 +242,7 @@ async def test_no_garbage_collection_runs_while_a_writer_holds_the_lock(
         first = sqlite.begin()
         await first.__aenter__()
         async with other.begin():
+            collections.clear()  # connecting, before the first lock was taken, may collect
             cycles()
             await first.__aexit__(None, None, None)
             cycles()
@@ -255,6 +257,12 @@ async def test_no_garbage_collection_runs_while_a_writer_holds_the_lock(
                 1 / 0  # noqa: B018
         assert gc.isenabled()
 
+        await asyncio.to_thread(_abandon_a_holder)  # its loop closed while it held a lock
+        assert not gc.isenabled()
+        async with sqlite.begin():  # the next writer forgets it
+            pass
+        assert gc.isenabled()
+
         gc.disable()
         async with sqlite.begin():
             pass
@@ -263,3 +271,21 @@ async def test_no_garbage_collection_runs_while_a_writer_holds_the_lock(
         gc.enable()
         gc.callbacks.remove(count)
         await other.dispose()
+
+
+_ABANDONED: list[asyncio.Task[None]] = []
+
+
+def _abandon_a_holder() -> None:
+    async def hold() -> None:
+        held = collection_deferred()
+        held.__enter__()
+        await asyncio.Event().wait()
+        held.__exit__(None, None, None)  # never reached
+
+    loop = asyncio.new_event_loop()
+    holder = loop.create_task(hold())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    assert not holder.done()  # it still "holds" the lock, and will never leave
+    _ABANDONED.append(holder)  # kept, so it is never destroyed pending (which asyncio logs as an error)
