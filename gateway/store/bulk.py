@@ -31,7 +31,7 @@ from gateway.store.tables import UTCDateTime
 Convert = Callable[[Any], Any]
 
 
-def _sqlite_time(value: dt.datetime | None) -> str | None:
+def sqlite_time(value: dt.datetime | None) -> str | None:
     """The text SQLAlchemy's SQLite DATETIME writes (`2026-12-04 16:42:36.123456`, naive UTC).
 
     `isoformat` writes it a third faster than `strftime`, and the store's times are mostly in
@@ -81,10 +81,10 @@ class _SqliteInsert:
             cells = list(values(row))
             for i, conversion in convert:
                 cell = cells[i]
-                if conversion is _sqlite_time:
+                if conversion is sqlite_time:
                     if cell is not None:
                         text = times.get(cell)
-                        cells[i] = text if text is not None else times.setdefault(cell, _sqlite_time(cell))
+                        cells[i] = text if text is not None else times.setdefault(cell, sqlite_time(cell))
                 else:
                     cells[i] = conversion(cell)
             out.append(cells)
@@ -93,7 +93,7 @@ class _SqliteInsert:
 
 def _converter(kind: sa.types.TypeEngine[Any]) -> Convert | None:
     if isinstance(kind, UTCDateTime):
-        return _sqlite_time
+        return sqlite_time
     if isinstance(kind, sa.types.TypeDecorator):
         if type(kind).process_bind_param is not sa.types.TypeDecorator.process_bind_param:
             raise TypeError(f"bulk insert does not know how {kind!r} binds; add it or use sa.insert")

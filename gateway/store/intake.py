@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
-from gateway.store.bulk import _sqlite_time, insert_rows
+from gateway.store.bulk import insert_rows, sqlite_time
 from gateway.store.database import Database, Lane
 from gateway.store.group_commit import GroupCommit
 from gateway.store.sqlite_writes import sqlite_driver
@@ -255,7 +255,7 @@ async def _upsert_claims(
     if connection.dialect.name == "sqlite":
         driver = await sqlite_driver(connection)
         rows = await driver.execute_fetchall(
-            _SQLITE_CLAIM, (msgspec.json.encode(claims).decode(), _sqlite_time(now), _sqlite_time(expired))
+            _SQLITE_CLAIM, (msgspec.json.encode(claims).decode(), sqlite_time(now), sqlite_time(expired))
         )
         return {(scope, key): notification_id for scope, key, notification_id in rows}
     insert = postgresql.insert(idempotency)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
-from gateway.store.bulk import _sqlite_time, insert_rows
+from gateway.store.bulk import insert_rows, sqlite_time
 from gateway.store.database import Database
 from tests.store.rows import ATTEMPTS, DELIVERIES, JOBS, NOTIFICATIONS, T0, delivery_row, notification_row
 
@@ -151,5 +151,5 @@ def test_a_time_is_written_as_sqlalchemys_sqlite_datetime_writes_it(naive: dt.da
     sqlalchemy_writes = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
     assert sqlalchemy_writes is not None
     expected = sqlalchemy_writes(aware.astimezone(dt.UTC).replace(tzinfo=None))
-    assert _sqlite_time(aware) == expected
-    assert _sqlite_time(aware.astimezone(dt.UTC)) == expected
+    assert sqlite_time(aware) == expected
+    assert sqlite_time(aware.astimezone(dt.UTC)) == expected
