@@ -15,6 +15,11 @@ is what makes this adapter `idempotent`, and the fault tests count what was writ
   the file already has its key. The file is the only record: each adapter keeps the keys
   it has read and how far it read, and under the lock reads only what others appended
   since. A line a crashed writer left half-written is cut off before the next append.
+
+A crashed *process* loses nothing it wrote: the kernel holds the write. Nothing is fsynced,
+so a power loss may lose the last writes, which for a dev outbox is not worth paying for:
+an fsync per message was a fifth of the dev profile's cost per delivery (219 -> 266
+deliveries/s without it, `bench.delivery`).
 """
 
 from __future__ import annotations
@@ -68,7 +73,6 @@ class Journal:
                 view = memoryview(line)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
                 self._keys.add(key)
                 self._read_to += len(line)
                 return True
@@ -150,8 +154,6 @@ class ConsoleAdapter:
             mail = mime.build(message, address, self.sender)
             # An internationalized address (RFC 6532) is written as UTF-8, as SMTPUTF8 sends it.
             file.write(mail.as_bytes(policy=mail.policy if address.value.isascii() else _UTF8))
-            file.flush()
-            os.fsync(file.fileno())
         try:
             os.link(temporary, target)
         except FileExistsError:
