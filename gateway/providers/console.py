@@ -42,7 +42,6 @@ from gateway.redact import redact
 
 log = logging.getLogger("gateway.providers.console")
 
-_UTF8 = mime.POLICY.clone(utf8=True)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -149,11 +148,11 @@ class ConsoleAdapter:
         target = folder / f"{key}.eml"
         if target.exists():
             return False
+        mail = mime.compose(message, address, self.sender)  # refused before any file is made
         temporary = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         with temporary.open("wb") as file:
-            mail = mime.build(message, address, self.sender)
             # An internationalized address (RFC 6532) is written as UTF-8, as SMTPUTF8 sends it.
-            file.write(mail.as_bytes(policy=mail.policy if address.value.isascii() else _UTF8))
+            file.write(mail.flatten(utf8=not address.value.isascii()))
         try:
             os.link(temporary, target)
         except FileExistsError:

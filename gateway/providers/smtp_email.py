@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
@@ -162,7 +161,7 @@ class SmtpAdapter:
         await client.connect()
         return client
 
-    async def _deliver(self, email: EmailMessage, recipient: str, sent: _Sent) -> str:
+    async def _deliver(self, email: mime.Email, recipient: str, sent: _Sent) -> str:
         """The relay's reply to the message, on a kept session when there is one.
 
         A kept session found dead before DATA carried nothing of the message: the relay hung up
@@ -193,7 +192,7 @@ class SmtpAdapter:
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         try:
-            email = mime.build(message, address, self.sender)
+            email = mime.compose(message, address, self.sender)
         except mime.InvalidRecipient as exc:
             return Permanent("invalid_address", f"{self.name}: {exc}", address_invalid=True)
         except ValueError as exc:
@@ -233,7 +232,7 @@ class SmtpAdapter:
                 "invalid_address", f"{self.name}: {_masked(str(exc), address)}", address_invalid=True
             )
         queued = QUEUED.search(reply)
-        return Delivered(provider_message_id=queued.group(1) if queued else str(email["Message-ID"]))
+        return Delivered(provider_message_id=queued.group(1) if queued else email.message_id)
 
     def _reply(self, code: int, text: str, address: Address, *, at_rcpt: bool) -> SendResult:
         said = f"{self.name}: {code} {_masked(text, address)}"
@@ -278,7 +277,7 @@ class _StagedSMTP(aiosmtplib.SMTP):
 
 
 async def _transmit(
-    client: aiosmtplib.SMTP, email: EmailMessage, sender: str, recipient: str
+    client: aiosmtplib.SMTP, email: mime.Email, sender: str, recipient: str
 ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
     """`send_message` without its re-serialisation: aiosmtplib flattens with a 78-character
     policy of its own, which turns a long `List-Unsubscribe` into encoded words. The same
@@ -290,7 +289,7 @@ async def _transmit(
         raise aiosmtplib.SMTPNotSupported("the address needs SMTPUTF8, which this server does not offer")
     eight_bit = client.supports_extension("8bitmime")
     options = (["SMTPUTF8"] if utf8 else []) + (["BODY=8BITMIME"] if eight_bit else [])
-    data = mime.flatten(email, utf8=utf8, eight_bit=eight_bit)
+    data = email.flatten(linesep="\r\n", utf8=utf8, eight_bit=eight_bit)
     return await client.sendmail(sender, [recipient], data, mail_options=options)
 
 
