@@ -18,10 +18,14 @@ deadline passes.
 
 Why Redis: a provider's limit (say 50 sends/s) and its health are properties of the
 provider, not of one worker, so every worker takes tokens from the same bucket and sees the
-same breaker. `admit` is one Lua script (one round trip, atomic across processes): it
-checks the breaker, then takes a token from the bucket (`gateway.token_bucket`, the same
-code as producer quotas), and hands out the half-open trial only to a caller that also got
-a token, so a refusal never consumes a token or a trial.
+same breaker. `admit` is a Lua script (atomic across processes): it checks the breaker,
+then takes a token from the bucket (`gateway.token_bucket`, the same code as producer
+quotas), and hands out the half-open trial only to a caller that also got a token, so a
+refusal never consumes a token or a trial. The admissions a worker asks for in one turn of
+its event loop (the deliveries one claim released) go in one script call and are decided
+in the order asked, each as it would be alone; so do the outcomes `record` counts
+(`gateway.batching.TurnBatch`). A round trip per send was the largest part of the guard's
+cost, paid twice per send with a breaker.
 
 The breaker is the classic three-state one. Closed: calls and failures are counted in a
 rolling `window` of up to 60 buckets (a ring in the breaker's hash with running totals, so a
@@ -45,8 +49,8 @@ delivery outage; the providers' own limits (429, answered as `Retryable`) still 
 A provider's own "wait" (a 429's Retry-After or rate-limit reset) is shared the same way:
 `pause(name, seconds)` sets a pause every worker's `admit` sees first (reason `paused`), so
 one 429 keeps every worker off the provider until its reset, not only the delivery that got
-it. Every provider of `specs` costs one Redis call per admission for that; names not in
-`specs` are admitted without any.
+it. Every provider of `specs` takes its share of a script call per admission for that;
+names not in `specs` are admitted without any.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.batching import TurnBatch
 from gateway.providers.spec import BreakerPolicy, ProviderSpec, RateLimit
 from gateway.redis_keys import Keys
 from gateway.token_bucket import TAKE_FUNCTION
@@ -76,40 +81,56 @@ WARN_EVERY = 60.0
 _ADMIT = (
     TAKE_FUNCTION
     + """
--- KEYS[1]: bucket, KEYS[2]: breaker, KEYS[3]: pause.
--- ARGV: now, limited (0/1), rate (tokens/s), burst, guarded (0/1), trial ttl (s), breaker ttl (ms).
--- Returns {reason, wait, trial}: reason '' when admitted.
+-- One admission: bucket, breaker and pause keys; then now, limited (0/1), rate (tokens/s),
+-- burst, guarded (0/1), trial ttl (s), breaker ttl (ms). Returns reason ('' when admitted),
+-- wait and trial.
+local function admit(bucket, breaker, pause, now, limited, rate, burst, guarded, trial_ttl, breaker_ttl)
+  local paused_until = tonumber(redis.call('GET', pause))
+  if paused_until and now < paused_until then
+    return 'paused', tostring(paused_until - now), '0'
+  end
+  local trial = 0
+  if guarded == '1' then
+    local state = redis.call('HMGET', breaker, 'until', 'trial')
+    local open_until = tonumber(state[1])
+    if open_until then
+      if now < open_until then
+        return 'circuit_open', tostring(open_until - now), '0'
+      end
+      local trial_until = tonumber(state[2])
+      if trial_until and now < trial_until then
+        return 'circuit_open', tostring(trial_until - now), '0'
+      end
+      trial = 1
+    end
+  end
+  if limited == '1' then
+    local wait = take(bucket, tonumber(rate), tonumber(burst), 1, now)
+    if wait > 0 then
+      return 'rate_limited', tostring(wait), '0'
+    end
+  end
+  if trial == 1 then
+    redis.call('HSET', breaker, 'trial', tostring(now + tonumber(trial_ttl)))
+    redis.call('PEXPIRE', breaker, breaker_ttl)
+  end
+  return '', '0', tostring(trial)
+end
+
+-- The admissions asked for in one turn of a worker's event loop, in order (a later one sees
+-- the tokens and the trial an earlier one took). KEYS: three per admission; ARGV[1]: now,
+-- then six per admission. Returns three values per admission.
 local now = tonumber(ARGV[1])
-local paused_until = tonumber(redis.call('GET', KEYS[3]))
-if paused_until and now < paused_until then
-  return {'paused', tostring(paused_until - now), '0'}
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local a = 1 + i * 6
+  local reason, wait, trial = admit(KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3], now,
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
+  out[#out + 1] = reason
+  out[#out + 1] = wait
+  out[#out + 1] = trial
 end
-local trial = 0
-if ARGV[5] == '1' then
-  local state = redis.call('HMGET', KEYS[2], 'until', 'trial')
-  local open_until = tonumber(state[1])
-  if open_until then
-    if now < open_until then
-      return {'circuit_open', tostring(open_until - now), '0'}
-    end
-    local trial_until = tonumber(state[2])
-    if trial_until and now < trial_until then
-      return {'circuit_open', tostring(trial_until - now), '0'}
-    end
-    trial = 1
-  end
-end
-if ARGV[2] == '1' then
-  local wait = take(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]), 1, now)
-  if wait > 0 then
-    return {'rate_limited', tostring(wait), '0'}
-  end
-end
-if trial == 1 then
-  redis.call('HSET', KEYS[2], 'trial', tostring(now + tonumber(ARGV[6])))
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-end
-return {'', '0', tostring(trial)}
+return out
 """
 )
 
@@ -124,71 +145,86 @@ return 0
 """
 
 _RECORD = """
--- KEYS[1]: breaker.
--- ARGV: now, failed (0/1), trial (0/1), min_calls, failure_rate, open_for (s), buckets,
---       bucket width (s), breaker ttl (ms), at once (0/1: a failure that opens it by itself).
--- Returns {event, calls, failures}: event is 'opened', 'reopened', 'closed' or ''.
-local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local failed = ARGV[2] == '1'
-local open_for = tonumber(ARGV[6])
-local buckets = tonumber(ARGV[7])
-local geometry = ARGV[7] .. '/' .. ARGV[8]
-local state = redis.call('HMGET', key, 'until', 'head', 'calls', 'failures', 'geometry')
-local open_until = tonumber(state[1])
-local head = tonumber(state[2])
-local calls = tonumber(state[3]) or 0
-local failures = tonumber(state[4]) or 0
+-- One admitted call's outcome: the breaker's key; now, failed (0/1), trial (0/1), min_calls,
+-- failure_rate, open_for (s), buckets, bucket width (s), breaker ttl (ms), at once (0/1: a
+-- failure that opens it by itself). Returns event ('opened', 'reopened', 'closed' or ''),
+-- calls and failures.
+local function record(key, now, failed_flag, trial, min_calls, failure_rate, open_for, buckets, width,
+                      breaker_ttl, at_once)
+  local failed = failed_flag == '1'
+  open_for = tonumber(open_for)
+  local geometry = buckets .. '/' .. width
+  buckets = tonumber(buckets)
+  local state = redis.call('HMGET', key, 'until', 'head', 'calls', 'failures', 'geometry')
+  local open_until = tonumber(state[1])
+  local head = tonumber(state[2])
+  local calls = tonumber(state[3]) or 0
+  local failures = tonumber(state[4]) or 0
 
-if ARGV[3] == '1' and open_until and now >= open_until then
-  if failed then
-    redis.call('HSET', key, 'until', tostring(now + open_for))
-    redis.call('HDEL', key, 'trial')
-    redis.call('PEXPIRE', key, ARGV[9])
-    return {'reopened', tostring(calls), tostring(failures)}
-  end
-  redis.call('DEL', key)
-  return {'closed', tostring(calls), tostring(failures)}
-end
-
-local bucket = math.floor(now / tonumber(ARGV[8]))
-if head == nil or state[5] ~= geometry or bucket - head >= buckets then
-  -- a fresh window, every bucket stale, or the policy's window changed: start over
-  for _, field in ipairs(redis.call('HKEYS', key)) do
-    if field ~= 'until' and field ~= 'trial' then
-      redis.call('HDEL', key, field)
+  if trial == '1' and open_until and now >= open_until then
+    if failed then
+      redis.call('HSET', key, 'until', tostring(now + open_for))
+      redis.call('HDEL', key, 'trial')
+      redis.call('PEXPIRE', key, breaker_ttl)
+      return 'reopened', tostring(calls), tostring(failures)
     end
+    redis.call('DEL', key)
+    return 'closed', tostring(calls), tostring(failures)
   end
-  head, calls, failures = bucket, 0, 0
-elseif bucket > head then
-  -- the buckets between the last call and this one left the window
-  for b = head + 1, bucket do
-    local slot = b % buckets
-    local old = redis.call('HMGET', key, 'c' .. slot, 'f' .. slot)
-    calls = calls - (tonumber(old[1]) or 0)
-    failures = failures - (tonumber(old[2]) or 0)
-    redis.call('HDEL', key, 'c' .. slot, 'f' .. slot)
+
+  local bucket = math.floor(now / tonumber(width))
+  if head == nil or state[5] ~= geometry or bucket - head >= buckets then
+    -- a fresh window, every bucket stale, or the policy's window changed: start over
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if field ~= 'until' and field ~= 'trial' then
+        redis.call('HDEL', key, field)
+      end
+    end
+    head, calls, failures = bucket, 0, 0
+  elseif bucket > head then
+    -- the buckets between the last call and this one left the window
+    for b = head + 1, bucket do
+      local slot = b % buckets
+      local old = redis.call('HMGET', key, 'c' .. slot, 'f' .. slot)
+      calls = calls - (tonumber(old[1]) or 0)
+      failures = failures - (tonumber(old[2]) or 0)
+      redis.call('HDEL', key, 'c' .. slot, 'f' .. slot)
+    end
+    head = bucket
   end
-  head = bucket
+  -- a call from a worker whose clock lags (bucket < head) counts in the newest bucket
+  local slot = head % buckets
+  redis.call('HINCRBY', key, 'c' .. slot, 1)
+  calls = calls + 1
+  if failed then
+    redis.call('HINCRBY', key, 'f' .. slot, 1)
+    failures = failures + 1
+  end
+  redis.call('HSET', key, 'head', tostring(head), 'calls', tostring(calls), 'failures', tostring(failures),
+    'geometry', geometry)
+  local event = ''
+  local tripped = calls >= tonumber(min_calls) and failures / calls >= tonumber(failure_rate)
+  if open_until == nil and (tripped or (failed and at_once == '1')) then
+    redis.call('HSET', key, 'until', tostring(now + open_for))
+    event = 'opened'
+  end
+  redis.call('PEXPIRE', key, breaker_ttl)
+  return event, tostring(calls), tostring(failures)
 end
--- a call from a worker whose clock lags (bucket < head) counts in the newest bucket
-local slot = head % buckets
-redis.call('HINCRBY', key, 'c' .. slot, 1)
-calls = calls + 1
-if failed then
-  redis.call('HINCRBY', key, 'f' .. slot, 1)
-  failures = failures + 1
+
+-- The outcomes recorded in one turn of a worker's event loop, in order. KEYS: one breaker
+-- per outcome; ARGV[1]: now, then nine per outcome. Returns three values per outcome.
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 0, #KEYS - 1 do
+  local a = 1 + i * 9
+  local event, calls, failures = record(KEYS[i + 1], now, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+  out[#out + 1] = event
+  out[#out + 1] = calls
+  out[#out + 1] = failures
 end
-redis.call('HSET', key, 'head', tostring(head), 'calls', tostring(calls), 'failures', tostring(failures),
-  'geometry', geometry)
-local event = ''
-local tripped = calls >= tonumber(ARGV[4]) and failures / calls >= tonumber(ARGV[5])
-if open_until == nil and (tripped or (failed and ARGV[10] == '1')) then
-  redis.call('HSET', key, 'until', tostring(now + open_for))
-  event = 'opened'
-end
-redis.call('PEXPIRE', key, ARGV[9])
-return {event, tostring(calls), tostring(failures)}
+return out
 """
 
 
@@ -272,6 +308,30 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _admission(reason: Any, wait: Any, trial: Any) -> Admission:
+    match _text(reason):
+        case "":
+            return Admission(allowed=True, trial=_text(trial) == "1")
+        case "circuit_open":
+            return Admission(allowed=False, reason="circuit_open", wait=float(_text(wait)))
+        case "paused":
+            return Admission(allowed=False, reason="paused", wait=float(_text(wait)))
+        case _:
+            return Admission(allowed=False, reason="rate_limited", wait=float(_text(wait)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One admitted call's outcome, waiting to be counted with its turn's others."""
+
+    provider: str
+    plan: _Plan
+    policy: BreakerPolicy
+    failed: bool
+    trial: bool
+    at_once: bool
+
+
 class ProviderGuard:
     def __init__(
         self,
@@ -288,39 +348,38 @@ class ProviderGuard:
         self._pause = redis.register_script(_PAUSE)
         self._record = redis.register_script(_RECORD)
         self._warned: dict[str, float] = {}
+        self._admissions = TurnBatch(self._admit_all)
+        self._records = TurnBatch(self._record_all)
 
     async def admit(self, provider: str) -> Admission:
         """May `provider` be called now? Takes a rate-limit token when it may."""
         plan = self._plans.get(provider)
         if plan is None:
             return ADMITTED
+        return await self._admissions.submit((provider, plan))
+
+    async def _admit_all(self, asked: list[tuple[str, _Plan]]) -> list[Admission]:
         now = self.clock()
-        limit = plan.limit
+        keys: list[str] = []
+        args: list[Any] = [now]
+        for _, plan in asked:
+            limit = plan.limit
+            keys += [plan.bucket_key, plan.breaker_key, plan.pause_key]
+            args += [
+                int(limit is not None),
+                limit.per_second if limit else 0,
+                limit.burst if limit else 0,
+                int(plan.breaker is not None),
+                plan.trial_ttl,
+                plan.breaker_ttl_ms,
+            ]
         try:
-            reason, wait, trial = await self._admit(
-                keys=[plan.bucket_key, plan.breaker_key, plan.pause_key],
-                args=[
-                    now,
-                    int(limit is not None),
-                    limit.per_second if limit else 0,
-                    limit.burst if limit else 0,
-                    int(plan.breaker is not None),
-                    plan.trial_ttl,
-                    plan.breaker_ttl_ms,
-                ],
-            )
+            answers = await self._admit(keys=keys, args=args)
         except (RedisError, OSError) as error:
-            self._warn_unreachable(provider, now, error)
-            return ADMITTED
-        match _text(reason):
-            case "":
-                return Admission(allowed=True, trial=_text(trial) == "1")
-            case "circuit_open":
-                return Admission(allowed=False, reason="circuit_open", wait=float(_text(wait)))
-            case "paused":
-                return Admission(allowed=False, reason="paused", wait=float(_text(wait)))
-            case _:
-                return Admission(allowed=False, reason="rate_limited", wait=float(_text(wait)))
+            for provider in dict.fromkeys(name for name, _ in asked):
+                self._warn_unreachable(provider, now, error)
+            return [ADMITTED] * len(asked)
+        return [_admission(*answers[i : i + 3]) for i in range(0, len(answers), 3)]
 
     async def pause(self, provider: str, seconds: float) -> None:
         """Hold `provider` for every worker for `seconds` (at most MAX_PAUSE): it said so
@@ -350,28 +409,36 @@ class ProviderGuard:
         plan = self._plans.get(provider)
         if plan is None or plan.breaker is None:
             return
-        policy = plan.breaker
+        await self._records.submit(_Outcome(provider, plan, plan.breaker, failed, trial, at_once))
+
+    async def _record_all(self, outcomes: list[_Outcome]) -> list[None]:
         now = self.clock()
+        args: list[Any] = [now]
+        for each in outcomes:
+            policy = each.policy
+            args += [
+                int(each.failed),
+                int(each.trial),
+                policy.min_calls,
+                policy.failure_rate,
+                policy.open_for.total_seconds(),
+                each.plan.buckets,
+                repr(each.plan.width),
+                each.plan.breaker_ttl_ms,
+                int(each.at_once),
+            ]
         try:
-            event, calls, failures = await self._record(
-                keys=[plan.breaker_key],
-                args=[
-                    now,
-                    int(failed),
-                    int(trial),
-                    policy.min_calls,
-                    policy.failure_rate,
-                    policy.open_for.total_seconds(),
-                    plan.buckets,
-                    repr(plan.width),
-                    plan.breaker_ttl_ms,
-                    int(at_once),
-                ],
-            )
+            answers = await self._record(keys=[each.plan.breaker_key for each in outcomes], args=args)
         except (RedisError, OSError) as error:
-            self._warn_unreachable(provider, now, error)
-            return
-        self._log_transition(provider, policy, _text(event), int(_text(calls)), int(_text(failures)))
+            for provider in dict.fromkeys(each.provider for each in outcomes):
+                self._warn_unreachable(provider, now, error)
+            return [None] * len(outcomes)
+        for each, i in zip(outcomes, range(0, len(answers), 3), strict=True):
+            event, calls, failures = answers[i : i + 3]
+            self._log_transition(
+                each.provider, each.policy, _text(event), int(_text(calls)), int(_text(failures))
+            )
+        return [None] * len(outcomes)
 
     async def state(self, provider: str) -> BreakerState:
         """The breaker's state now. Raises RedisError when Redis is unreachable: a status page

@@ -342,3 +342,39 @@ async def test_an_unreachable_redis_fails_open_and_warns_once_a_minute(
     assert len(warned) == 3, warned  # sms, mail, sms a minute later
     assert all("failing open" in w for w in warned)
     assert ["'mail'" in w for w in warned] == [False, True, False]
+
+
+# --- one script call per event-loop turn --------------------------------------------------
+
+
+async def _scripts_run(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
+async def test_admissions_of_one_turn_are_one_script_call_taken_in_order(
+    redis: Redis, keys: Keys, clock: Clock
+) -> None:
+    """A worker's deliveries released together admit together: one round trip, and the
+    same answers as one at a time (the first three of five get the burst's tokens)."""
+    guard = ProviderGuard(redis, keys, {"sms": spec(rate=1, burst=3), "push": spec("push")}, clock)
+    before = await _scripts_run(redis)
+    answers = await asyncio.gather(*(guard.admit(p) for p in ("sms", "push", "sms", "sms", "sms", "sms")))
+    assert await _scripts_run(redis) - before == 1
+    assert [a.allowed for a in answers] == [True, True, True, True, False, False]
+    assert {(a.reason, a.wait) for a in answers if not a.allowed} == {("rate_limited", 1.0)}
+
+
+async def test_outcomes_of_one_turn_are_counted_in_one_call_and_open_the_breaker_once(
+    redis: Redis, keys: Keys, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard = ProviderGuard(redis, keys, {"sms": spec(breaker=True, min_calls=4)}, clock)
+    before = await _scripts_run(redis)
+    with caplog.at_level(logging.INFO, logger="gateway.providers.guard"):
+        await asyncio.gather(*(guard.record("sms", failed=f) for f in (False, True, True, True, True)))
+    assert await _scripts_run(redis) - before == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "circuit for provider 'sms' opened for 30s: 3 of 4 calls failed (75%, threshold 50%) in the last 60s"
+    ]
+    state = await guard.state("sms")
+    assert (state.state, state.calls, state.failures) == ("open", 5, 4)
