@@ -150,23 +150,24 @@ async def _take_batch(
     return [Member(r.id, r.notification_id) for r in sorted(taken, key=lambda r: (r.created_at, r.id))]
 
 
-async def _take_folded(connection: AsyncConnection, leader: Any, now: dt.datetime) -> list[Member]:
-    key = fold_key(leader.user_id, leader.event)
-    ids = [
-        r.id
-        for r in await connection.execute(
-            sa.select(deliveries.c.id)
-            .where(
-                deliveries.c.batch_key == key,
-                deliveries.c.channel == leader.channel,
-                deliveries.c.status == "suppressed",
-                deliveries.c.grouped_into.is_(None),
-            )
-            .order_by(deliveries.c.created_at, deliveries.c.id)
-            .limit(FOLD_LIMIT)
-            .with_for_update(skip_locked=True)
+def folded_query(user_id: str, event: str, channel: str) -> sa.Select[tuple[str]]:
+    """The messages folded for a digest, oldest first (on `ix_deliveries_batch_key_status`)."""
+    return (
+        sa.select(deliveries.c.id)
+        .where(
+            deliveries.c.batch_key == fold_key(user_id, event),
+            deliveries.c.channel == channel,
+            deliveries.c.status == "suppressed",
+            deliveries.c.grouped_into.is_(None),
         )
-    ]
+        .order_by(deliveries.c.created_at, deliveries.c.id)
+        .limit(FOLD_LIMIT)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def _take_folded(connection: AsyncConnection, leader: Any, now: dt.datetime) -> list[Member]:
+    ids = [r.id for r in await connection.execute(folded_query(leader.user_id, leader.event, leader.channel))]
     if not ids:
         return []
     taken = await connection.execute(

@@ -122,7 +122,13 @@ class DeliveryRow(SQLModel, table=True):
     """One channel of a notification: delivered, waiting, on standby, or suppressed."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (sa.Index("ix_deliveries_status_lease", "status", "lease_until"),)
+    __table_args__ = (
+        sa.Index("ix_deliveries_status_lease", "status", "lease_until"),
+        # A batch key with its status: a digest's lookup of its folded messages (`suppressed`)
+        # is then two equalities on this index, which SQLite's planner prefers to the one on
+        # the status index, where `suppressed` is most of the table (migration 0012).
+        sa.Index("ix_deliveries_batch_key_status", "batch_key", "status"),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     notification_id: str = Field(max_length=40, index=True, foreign_key="notifications.id")
@@ -142,7 +148,7 @@ class DeliveryRow(SQLModel, table=True):
     recipients: int = Field(default=0)
     estimated_cost: float = Field(default=0.0)
     fingerprint: str | None = Field(default=None, max_length=80)
-    batch_key: str | None = Field(default=None, max_length=300, index=True)
+    batch_key: str | None = Field(default=None, max_length=300)
     batch_max: int | None = Field(default=None)  # a flush groups at most this many
     batch_closes_at: dt.datetime | None = _time(nullable=True)
     grouped_into: str | None = Field(default=None, max_length=40, index=True)  # the delivery that sends it
