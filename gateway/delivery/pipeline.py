@@ -353,7 +353,8 @@ class DeliveryPipeline:
         limit = min(limit, 0.9 * self.lease.total_seconds())
         result: SendResult
         try:
-            result = await asyncio.wait_for(adapter.send(message, address, idempotency_key=claimed.id), limit)
+            async with asyncio.timeout(limit):  # no task of its own per send, as wait_for makes
+                result = await adapter.send(message, address, idempotency_key=claimed.id)
         except TimeoutError:
             # The adapter was cut off mid-call: the provider may have the message.
             result = Retryable(f"{name} did not answer within {limit:g}s", code="timeout", ambiguous=True)
