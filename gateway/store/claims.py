@@ -30,7 +30,7 @@ from gateway.store.database import Database
 from gateway.store.grouping import OPEN, Member, claimable_alone, gather, group_of, leads
 from gateway.store.intake import NewJob, insert_jobs
 from gateway.store.recipients import load_users
-from gateway.store.tables import DeliveryRow, NotificationRow
+from gateway.store.tables import DeliveryRow, NotificationRow, not_indexed
 
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 notifications = NotificationRow.__table__  # type: ignore[attr-defined]
@@ -150,7 +150,12 @@ class Claims:
         alone = sa.or_(deliveries.c.grouped_into.is_(None), deliveries.c.grouped_into == deliveries.c.id)
         result = await connection.execute(
             sa.update(deliveries)
-            .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(OPEN), alone, _due(now + ON_TIME))
+            .where(
+                deliveries.c.id.in_(ids),
+                not_indexed(deliveries.c.status).in_(OPEN),
+                alone,
+                _due(now + ON_TIME),
+            )
             .values(**values)
             .returning(*deliveries.c)
         )

@@ -198,9 +198,15 @@ class IntakeWriter:
         """Of these (scope, key) pairs, the ones already claimed and unexpired, with their notification."""
         if not pairs:
             return {}
-        async with self.database.connect() as connection:
-            rows = await connection.execute(_LOOKUP_KEYS, {"pairs": list(pairs)})
         since = now - self.idempotency_window()
+        async with self.database.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                driver = await sqlite_driver(connection)
+                found = await driver.execute_fetchall(
+                    _SQLITE_LOOKUP_KEYS, (msgspec.json.encode(list(pairs)).decode(), sqlite_time(since))
+                )
+                return {(scope, key): notification_id for scope, key, notification_id in found}
+            rows = await connection.execute(_LOOKUP_KEYS, {"pairs": list(pairs)})
         return {(r.scope, r.key): str(r.notification_id) for r in rows if r.created_at >= since}
 
 
@@ -280,6 +286,17 @@ async def _upsert_claims(
 
 
 # `WHERE true` lets SQLite's parser tell the SELECT's end from the upsert clause.
+# SQLite cannot take `(scope, key) IN (VALUES ...)` on the primary key: it read every
+# claim in the table for each batch with two keys or more, a cost growing with the 24 hours
+# of keys kept. The pairs as a JSON array, CROSS JOIN (SQLite's way of fixing the join
+# order) making them the outer loop: one primary-key search per pair.
+_SQLITE_LOOKUP_KEYS = """
+SELECT i.scope, i."key", i.notification_id
+  FROM json_each(?1) AS p CROSS JOIN idempotency_keys AS i
+    ON i.scope = json_extract(p.value, '$[0]') AND i."key" = json_extract(p.value, '$[1]')
+ WHERE i.created_at >= ?2
+"""
+
 _SQLITE_CLAIM = """
 INSERT INTO idempotency_keys (scope, "key", notification_id, created_at)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2

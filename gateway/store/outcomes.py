@@ -25,7 +25,7 @@ from gateway.store.claims import Claimed, is_expired
 from gateway.store.database import Database
 from gateway.store.dead_letters import dead_letter_row, dead_letters
 from gateway.store.intake import NewJob, insert_jobs
-from gateway.store.tables import AttemptRow, DeliveryRow, JobRow
+from gateway.store.tables import AttemptRow, DeliveryRow, JobRow, not_indexed
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,11 @@ def _update_many(owner: str, changes: Sequence[tuple[str, dict[str, Any]]]) -> s
             )
     return (
         sa.update(deliveries)
-        .where(deliveries.c.id.in_(ids), deliveries.c.status == "sending", deliveries.c.lease_owner == owner)
+        .where(
+            deliveries.c.id.in_(ids),
+            not_indexed(deliveries.c.status) == "sending",
+            deliveries.c.lease_owner == owner,
+        )
         .values(**sets)
         .returning(deliveries.c.id)
     )

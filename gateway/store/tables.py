@@ -118,6 +118,18 @@ class BulkRequestRow(SQLModel, table=True):
     expanded_at: dt.datetime | None = _time(nullable=True)
 
 
+def not_indexed(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """`column` as an expression no index serves (`column || ''`), for a term that must only
+    narrow what the statement's primary-key term found.
+
+    SQLite keeps no statistics, and its planner takes `status IN (...)` on the status index
+    for cheaper than one primary-key search per id of `id IN (...)`: a claim then visited
+    every open delivery (every one deferred by quiet hours too), and an outcome every one
+    being sent, a cost growing with the table (`tests/store/test_query_plans.py`).
+    """
+    return column.concat("")
+
+
 class DeliveryRow(SQLModel, table=True):
     """One channel of a notification: delivered, waiting, on standby, or suppressed."""
 

@@ -8,18 +8,29 @@ pin the plans that keep such lookups to the rows they are about.
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from gateway.store.claims import Claims
 from gateway.store.database import Database
 from gateway.store.grouping import folded_query
-from tests.store.rows import DELIVERIES, NOTIFICATIONS, delivery_row, insert, notification_row
+from gateway.store.intake import IntakeWriter
+from gateway.store.outcomes import Outcome, Outcomes
+from gateway.store.sqlite_writes import sqlite_driver
+from tests.store.rows import DELIVERIES, NOTIFICATIONS, T0, delivery_row, insert, notification_row
 
 
 async def _plan(database: Database, query: sa.Select[tuple[str]]) -> str:
-    compiled = query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+    """The plan of `query` as prepared, its parameters unbound: literal values would let the
+    planner see them, which it does not when the statement runs."""
+    sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True}))
     async with database.connect() as connection:
-        rows = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+        rows = await (await sqlite_driver(connection)).execute_fetchall(
+            f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?")
+        )
         return " / ".join(str(r[3]) for r in rows)
 
 
@@ -43,3 +54,83 @@ async def test_a_digest_finds_its_folded_messages_by_batch_key_not_among_every_s
         await database.dispose()
     assert "ix_deliveries_batch_key_status (batch_key=? AND status=?)" in plan, plan
     assert "ix_deliveries_status_lease" not in plan
+
+
+async def _traced_plans(database: Database, run: Any) -> dict[str, str]:
+    """Run `run(connection)` in a write transaction; the plan of each statement it sent,
+    as prepared (SQLite plans a statement before its parameters are bound)."""
+    sent: list[str] = []
+    async with database.begin() as connection:
+        driver = await sqlite_driver(connection)
+        await driver.set_trace_callback(sent.append)
+        await run(connection)
+        await driver.set_trace_callback(None)
+        plans = {}
+        for sql in sent:
+            if sql.startswith(("UPDATE deliveries", "SELECT")):
+                rows = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))
+                plans[sql] = " / ".join(str(r[3]) for r in rows)
+    return plans
+
+
+async def test_claims_and_outcomes_find_their_deliveries_by_id_however_many_wait(sqlite_url: str) -> None:
+    """A claim's `status IN (pending, ...)` and an outcome's `status = 'sending'` only narrow
+    the rows their ids found: on the status index they would visit every delivery waiting
+    (quiet hours defer thousands) or being sent, inside the write lock."""
+    database = Database(sqlite_url)
+    try:
+        await insert(database, NOTIFICATIONS, notification_row("n_1"))
+        later = T0 + dt.timedelta(hours=8)
+        waiting = [delivery_row("n_1", "email", status="scheduled", send_at=later) for _ in range(300)]
+        due = [delivery_row("n_1", "email") for _ in range(20)]
+        await insert(database, DELIVERIES, *waiting, *due)
+        claims = Claims(database)
+        taken: list[Any] = []
+
+        async def claim(connection: Any) -> None:
+            ids = [r["id"] for r in due]
+            found = await claims.claim_in(connection, ids, "w1", T0 + dt.timedelta(minutes=5), T0)
+            taken.extend(c for c in found if c is not None)
+
+        claim_plans = await _traced_plans(database, claim)
+
+        async def record(connection: Any) -> None:
+            done = [
+                Outcome(c, "delivered", provider="p", provider_message_id=f"m{n}")
+                for n, c in enumerate(taken)
+            ]
+            await Outcomes(database).apply(connection, done, T0)
+
+        outcome_plans = await _traced_plans(database, record)
+    finally:
+        await database.dispose()
+    assert len(taken) == 20
+    updates = {
+        sql: plan for sql, plan in {**claim_plans, **outcome_plans}.items() if sql.startswith("UPDATE")
+    }
+    assert len(updates) == 2, updates  # the claim's and the outcome's
+    for sql, plan in updates.items():
+        assert "USING INDEX sqlite_autoindex_deliveries_1 (id=?)" in plan, (sql, plan)
+        assert "ix_deliveries_status_lease" not in plan, (sql, plan)
+
+
+async def test_idempotency_keys_of_a_batch_are_found_by_key_not_by_reading_them_all(sqlite_url: str) -> None:
+    """A batch's keys are looked up one primary-key search each, however many are stored."""
+    database = Database(sqlite_url)
+    sent: list[str] = []
+    try:
+        store = IntakeWriter(database, idempotency_window=lambda: dt.timedelta(hours=24), clock=lambda: T0)
+        async with database.connect() as connection:  # the pool's one connection, traced
+            await (await sqlite_driver(connection)).set_trace_callback(sent.append)
+        pairs = [("orders", "k-1"), ("orders", "k-2"), ("billing", "k-1")]
+        assert await store.lookup_keys(pairs, T0) == {}
+        async with database.connect() as connection:
+            driver = await sqlite_driver(connection)
+            await driver.set_trace_callback(None)
+            (lookup,) = [sql for sql in sent if "idempotency_keys" in sql]
+            rows = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {lookup}", [None] * lookup.count("?"))
+    finally:
+        await database.dispose()
+    plan = " / ".join(str(r[3]) for r in rows)
+    assert "SEARCH i USING INDEX sqlite_autoindex_idempotency_keys_1 (scope=? AND key=?)" in plan, plan
+    assert "SCAN i" not in plan
