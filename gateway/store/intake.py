@@ -285,7 +285,6 @@ async def _upsert_claims(
     return {(row.scope, row.key): row.notification_id for row in await connection.execute(statement)}
 
 
-# `WHERE true` lets SQLite's parser tell the SELECT's end from the upsert clause.
 # SQLite cannot take `(scope, key) IN (VALUES ...)` on the primary key: it read every
 # claim in the table for each batch with two keys or more, a cost growing with the 24 hours
 # of keys kept. The pairs as a JSON array, CROSS JOIN (SQLite's way of fixing the join
@@ -297,6 +296,7 @@ SELECT i.scope, i."key", i.notification_id
  WHERE i.created_at >= ?2
 """
 
+# `WHERE true` lets SQLite's parser tell the SELECT's end from the upsert clause.
 _SQLITE_CLAIM = """
 INSERT INTO idempotency_keys (scope, "key", notification_id, created_at)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2
