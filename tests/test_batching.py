@@ -31,7 +31,7 @@ async def test_a_later_turn_makes_a_batch_of_its_own() -> None:
     process = Doubler()
     batch = TurnBatch(process)
     assert await batch.submit(1) == 2
-    assert await asyncio.gather(batch.submit(2), batch.submit(3)) == [4, 6]
+    assert list(await asyncio.gather(batch.submit(2), batch.submit(3))) == [4, 6]
     assert process.batches == [[1], [2, 3]]
 
 
