@@ -441,8 +441,9 @@ class RedisHistory:
             await self._flush_confirmations()
             if self._stopping:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - loop.time()))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancellation is never dropped
+                async with asyncio.timeout(max(0.0, next_beat - loop.time())):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _flush_confirmations(self) -> None:

@@ -7,10 +7,14 @@ the rest. How fast that is, is measured in bench/, not here.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 
+import pytest
+
 from gateway.metrics import REGISTRY
+from gateway.queue.wakeup import rest
 from gateway.services import Services
 from tests.harness import ADA, admin_key, client, delivery_statuses, eventually, running_worker, store_user
 
@@ -55,3 +59,18 @@ async def _consuming(services: Services) -> bool:
         REGISTRY.get_sample_value("notigate_worker_consuming", {"queue": queue}) == 1
         for queue in ("critical", "standard")
     )
+
+
+async def test_a_stop_that_arrives_as_a_wake_up_does_still_stops_the_poll_loop() -> None:
+    """The race that hung worker stops: a job ends (its slot's wake-up is set) and, in the same
+    turn of the loop, the worker cancels its poll loop. The rest must end cancelled, or the
+    loop, which runs until cancelled, runs on."""
+    for turns in range(3):  # where the wake-up's waiter stands when the cancellation lands
+        wake = asyncio.Event()
+        resting = asyncio.create_task(rest(wake, 10))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        wake.set()
+        resting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await resting

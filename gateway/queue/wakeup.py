@@ -71,11 +71,23 @@ class WakeableWorker(Worker):
         else:
             delay = first[0][1] / 1000 - time.time()
             delay = BUSY_REST if delay <= 0 else min(delay, self.idle)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), delay)
+        await rest(self.wake, delay)
 
     async def _job_ended(self, ctx: dict[Any, Any]) -> None:
         self.wake.set()  # a slot is free: due jobs may be waiting for it
+
+
+async def rest(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set, for up to `seconds`.
+
+    Not `asyncio.wait_for`: on Python 3.11 a cancellation that arrives as the event is set is
+    dropped there (it returns the event's result), and the poll loop above, which runs until
+    cancelled, then ran on after its worker was told to stop: the stop hung until the test
+    harness gave up (a rare failure of the suite). `asyncio.timeout` keeps the cancellation.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 class Wakeups:
