@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
@@ -34,6 +35,31 @@ from gateway.store.tables import DeliveryRow, JobRow
 
 log = logging.getLogger("gateway.relay")
 jobs = JobRow.__table__  # type: ignore[attr-defined]
+
+
+def oldest_taken(queue: str, before: dt.datetime, limit: int) -> sa.Select[Any]:
+    """A queue's oldest jobs due before `before` that Redis took (on `ix_jobs_queue_run_at`)."""
+    return (
+        sa.select(jobs.c.id, jobs.c.queue, jobs.c.deliveries, jobs.c.priority, jobs.c.run_at)
+        .where(jobs.c.queue == queue, jobs.c.enqueued_at.is_not(None), jobs.c.run_at < before)
+        .order_by(jobs.c.run_at)
+        .limit(limit)
+    )
+
+
+# The queues that hold jobs, one index search each on `ix_jobs_queue_run_at` (the next queue
+# name after the last one), where DISTINCT would read every row of the outbox.
+QUEUES_PRESENT = sa.text(
+    """
+    WITH RECURSIVE present(queue) AS (
+        SELECT min(queue) FROM jobs
+        UNION ALL
+        SELECT (SELECT min(queue) FROM jobs WHERE queue > present.queue) FROM present
+         WHERE present.queue IS NOT NULL
+    )
+    SELECT queue FROM present WHERE queue IS NOT NULL
+    """
+)
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 
 
@@ -155,20 +181,11 @@ class Relay:
         ran and ended is among them even behind a backlog of thousands.
         """
         async with self.database.connect() as connection:
-            queues = [r[0] for r in await connection.execute(sa.select(jobs.c.queue).distinct())]
+            queues = [r[0] for r in await connection.execute(QUEUES_PRESENT)]
             due = [
                 row
                 for queue in queues
-                for row in await connection.execute(
-                    sa.select(jobs.c.id, jobs.c.queue, jobs.c.deliveries, jobs.c.priority, jobs.c.run_at)
-                    .where(
-                        jobs.c.queue == queue,
-                        jobs.c.enqueued_at.is_not(None),
-                        jobs.c.run_at < now - self.grace,
-                    )
-                    .order_by(jobs.c.run_at)
-                    .limit(self.batch)
-                )
+                for row in await connection.execute(oldest_taken(queue, now - self.grace, self.batch))
             ]
         ended, gone = await self.enqueuer.whereabouts([r.id for r in due])
         overdue = {r.id for r in due if r.run_at < now - self.overdue}

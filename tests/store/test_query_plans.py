@@ -14,13 +14,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from gateway.queue.relay import QUEUES_PRESENT, oldest_taken
 from gateway.store.claims import Claims
 from gateway.store.database import Database
 from gateway.store.grouping import folded_query
 from gateway.store.intake import IntakeWriter
 from gateway.store.outcomes import Outcome, Outcomes
 from gateway.store.sqlite_writes import sqlite_driver
-from tests.store.rows import DELIVERIES, NOTIFICATIONS, T0, delivery_row, insert, notification_row
+from tests.store.rows import DELIVERIES, JOBS, NOTIFICATIONS, T0, delivery_row, insert, notification_row
 
 
 async def _plan(database: Database, query: sa.Select[tuple[str]]) -> str:
@@ -134,3 +135,29 @@ async def test_idempotency_keys_of_a_batch_are_found_by_key_not_by_reading_them_
     plan = " / ".join(str(r[3]) for r in rows)
     assert "SEARCH i USING INDEX sqlite_autoindex_idempotency_keys_1 (scope=? AND key=?)" in plan, plan
     assert "SCAN i" not in plan
+
+
+async def test_the_relay_finds_each_queue_s_oldest_jobs_on_the_queue_index(sqlite_url: str) -> None:
+    """Every few seconds, however many jobs wait for their time: the queues present by a skip
+    through the index, each queue's oldest taken jobs by a range read in order."""
+    database = Database(sqlite_url)
+    try:
+        later = T0 + dt.timedelta(hours=8)
+        waiting = [
+            {"id": f"j_{i}", "queue": "bulk", "deliveries": [f"d_{i}"], "priority": 1, "run_at": later,
+             "enqueued_at": T0, "created_at": T0}
+            for i in range(300)
+        ]  # fmt: skip
+        await insert(database, JOBS, *waiting)
+        async with database.connect() as connection:
+            driver = await sqlite_driver(connection)
+            queues = str(QUEUES_PRESENT)
+            found = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {queues}")
+        taken = await _plan(database, oldest_taken("bulk", T0, 500))
+    finally:
+        await database.dispose()
+    present = " / ".join(str(r[3]) for r in found)
+    assert "SCAN jobs" not in present.replace("SCAN jobs USING COVERING INDEX", ""), present
+    assert "ix_jobs_queue_run_at" in present, present
+    assert "SEARCH jobs USING INDEX ix_jobs_queue_run_at (queue=? AND run_at<?)" in taken, taken
+    assert "TEMP B-TREE" not in taken, taken
