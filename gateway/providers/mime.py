@@ -71,6 +71,14 @@ def message_id(delivery_id: str, sender: str) -> str:
     return f"<{left}@{domain}>"
 
 
+def _content(message: Message) -> tuple[str, str, str | None]:
+    """Subject, text and html, as both writers read them from the rendered fields."""
+    fields = message.fields
+    html = fields.get("html")
+    subject = str(fields.get("subject") or fields.get("title") or "")
+    return subject, str(fields.get("text") or fields.get("body") or ""), str(html) if html else None
+
+
 def envelope_sender(sender: str) -> str:
     """The bare address of a `Name <address>` sender, for SMTP's MAIL FROM."""
     return parseaddr(sender)[1] or sender
@@ -85,11 +93,9 @@ def build(
     Raises InvalidRecipient when the address cannot be a recipient, ValueError when another
     header cannot be written (a line break in a template's header value).
     """
-    fields = message.fields
-    text = fields.get("text") or fields.get("body") or ""
-    html = fields.get("html")
+    subject, text, html = _content(message)
     email = EmailMessage(policy=POLICY)
-    email["Subject"] = str(fields.get("subject") or fields.get("title") or "")
+    email["Subject"] = subject
     email["From"] = sender
     try:
         email["To"] = address.value
@@ -105,11 +111,11 @@ def build(
         if name.lower() not in _OWN_HEADERS:
             email[name] = value
     if text or not html:
-        email.set_content(str(text))
+        email.set_content(text)
         if html:
-            email.add_alternative(str(html), subtype="html")
+            email.add_alternative(html, subtype="html")
     else:
-        email.set_content(str(html), subtype="html")
+        email.set_content(html, subtype="html")
     return email
 
 
@@ -171,6 +177,7 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
+_ADDRESS = re.compile(rf"{_DOT_ATOM.pattern}@{_DOMAIN.pattern}")  # a recipient, or a Message-ID's inside
 _PLAIN_VALUE = re.compile(r"[ -~]*")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
 _PARSED = frozenset(HeaderRegistry().registry)  # names with a parser of their own (To, Date, ...)
@@ -253,38 +260,30 @@ def _text_part(text: str, subtype: str, *, first_of_two: bool = False) -> _Part 
 
 
 @functools.lru_cache(maxsize=64)
-def _sender_lines(sender: str) -> tuple[str, str] | None:
-    """The `From` line as the library folds it, and the Message-ID's domain, when plain."""
+def _from_line(sender: str) -> str | None:
+    """The `From` line as the library folds it, when that is one plain line."""
     try:
         folded = POLICY.fold("From", POLICY.header_store_parse("From", sender)[1])
     except (IndexError, HeaderParseError, ValueError):
         return None
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "notigate.invalid"
     line = folded.removesuffix("\n")
-    if "\n" in line or not line.isascii() or not _DOMAIN.fullmatch(domain):
-        return None
-    return line, domain
+    return None if "\n" in line or not line.isascii() else line
 
 
 def _plain(message: Message, address: Address, sender: str, date: dt.datetime) -> _Plain | None:
     """The message in the direct form, or None when any part of it is outside that form."""
-    fields = message.fields
-    text = fields.get("text") or fields.get("body") or ""
-    html = fields.get("html")
-    from_domain = _sender_lines(sender)
+    subject, text, html = _content(message)
+    from_line = _from_line(sender)
     recipient = address.value
-    if from_domain is None or "=?" in recipient or not _ADDRESS.fullmatch(recipient):
-        return None
-    from_line, domain = from_domain
-    left = _NOT_ID_TEXT.sub("-", message.delivery_id).strip(".") or "delivery"
-    if "=?" in left or not _DOT_ATOM.fullmatch(left):
+    mid = message_id(message.delivery_id, sender)
+    if from_line is None or not all(_ADDRESS.fullmatch(a) and "=?" not in a for a in (recipient, mid[1:-1])):
         return None
     lines = [
-        _header("Subject", str(fields.get("subject") or fields.get("title") or "")),
+        _header("Subject", subject),
         from_line,
         _header("To", recipient),
         _header("Date", format_datetime(date)),
-        _header("Message-ID", f"<{left}@{domain}>"),
+        _header("Message-ID", mid),
         _header(DELIVERY_HEADER, message.delivery_id),
     ]
     for name, value in message.headers.items():
@@ -294,14 +293,11 @@ def _plain(message: Message, address: Address, sender: str, date: dt.datetime) -
             return None
         lines.append(_header(name, value))
     if text or not html:
-        parts = [_text_part(str(text), "plain", first_of_two=bool(html))]
+        parts = [_text_part(text, "plain", first_of_two=bool(html))]
         if html:
-            parts.append(_text_part(str(html), "html"))
+            parts.append(_text_part(html, "html"))
     else:
-        parts = [_text_part(str(html), "html")]
+        parts = [_text_part(html, "html")]
     if None in lines or None in parts:
         return None
     return _Plain(tuple(lines), tuple(parts))  # type: ignore[arg-type]
-
-
-_ADDRESS = re.compile(rf"{_DOT_ATOM.pattern}@{_DOMAIN.pattern}")
