@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from gateway.queue.relay import QUEUES_PRESENT, oldest_taken
@@ -24,15 +23,17 @@ from gateway.store.sqlite_writes import sqlite_driver
 from tests.store.rows import DELIVERIES, JOBS, NOTIFICATIONS, T0, delivery_row, insert, notification_row
 
 
-async def _plan(database: Database, query: sa.Select[tuple[str]]) -> str:
-    """The plan of `query` as prepared, its parameters unbound: literal values would let the
+async def _explain(driver: Any, sql: str) -> str:
+    """SQLite's plan of `sql` as prepared, its parameters unbound: literal values would let the
     planner see them, which it does not when the statement runs."""
+    rows = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))
+    return " / ".join(str(r[3]) for r in rows)
+
+
+async def _plan(database: Database, query: Any) -> str:
     sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True}))
     async with database.connect() as connection:
-        rows = await (await sqlite_driver(connection)).execute_fetchall(
-            f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?")
-        )
-        return " / ".join(str(r[3]) for r in rows)
+        return await _explain(await sqlite_driver(connection), sql)
 
 
 async def _suppressed(database: Database, count: int) -> None:
@@ -69,8 +70,7 @@ async def _traced_plans(database: Database, run: Any) -> dict[str, str]:
         plans = {}
         for sql in sent:
             if sql.startswith(("UPDATE deliveries", "SELECT")):
-                rows = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))
-                plans[sql] = " / ".join(str(r[3]) for r in rows)
+                plans[sql] = await _explain(driver, sql)
     return plans
 
 
@@ -129,10 +129,9 @@ async def test_idempotency_keys_of_a_batch_are_found_by_key_not_by_reading_them_
             driver = await sqlite_driver(connection)
             await driver.set_trace_callback(None)
             (lookup,) = [sql for sql in sent if "idempotency_keys" in sql]
-            rows = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {lookup}", [None] * lookup.count("?"))
+            plan = await _explain(driver, lookup)
     finally:
         await database.dispose()
-    plan = " / ".join(str(r[3]) for r in rows)
     assert "SEARCH i USING INDEX sqlite_autoindex_idempotency_keys_1 (scope=? AND key=?)" in plan, plan
     assert "SCAN i" not in plan
 
@@ -149,14 +148,10 @@ async def test_the_relay_finds_each_queue_s_oldest_jobs_on_the_queue_index(sqlit
             for i in range(300)
         ]  # fmt: skip
         await insert(database, JOBS, *waiting)
-        async with database.connect() as connection:
-            driver = await sqlite_driver(connection)
-            queues = str(QUEUES_PRESENT)
-            found = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {queues}")
+        present = await _plan(database, QUEUES_PRESENT)
         taken = await _plan(database, oldest_taken("bulk", T0, 500))
     finally:
         await database.dispose()
-    present = " / ".join(str(r[3]) for r in found)
     assert "SCAN jobs" not in present.replace("SCAN jobs USING COVERING INDEX", ""), present
     assert "ix_jobs_queue_run_at" in present, present
     assert "SEARCH jobs USING INDEX ix_jobs_queue_run_at (queue=? AND run_at<?)" in taken, taken
