@@ -43,6 +43,15 @@ def _json(*, nullable: bool = False) -> Any:
     return Field(default=None, sa_column=sa.Column(sa.JSON(), nullable=nullable))
 
 
+def _when_set(name: str, column: str, *more: str) -> sa.Index:
+    """An index of the rows whose `column` is set (migration 0014). Most rows leave it NULL
+    (a bulk id, a batch key, a group), and a full index would still take an entry for each of
+    them at every insert and at every status change; the lookups are all `column = value`,
+    which both databases know implies `IS NOT NULL`."""
+    condition = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(name, column, *more, sqlite_where=condition, postgresql_where=condition)
+
+
 class NotificationRow(SQLModel, table=True):
     """An accepted intent and what was decided for it."""
 
@@ -54,6 +63,7 @@ class NotificationRow(SQLModel, table=True):
             postgresql_where=sa.text("status = 'undecided'"),
             sqlite_where=sa.text("status = 'undecided'"),
         ),
+        _when_set("ix_notifications_bulk_id", "bulk_id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -79,7 +89,7 @@ class NotificationRow(SQLModel, table=True):
     decide_owner: str | None = Field(default=None, max_length=80)
     decide_until: dt.datetime | None = _time(nullable=True)
     # The bulk request that produced it (`bulk_requests`), for that request's status.
-    bulk_id: str | None = Field(default=None, max_length=40, index=True)
+    bulk_id: str | None = Field(default=None, max_length=40)
 
 
 class BulkRequestRow(SQLModel, table=True):
@@ -139,7 +149,8 @@ class DeliveryRow(SQLModel, table=True):
         # A batch key with its status: a digest's lookup of its folded messages (`suppressed`)
         # is then two equalities on this index, which SQLite's planner prefers to the one on
         # the status index, where `suppressed` is most of the table (migration 0012).
-        sa.Index("ix_deliveries_batch_key_status", "batch_key", "status"),
+        _when_set("ix_deliveries_batch_key_status", "batch_key", "status"),
+        _when_set("ix_deliveries_grouped_into", "grouped_into"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -163,7 +174,7 @@ class DeliveryRow(SQLModel, table=True):
     batch_key: str | None = Field(default=None, max_length=300)
     batch_max: int | None = Field(default=None)  # a flush groups at most this many
     batch_closes_at: dt.datetime | None = _time(nullable=True)
-    grouped_into: str | None = Field(default=None, max_length=40, index=True)  # the delivery that sends it
+    grouped_into: str | None = Field(default=None, max_length=40)  # the delivery that sends it
     send_at: dt.datetime | None = _time(nullable=True)
     expires_at: dt.datetime | None = _time(nullable=True)
     attempts: int = Field(default=0)

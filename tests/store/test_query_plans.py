@@ -16,7 +16,7 @@ from sqlalchemy.dialects import sqlite
 from gateway.queue.relay import QUEUES_PRESENT, oldest_taken
 from gateway.store.claims import Claims
 from gateway.store.database import Database
-from gateway.store.grouping import folded_query
+from gateway.store.grouping import folded_query, group_of
 from gateway.store.intake import IntakeWriter
 from gateway.store.outcomes import Outcome, Outcomes
 from gateway.store.sqlite_writes import sqlite_driver
@@ -156,3 +156,25 @@ async def test_the_relay_finds_each_queue_s_oldest_jobs_on_the_queue_index(sqlit
     assert "ix_jobs_queue_run_at" in present, present
     assert "SEARCH jobs USING INDEX ix_jobs_queue_run_at (queue=? AND run_at<?)" in taken, taken
     assert "TEMP B-TREE" not in taken, taken
+
+
+async def test_a_group_is_found_on_the_index_of_grouped_rows_alone(sqlite_url: str) -> None:
+    """`grouped_into`, like `batch_key` and `bulk_id`, is indexed only where set (migration
+    0014): most deliveries are never grouped, and a full index took an entry for each."""
+    database = Database(sqlite_url)
+    try:
+        await _suppressed(database, 50)
+        plans = await _traced_plans(database, lambda connection: group_of(connection, "d_0"))
+        async with database.connect() as connection:
+            driver = await sqlite_driver(connection)
+            indexes = await driver.execute_fetchall(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN "
+                "('ix_deliveries_grouped_into', 'ix_deliveries_batch_key_status', 'ix_notifications_bulk_id')"
+            )
+    finally:
+        await database.dispose()
+    (plan,) = plans.values()
+    assert "SEARCH deliveries USING INDEX ix_deliveries_grouped_into (grouped_into=?)" in plan, plan
+    assert len(indexes) == 3
+    for name, sql in indexes:
+        assert sql.endswith("IS NOT NULL"), (name, sql)
