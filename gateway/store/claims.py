@@ -30,7 +30,7 @@ from gateway.store.database import Database
 from gateway.store.grouping import OPEN, Member, claimable_alone, gather, group_of, leads
 from gateway.store.intake import NewJob, insert_jobs
 from gateway.store.recipients import load_users
-from gateway.store.tables import DeliveryRow, NotificationRow, not_indexed
+from gateway.store.tables import DeliveryRow, NotificationRow, UTCDateTime, not_indexed
 
 deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 notifications = NotificationRow.__table__  # type: ignore[attr-defined]
@@ -46,7 +46,7 @@ def _due_at(
     return next_attempt_at if status == "retrying" else send_at
 
 
-def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
+def _due(now: Any) -> sa.ColumnElement[bool]:
     """The same rule in SQL, for the compare-and-set claim: an early job never sends early."""
     return sa.case(
         (
@@ -55,6 +55,39 @@ def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
         ),
         else_=sa.or_(deliveries.c.send_at.is_(None), deliveries.c.send_at <= now),
     )
+
+
+# The claim's statements are built once, their values bound per call: a worker claims for
+# every job, and building the expression (and its cache key) cost more than running it.
+# Parameter names differ from the columns' (an UPDATE reserves those for its SET clause).
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
+_NOW = sa.bindparam("claim_now", type_=UTCDateTime())
+_TAKEN = {
+    "status": "sending",
+    "lease_owner": sa.bindparam("claim_owner", type_=sa.String()),
+    "lease_until": sa.bindparam("claim_until", type_=UTCDateTime()),
+    "attempts": deliveries.c.attempts + 1,
+    "updated_at": _NOW,
+}
+# The open deliveries of the job that are due: the usual case, the one statement of a claim.
+_CLAIM_OPEN = (
+    sa.update(deliveries)
+    .where(
+        deliveries.c.id.in_(_IDS),
+        not_indexed(deliveries.c.status).in_(OPEN),
+        sa.or_(deliveries.c.grouped_into.is_(None), deliveries.c.grouped_into == deliveries.c.id),
+        _due(sa.bindparam("due_by", type_=UTCDateTime())),
+    )
+    .values(**_TAKEN)
+    .returning(*deliveries.c)
+)
+# Left `sending` by a worker whose lease is over: reclaimed, and said so.
+_RECLAIM = (
+    sa.update(deliveries)
+    .where(deliveries.c.id.in_(_IDS), deliveries.c.status == "sending", deliveries.c.lease_until < _NOW)
+    .values(**_TAKEN)
+    .returning(*deliveries.c)
+)
 
 
 def is_expired(row: Any, now: dt.datetime) -> bool:
@@ -100,6 +133,25 @@ class Claimed:
     members: tuple[Member, ...] = ()  # deliveries this one's message carries too (a batch, a digest)
 
 
+# One read for a job: its deliveries (labelled `d_*`) beside their notifications' columns.
+_JOB_READ = (
+    sa.select(
+        deliveries.c.id.label("d_id"),
+        deliveries.c.user_id.label("d_user_id"),
+        deliveries.c.status.label("d_status"),
+        deliveries.c.queue.label("d_queue"),
+        deliveries.c.send_at.label("d_send_at"),
+        deliveries.c.next_attempt_at.label("d_next_attempt_at"),
+        deliveries.c.lease_until.label("d_lease_until"),
+        deliveries.c.grouped_into.label("d_grouped_into"),
+        deliveries.c.notification_id.label("d_notification_id"),
+        *notifications.c,
+    )
+    .select_from(deliveries.outerjoin(notifications, notifications.c.id == deliveries.c.notification_id))
+    .where(deliveries.c.id.in_(_IDS))
+)
+
+
 class Claims:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -140,39 +192,12 @@ class Claims:
         # and only what it left (taken by another worker, done, or orphaned) is tried again as
         # a reclaim. What the claims return is the row as claimed (RETURNING), never a read
         # from before: another worker may have claimed, grouped and released it meanwhile.
-        values = {
-            "status": "sending",
-            "lease_owner": owner,
-            "lease_until": until,
-            "attempts": deliveries.c.attempts + 1,
-            "updated_at": now,
-        }
-        alone = sa.or_(deliveries.c.grouped_into.is_(None), deliveries.c.grouped_into == deliveries.c.id)
-        result = await connection.execute(
-            sa.update(deliveries)
-            .where(
-                deliveries.c.id.in_(ids),
-                not_indexed(deliveries.c.status).in_(OPEN),
-                alone,
-                _due(now + ON_TIME),
-            )
-            .values(**values)
-            .returning(*deliveries.c)
-        )
+        values = {"claim_owner": owner, "claim_until": until, "claim_now": now}
+        result = await connection.execute(_CLAIM_OPEN, {**values, "ids": list(ids), "due_by": now + ON_TIME})
         taken: dict[str, Any] = {r.id: r for r in result}
         stale: set[str] = set()
         if left := [i for i in dict.fromkeys(ids) if i not in taken]:
-            # Left `sending` by a worker whose lease is over: reclaimed, and said so.
-            result = await connection.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.id.in_(left),
-                    deliveries.c.status == "sending",
-                    deliveries.c.lease_until < now,
-                )
-                .values(**values)
-                .returning(*deliveries.c)
-            )
+            result = await connection.execute(_RECLAIM, {**values, "ids": left})
             reclaimed = {r.id: r for r in result}
             stale = set(reclaimed)
             taken.update(reclaimed)
@@ -216,24 +241,9 @@ class Claims:
         """
         if not ids:
             return Claimable([], [])
-        d = deliveries.c
-        # One read for the job: its deliveries (labelled `d_*`) beside their notifications'
-        # columns, then the users, on one connection.
-        query = sa.select(
-            d.id.label("d_id"),
-            d.user_id.label("d_user_id"),
-            d.status.label("d_status"),
-            d.queue.label("d_queue"),
-            d.send_at.label("d_send_at"),
-            d.next_attempt_at.label("d_next_attempt_at"),
-            d.lease_until.label("d_lease_until"),
-            d.grouped_into.label("d_grouped_into"),
-            d.notification_id.label("d_notification_id"),
-            *notifications.c,
-        ).select_from(deliveries.outerjoin(notifications, notifications.c.id == d.notification_id))
         async with self.database.connect() as connection:
             todo = Claimable([], [])
-            for r in await connection.execute(query.where(d.id.in_(ids))):
+            for r in await connection.execute(_JOB_READ, {"ids": list(ids)}):
                 if not claimable_alone(r.d_id, r.d_grouped_into):
                     continue  # its batch's leader sends it
                 if r.d_status in OPEN:
@@ -246,7 +256,7 @@ class Claims:
                 todo.now.append((r.d_id, r.d_notification_id, r.d_user_id))
                 if r.id is not None:
                     todo.notifications[r.id] = r
-            if todo.now:
+            if todo.now:  # then the users, on the same connection
                 todo.users.update(await load_users(connection, [u for _, _, u in todo.now]))
             return todo
 

@@ -218,8 +218,11 @@ class Outcomes:
     ) -> list[None]:
         """Delete the outbox rows of jobs whose deliveries are all settled, inside a (group)
         transaction: a job's row goes only after its outcomes are stored (rule 8)."""
-        await connection.execute(sa.delete(jobs).where(jobs.c.id.in_(job_ids)))
+        await connection.execute(_FINISHED_JOBS, {"ids": job_ids})
         return [None] * len(job_ids)
+
+
+_FINISHED_JOBS = sa.delete(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def row_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
