@@ -12,9 +12,12 @@ import datetime as dt
 import functools
 
 import pytest
+from arq.connections import RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
+from arq.worker import func
 
 from gateway.metrics import REGISTRY
-from gateway.queue.wakeup import rest
+from gateway.queue.wakeup import WakeableWorker, rest
 from gateway.services import Services
 from tests.harness import ADA, admin_key, client, delivery_statuses, eventually, running_worker, store_user
 
@@ -74,3 +77,34 @@ async def test_a_stop_that_arrives_as_a_wake_up_does_still_stops_the_poll_loop()
         resting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await resting
+
+
+async def _never(ctx: dict[str, object]) -> None:
+    raise AssertionError("no job of this test is run")
+
+
+async def test_a_job_this_worker_is_running_is_not_asked_about_nor_started_again(services: Services) -> None:
+    """The job is due in its queue with no in-progress mark (it expired while the job ran), as
+    arq's loop reads it again after every job's end; arq alone would start it a second time."""
+    queue = services.keys.queue("standard")
+    pool = await create_pool(RedisSettings.from_dsn(services.settings.redis_url))
+    running = asyncio.create_task(asyncio.sleep(60))
+    try:
+        await pool.zadd(queue, {"j_running": 1})
+        worker = WakeableWorker(
+            wake=asyncio.Event(),
+            idle=60,
+            functions=[func(_never, name="never")],
+            queue_name=queue,
+            redis_pool=pool,
+            handle_signals=False,
+        )
+        worker.tasks["j_running"] = running
+        await worker.start_jobs([b"j_running"])
+        assert worker.tasks == {"j_running": running}
+        assert worker.job_counter == 0
+        assert await pool.exists(in_progress_key_prefix + "j_running") == 0
+    finally:
+        running.cancel()
+        await pool.delete(queue, in_progress_key_prefix + "j_running")
+        await pool.aclose()

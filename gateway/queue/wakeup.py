@@ -64,6 +64,18 @@ class WakeableWorker(Worker):
             if self._jobs_started() == started:
                 await self._rest()
 
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's, less the jobs this worker is running now.
+
+        A job stays in its queue until it ends, so each pass of the loop reads the running
+        ones again, and arq asks Redis about each (WATCH, EXISTS, ZSCORE, UNWATCH) before
+        skipping it; here a pass follows every job's end, which made those questions two in
+        three of a busy worker's job starts. Left out, they cost nothing, and a job whose
+        in-progress mark expired while it ran here is not started by this worker a second time.
+        """
+        running = {job_id for job_id, task in self.tasks.items() if not task.done()}
+        await super().start_jobs([j for j in job_ids if j.decode() not in running])
+
     async def _rest(self) -> None:
         first = await self.pool.zrange(self.queue_name, 0, 0, withscores=True)
         if not first:
