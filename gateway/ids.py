@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -27,11 +28,43 @@ def encode(value: int) -> str:
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
+# The random parts are cut from the kernel's randomness fetched a few kilobytes at a time,
+# one buffer per thread. In a busy gateway process `os.urandom(10)` cost 5.8 µs a call
+# (0.7 µs alone), five calls per accepted intent; the bytes are the same kernel randomness.
+_FETCH = 4096
+
+
+class _Randomness(threading.local):
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.used = 0
+
+
+_randomness = _Randomness()
+
+
+def _forget_randomness() -> None:
+    """A forked child starts with its own bytes: ids it makes never repeat its parent's."""
+    _randomness.buffer, _randomness.used = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_randomness)
+
+
+def _random80() -> int:
+    r = _randomness
+    start = r.used
+    if start + 10 > len(r.buffer):
+        r.buffer, start = os.urandom(_FETCH), 0
+    r.used = start + 10
+    return int.from_bytes(r.buffer[start : start + 10], "big")
+
+
 def new_id(prefix: str, clock: Callable[[], float] = time.time) -> str:
     """A new id whose time part is `clock()` (epoch seconds): a caller holding an injected
     clock passes it, so ids made under a test's clock sort as that clock says, not as the
     wall clock happens to tick."""
-    value = (int(clock() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    value = (int(clock() * 1000) << 80) | _random80()
     return f"{prefix}_{encode(value)}"
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,3 +49,30 @@ def test_the_time_part_comes_from_the_clock_given() -> None:
     assert earlier < later
     assert new_id("n", clock=lambda: 0.0)[2:12] == "0000000000"
     assert later[2:12] == by_division(1_800_000_000_002 << 80)[:10]
+
+
+def test_random_parts_never_repeat_across_buffers_threads_and_a_fork() -> None:
+    """The random parts come from a per-thread buffer of kernel randomness: ids of one thread
+    across many refills, of other threads, and of a forked child are all distinct."""
+    made = [new_id("d") for _ in range(2_000)]  # several refills of the buffer
+    others: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: others.extend(new_id("d") for _ in range(500))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child's next id, had it kept its parent's buffer, would be the parent's
+        os.write(write, new_id("d").encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    from_child = os.read(read, 64).decode()
+    os.close(read)
+    made.append(new_id("d"))
+    assert status == 0
+    randoms = [i[-16:] for i in [*made, *others, from_child]]  # the 80 random bits
+    assert len(set(randoms)) == len(randoms) == 2_000 + 2_000 + 2
