@@ -11,7 +11,8 @@ arq's worker polls its queue every `poll_delay`: at 20 ms, three idle queues cos
   can, rests until the next job is due, a wake-up arrives, one of its own jobs ends (a slot
   frees), or `idle` seconds pass: the fallback while the subscription itself is down.
 
-Only the loop is replaced; claiming, running and finishing jobs stay arq's. The loop uses
+Only the loop is replaced, and it hands arq's `start_jobs` only the due jobs not already
+running here; claiming, running and finishing jobs stay arq's. The loop uses
 two members arq keeps private (`_pool`, `_poll_iteration`), so arq is pinned below 0.29 in
 pyproject.toml and `tests/test_wakeup.py` holds the behaviour to account.
 """
