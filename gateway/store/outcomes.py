@@ -33,6 +33,9 @@ deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 attempts = AttemptRow.__table__  # type: ignore[attr-defined]
 jobs = JobRow.__table__  # type: ignore[attr-defined]
 
+# Built once, the ids bound per call (as the claim's statements in store/claims.py).
+_FINISHED_JOBS = sa.delete(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+
 
 @dataclass(frozen=True, slots=True)
 class Try:
@@ -220,9 +223,6 @@ class Outcomes:
         transaction: a job's row goes only after its outcomes are stored (rule 8)."""
         await connection.execute(_FINISHED_JOBS, {"ids": job_ids})
         return [None] * len(job_ids)
-
-
-_FINISHED_JOBS = sa.delete(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def row_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
