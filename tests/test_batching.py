@@ -1,12 +1,15 @@
-"""`TurnBatch`: the calls of one event-loop turn are processed together, each gets its own answer."""
+"""`TurnBatch`: the calls of one event-loop turn are processed together, each gets its own answer.
+`ThreadLane`: blocking calls run in order on one thread, each caller gets its own answer."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
-from gateway.batching import TurnBatch
+from gateway.batching import ThreadLane, TurnBatch
 
 
 class Doubler:
@@ -97,3 +100,42 @@ async def test_a_caller_that_stops_waiting_does_not_break_the_batch() -> None:
     assert await second == 4
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_a_lane_runs_every_call_in_order_on_one_thread_each_answered_apart() -> None:
+    lane = ThreadLane("test-lane")
+    ran: list[tuple[int, int]] = []  # (call, thread)
+
+    def work(n: int) -> int:
+        time.sleep(0.001)  # blocking, as a file write is: later calls queue up meanwhile
+        ran.append((n, threading.get_ident()))
+        if n == 7:
+            raise ValueError("seven")
+        return n * n
+
+    try:
+        answers = await asyncio.gather(*(lane.call(work, n) for n in range(40)), return_exceptions=True)
+    finally:
+        lane.close()
+    assert [n for n, _ in ran] == list(range(40))
+    assert len({thread for _, thread in ran}) == 1
+    assert threading.get_ident() not in {thread for _, thread in ran}
+    assert isinstance(answers[7], ValueError)
+    assert [a for n, a in enumerate(answers) if n != 7] == [n * n for n in range(40) if n != 7]
+
+
+async def test_a_closed_lane_finishes_what_it_holds_and_its_thread_ends() -> None:
+    lane = ThreadLane("test-lane-close")
+    threads: list[threading.Thread] = []
+
+    def work(n: int) -> int:
+        threads.append(threading.current_thread())
+        return n
+
+    calls = [lane.call(work, n) for n in range(5)]
+    lane.close()
+    assert list(await asyncio.gather(*calls)) == [0, 1, 2, 3, 4]
+    threads[0].join(timeout=5)
+    assert not threads[0].is_alive()
+    assert await lane.call(lambda: "again") == "again"  # a later call starts a new thread
+    lane.close()

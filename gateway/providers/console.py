@@ -35,6 +35,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.batching import ThreadLane
 from gateway.providers import mime
 from gateway.providers.base import Address, Delivered, Message, Permanent, SendResult
 from gateway.providers.settings import DEFAULT_SENDER
@@ -111,6 +112,8 @@ class ConsoleAdapter:
         self.sender = sender
         self._journals: dict[str, Journal] = {}
         self._journals_lock = threading.Lock()
+        # The writes run on a thread of the adapter's own, many per wake-up (`ThreadLane`).
+        self._lane = ThreadLane(f"outbox-{name}")
 
     async def send(self, message: Message, address: Address, *, idempotency_key: str) -> SendResult:
         # Like a provider that received the request, a write once handed over is finished even
@@ -118,7 +121,7 @@ class ConsoleAdapter:
         # starved process): cancelling it while it waited for a thread would drop it unseen,
         # and a push whose other devices got it would count as delivered. A retry finds it
         # written and writes nothing (the key).
-        return await asyncio.shield(asyncio.to_thread(self._write, message, address, idempotency_key))
+        return await asyncio.shield(self._lane.call(self._write, message, address, idempotency_key))
 
     def _write(self, message: Message, address: Address, idempotency_key: str) -> SendResult:
         key = f"{_UNSAFE_NAME.sub('_', idempotency_key)}-{address.tag}"
@@ -184,4 +187,4 @@ class ConsoleAdapter:
         }
 
     async def close(self) -> None:
-        return None
+        self._lane.close()

@@ -93,7 +93,7 @@ async def test_a_resend_writes_nothing_new(tmp_path: Path) -> None:
 
 async def test_two_writers_racing_never_duplicate_or_tear_a_line(tmp_path: Path) -> None:
     """Two adapters (as two worker processes would have) each send every delivery twice,
-    from many threads at once; each (delivery, recipient) lands once, every line whole."""
+    each from its own writer thread; each (delivery, recipient) lands once, every line whole."""
     a, b = ConsoleAdapter("fcm", "push", tmp_path), ConsoleAdapter("apns", "push", tmp_path)
     deliveries = [f"dlv_{i:03d}" for i in range(300)]
 
