@@ -217,34 +217,38 @@ class ThreadLane:
         self.name = name
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._starting = threading.Lock()
+        self._lock = threading.Lock()
 
     def call(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
         """`fn(*args)` on the lane's thread; the future is settled on the caller's loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        with self._starting:
+        with self._lock:  # a call never lands in the queue of a thread told to end
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._calls = queue.SimpleQueue()  # each thread its own queue
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._calls,), name=self.name, daemon=True
+                )
                 self._thread.start()
-        self._calls.put((loop, future, fn, args))
+            self._calls.put((loop, future, fn, args))
         return future
 
     def close(self) -> None:
         """The thread ends after the calls already queued (it is not waited for)."""
-        with self._starting:
+        with self._lock:
             if self._thread is not None:
                 self._calls.put(None)
                 self._thread = None
 
-    def _run(self) -> None:
+    @staticmethod
+    def _run(calls: queue.SimpleQueue[_Call | None]) -> None:
         while True:
-            first = self._calls.get()
+            first = calls.get()
             if first is None:
                 return
             batch, last = [first], False
             with contextlib.suppress(queue.Empty):
-                while (more := self._calls.get_nowait()) is not None:
+                while (more := calls.get_nowait()) is not None:
                     batch.append(more)
                 last = True  # a close was queued behind this batch
             answers: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}

@@ -137,5 +137,8 @@ async def test_a_closed_lane_finishes_what_it_holds_and_its_thread_ends() -> Non
     assert list(await asyncio.gather(*calls)) == [0, 1, 2, 3, 4]
     threads[0].join(timeout=5)
     assert not threads[0].is_alive()
-    assert await lane.call(lambda: "again") == "again"  # a later call starts a new thread
+    assert await lane.call(work, 5) == 5  # a later call starts a new thread, with a queue of its own
+    assert threads[-1] is not threads[0]
     lane.close()
+    threads[-1].join(timeout=5)
+    assert not threads[-1].is_alive()
