@@ -35,6 +35,7 @@ from gateway.store.tables import DeliveryRow, JobRow
 
 log = logging.getLogger("gateway.relay")
 jobs = JobRow.__table__  # type: ignore[attr-defined]
+deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 
 
 def oldest_taken(queue: str, before: dt.datetime, limit: int) -> sa.Select[Any]:
@@ -60,7 +61,6 @@ QUEUES_PRESENT = sa.text(
     SELECT queue FROM present WHERE queue IS NOT NULL
     """
 )
-deliveries = DeliveryRow.__table__  # type: ignore[attr-defined]
 
 
 class Relay:
