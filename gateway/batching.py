@@ -69,7 +69,10 @@ class MicroBatcher(Generic[T, R]):
         self.isolate = isolate  # see the module docstring
         self._waiting: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._ready = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing waits and no batch is being processed
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self.submitted = 0
         self.batches = 0  # processed without an exception of their own (halves count apart)
         self.items = 0
 
@@ -77,7 +80,14 @@ class MicroBatcher(Generic[T, R]):
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"batch-{self.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Stop processing; whatever still waits then fails with `RuntimeError`. With `grace`,
+        what was submitted gets up to that many seconds to be processed first, so a writer's
+        last items land rather than being cut off in the middle of their transaction."""
+        if self._task is not None and grace > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -88,20 +98,24 @@ class MicroBatcher(Generic[T, R]):
             if not future.done():
                 future.set_exception(RuntimeError(f"{self.name} stopped"))
 
-    def _put(self, item: T) -> asyncio.Future[R]:
+    def put(self, item: T) -> asyncio.Future[R]:
+        """Queue `item`; the future resolves with its result. Cancelling the future does not
+        take the item back: it is processed all the same, and its result dropped."""
         if self._task is None:
             raise RuntimeError(f"{self.name} is not started")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
+        self.submitted += 1
+        self._idle.clear()
         self._ready.set()
         return future
 
     async def submit(self, item: T) -> R:
-        return await self._put(item)
+        return await self.put(item)
 
     async def submit_many(self, items: list[T]) -> list[R | BaseException]:
         """Several items at once (they share batches); one result or exception each, in order."""
-        futures = [self._put(item) for item in items]
+        futures = [self.put(item) for item in items]
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
@@ -132,6 +146,7 @@ class MicroBatcher(Generic[T, R]):
             await asyncio.sleep(0)  # let requests that are ready join this batch
             batch = self._take()
             if not batch:
+                self._idle.set()
                 continue
             try:
                 results = await self._process([item for item, _ in batch])
@@ -150,6 +165,8 @@ class MicroBatcher(Generic[T, R]):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+            if not self._waiting:
+                self._idle.set()
 
 
 class TurnBatch(Generic[T, R]):

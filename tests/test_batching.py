@@ -1,5 +1,6 @@
 """`TurnBatch`: the calls of one event-loop turn are processed together, each gets its own answer.
-`ThreadLane`: blocking calls run in order on one thread, each caller gets its own answer."""
+`ThreadLane`: blocking calls run in order on one thread, each caller gets its own answer.
+`MicroBatcher`: a stop with grace lets what was submitted land first."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from gateway.batching import ThreadLane, TurnBatch
+from gateway.batching import MicroBatcher, ThreadLane, TurnBatch
 
 
 class Doubler:
@@ -142,3 +143,42 @@ async def test_a_closed_lane_finishes_what_it_holds_and_its_thread_ends() -> Non
     lane.close()
     threads[-1].join(timeout=5)
     assert not threads[-1].is_alive()
+
+
+async def test_a_micro_batcher_stopped_with_grace_processes_what_was_submitted_first() -> None:
+    """A worker's stop: the batch in flight finishes and what waits behind it is processed,
+    even for callers that stopped waiting (a cancelled job's claim lands, and is handled)."""
+    release = asyncio.Event()
+    processed: list[list[int]] = []
+
+    async def slow(items: list[int]) -> list[int | BaseException]:
+        await release.wait()
+        processed.append(items)
+        return [2 * i for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(slow, name="slow")
+    await batcher.start()
+    first = batcher.put(1)
+    await asyncio.sleep(0.01)  # the first batch is in flight, waiting for `release`
+    abandoned = batcher.put(2)
+    abandoned.cancel()  # its caller went away; the item is processed all the same
+    later = batcher.put(3)
+    asyncio.get_running_loop().call_later(0.05, release.set)
+    await batcher.stop(grace=5.0)
+    assert processed == [[1], [2, 3]]
+    assert (await first, await later) == (2, 6)
+    assert batcher.submitted == 3
+
+
+async def test_a_micro_batcher_stopped_without_grace_fails_what_waits() -> None:
+    async def never(items: list[int]) -> list[int | BaseException]:
+        await asyncio.Event().wait()
+        return list(items)
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(never, name="never")
+    await batcher.start()
+    waiting = batcher.put(1)
+    await asyncio.sleep(0.01)
+    await batcher.stop(grace=0.05)  # the grace runs out: the batch in flight is cut off
+    with pytest.raises(RuntimeError, match="never stopped"):
+        await waiting

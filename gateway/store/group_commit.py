@@ -14,6 +14,7 @@ value the store refuses, and every other item is stored. An outage fails the who
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -59,8 +60,14 @@ class GroupCommit(Generic[T, R]):
     async def start(self) -> None:
         await self.batcher.start()
 
-    async def stop(self) -> None:
-        await self.batcher.stop()
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Stop; with `grace`, what was submitted gets that long to be committed first."""
+        await self.batcher.stop(grace=grace)
+
+    def put(self, item: T) -> asyncio.Future[R]:
+        """Queue `item` for a commit; the future resolves once it is stored. Cancelling the
+        future does not take the item back (see `MicroBatcher.put`)."""
+        return self.batcher.put(item)
 
     async def submit(self, item: T) -> R:
         """Wait for the commit that stores `item`."""
