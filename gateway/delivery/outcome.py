@@ -14,6 +14,9 @@ a clock (`tests/delivery/test_outcome.py`):
   Retry-After, or `dead` when the attempts are spent; when no provider was called at all
   the delivery only waits, and the wait spends no attempt;
 - else every address refused for good: `failed`, and the fallback chain moves on.
+
+A claimed delivery whose job was cancelled before any provider was called (a job timeout,
+a worker's stop) is `given_back`: open again at once, its attempt not spent.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ NOTHING_TRIED = "providers_unavailable"
 NO_PROVIDER = "no_provider"
 # Some of a push's devices got it, others are retried: the reason a retrying delivery shows.
 DEVICES_PENDING = "devices_pending"
+# The worker claimed the delivery but its job was cancelled before any provider was called.
+GIVEN_BACK = "given_back"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,21 @@ def outcome_of(
         return Outcome(claimed, "failed", tries=tries, reason="no_address", error=error, fall_back=True)
     last = permanent[-1]
     return Outcome(claimed, "failed", tries=tries, reason=last.code, error=last.error, fall_back=True)
+
+
+def given_back(claimed: Claimed, now: dt.datetime) -> Outcome:
+    """The claim returned unused: nothing was sent, so the delivery is due again now, on a
+    job of its own, and the attempt the claim counted is not spent. Left `sending`, it would
+    come back after its lease as a delivery that may have been sent, which a provider that
+    cannot drop a repeat would never send."""
+    return Outcome(
+        claimed,
+        "retrying",
+        reason=GIVEN_BACK,
+        error="its worker's job was cancelled before any provider was called; due again",
+        retry_at=now,
+        waited=True,
+    )
 
 
 def _later(

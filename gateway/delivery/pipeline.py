@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from gateway.delivery.outcome import NO_PROVIDER, NOTHING_TRIED, Sent, outcome_of
+from gateway.delivery.outcome import NO_PROVIDER, NOTHING_TRIED, Sent, given_back, outcome_of
 from gateway.failpoints import failpoint
 from gateway.metrics import PROVIDER_CONFIGURATION_FAILURES, record_outcome
 from gateway.model import UserState
@@ -147,8 +147,12 @@ class DeliveryPipeline:
         self.guard = guard
         self.rate_wait = rate_wait
         self._limits: dict[str, asyncio.Semaphore] = {}
+        # Claimed deliveries some provider was called for: a cancelled job gives back only
+        # the others (`_give_back`); these may have been sent, so the lease decides.
+        self._calling: set[str] = set()
+        self._giving_back: set[asyncio.Task[None]] = set()
         self.claims: GroupCommit[str, Claimed | None] = GroupCommit(
-            store.database, self._claim, clock=clock, name="claims"
+            store.database, self._claim_in, clock=clock, name="claims"
         )
         # Concurrent jobs' outbox rows are deleted together, one transaction for many jobs.
         self.finished: GroupCommit[str, None] = GroupCommit(
@@ -159,9 +163,14 @@ class DeliveryPipeline:
         await self.claims.start()
         await self.finished.start()
 
-    async def stop(self) -> None:
-        await self.claims.stop()
-        await self.finished.stop()
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """After the jobs: the claims still committing land (and are given back, their jobs
+        being gone), then the finished jobs' deletes."""
+        await self.claims.stop(grace=grace)
+        await asyncio.sleep(0)  # the landed claims' callbacks start their give-backs
+        if self._giving_back:
+            await asyncio.wait(self._giving_back, timeout=grace)
+        await self.finished.stop(grace=grace)
 
     async def run(self, job_id: str, delivery_ids: Sequence[str], *, lane: str = "") -> int:
         """Do one job; returns how many deliveries this worker sent (or settled).
@@ -192,11 +201,18 @@ class DeliveryPipeline:
         # Claimed only when its turn to be sent comes, so its lease covers its own send and
         # not the wait behind the rest of its job: a slow chunk never looks like a dead worker.
         async with limit:
-            claimed = await self.claims.submit(delivery_id)
+            claimed = await self._claim(delivery_id)
             if claimed is None:
                 return False  # another worker has it, or has done it
             failpoint("delivery.claimed")
-            outcome = await self.attempt(claimed, notification, user)
+            try:
+                outcome = await self.attempt(claimed, notification, user)
+            except asyncio.CancelledError:
+                if claimed.id not in self._calling:
+                    await asyncio.shield(self._give_back(claimed))  # the job ends once it is stored
+                raise
+            finally:
+                self._calling.discard(claimed.id)
         failpoint("delivery.sent")
         applied = await self.outcomes.submit(outcome)
         failpoint("delivery.recorded")
@@ -204,7 +220,41 @@ class DeliveryPipeline:
         self.dispatcher.dispatch(applied.jobs)
         return True
 
-    async def _claim(self, connection: Any, ids: list[str], now: dt.datetime) -> list[Claimed | None]:
+    async def _claim(self, delivery_id: str) -> Claimed | None:
+        """Claim one delivery in the next group commit. A job cancelled while its claim is
+        committing does not take the claim back: it lands all the same, and is given back."""
+        landing = self.claims.put(delivery_id)
+        try:
+            return await asyncio.shield(landing)
+        except asyncio.CancelledError:
+            landing.add_done_callback(self._claimed_late)
+            raise
+
+    def _claimed_late(self, landing: asyncio.Future[Claimed | None]) -> None:
+        if landing.cancelled() or landing.exception() is not None:
+            return
+        claimed = landing.result()
+        if claimed is not None:
+            self._give_back(claimed)
+
+    def _give_back(self, claimed: Claimed) -> asyncio.Task[None]:
+        """Return a claim no provider was called for (`delivery.outcome.given_back`), in a
+        task of its own that a second cancellation does not stop; `stop` waits for it."""
+        task = asyncio.ensure_future(self._store_given_back(claimed))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+        return task
+
+    async def _store_given_back(self, claimed: Claimed) -> None:
+        log.warning("delivery %s given back: its job was cancelled before it was sent", claimed.id)
+        try:
+            applied = await self.outcomes.submit(given_back(claimed, self.clock()))
+        except Exception as exc:  # the database is away: the lease brings it back later
+            log.warning("could not give delivery %s back: %s", claimed.id, exc)
+            return
+        self.dispatcher.dispatch(applied.jobs)
+
+    async def _claim_in(self, connection: Any, ids: list[str], now: dt.datetime) -> list[Claimed | None]:
         return await self.store.claim_in(
             connection, ids, self.owner, now + self.lease, now, digests=self.policy().digest_events
         )
@@ -352,6 +402,7 @@ class DeliveryPipeline:
         limit = max(self.send_timeout, 2 * spec.timeout + 1) if spec is not None else self.send_timeout
         limit = min(limit, 0.9 * self.lease.total_seconds())
         result: SendResult
+        self._calling.add(claimed.id)  # from here on, the provider may get the message
         try:
             async with asyncio.timeout(limit):  # no task of its own per send, as wait_for makes
                 result = await adapter.send(message, address, idempotency_key=claimed.id)

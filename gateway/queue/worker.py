@@ -334,10 +334,12 @@ class WorkerProcess:
             server.server_close()
             thread.join(timeout=5)
             scrape.close()
+        # The jobs are over; what they handed the group commits still lands: the last claims
+        # (given back), then every outcome, the give-backs' included.
         if self.pipeline is not None:
             await self.pipeline.stop()
         if self.outcomes is not None:
-            await self.outcomes.stop()
+            await self.outcomes.stop(grace=5.0)
         if self.registry is not None:
             await self.registry.close()
         await self.services.close()
