@@ -117,18 +117,27 @@ local function admit(bucket, breaker, pause, now, limited, rate, burst, guarded,
   return '', '0', tostring(trial)
 end
 
--- The admissions asked for in one turn of a worker's event loop, in order (a later one sees
--- the tokens and the trial an earlier one took). KEYS: three per admission; ARGV[1]: now,
--- then six per admission. Returns three values per admission.
+-- The admissions asked for in one turn of a worker's event loop, per provider: KEYS: three per
+-- provider; ARGV[1]: now, then seven per provider (its six above, then how many admissions it
+-- asks for). A provider's admissions are decided in order (a later one sees the tokens and the
+-- trial an earlier one took); one with neither a rate limit nor a breaker only reads its
+-- pause, so it is decided once for all of them. Returns three values per admission, by
+-- provider, in the order asked.
 local now = tonumber(ARGV[1])
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
-  local a = 1 + i * 6
-  local reason, wait, trial = admit(KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3], now,
-    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
-  out[#out + 1] = reason
-  out[#out + 1] = wait
-  out[#out + 1] = trial
+  local a = 1 + i * 7
+  local count = tonumber(ARGV[a + 7])
+  local reason, wait, trial
+  for n = 1, count do
+    if n == 1 or ARGV[a + 1] == '1' or ARGV[a + 4] == '1' then
+      reason, wait, trial = admit(KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3], now,
+        ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
+    end
+    out[#out + 1] = reason
+    out[#out + 1] = wait
+    out[#out + 1] = trial
+  end
 end
 return out
 """
@@ -359,10 +368,16 @@ class ProviderGuard:
         return await self._admissions.submit((provider, plan))
 
     async def _admit_all(self, asked: list[tuple[str, _Plan]]) -> list[Admission]:
+        """One script call for a turn's admissions, each provider's keys and arguments sent
+        once with how many it asks for (a chunk's sends share one provider)."""
         now = self.clock()
+        by_provider: dict[str, list[int]] = {}
+        for index, (name, _) in enumerate(asked):
+            by_provider.setdefault(name, []).append(index)
         keys: list[str] = []
         args: list[Any] = [now]
-        for _, plan in asked:
+        for indexes in by_provider.values():
+            plan = asked[indexes[0]][1]
             limit = plan.limit
             keys += [plan.bucket_key, plan.breaker_key, plan.pause_key]
             args += [
@@ -372,14 +387,19 @@ class ProviderGuard:
                 int(plan.breaker is not None),
                 plan.trial_ttl,
                 plan.breaker_ttl_ms,
+                len(indexes),
             ]
         try:
             answers = await self._admit(keys=keys, args=args)
         except (RedisError, OSError) as error:
-            for provider in dict.fromkeys(name for name, _ in asked):
+            for provider in by_provider:
                 self._warn_unreachable(provider, now, error)
             return [ADMITTED] * len(asked)
-        return [_admission(*answers[i : i + 3]) for i in range(0, len(answers), 3)]
+        admissions: list[Admission] = [ADMITTED] * len(asked)
+        order = (index for indexes in by_provider.values() for index in indexes)
+        for index, at in zip(order, range(0, len(answers), 3), strict=True):
+            admissions[index] = _admission(*answers[at : at + 3])
+        return admissions
 
     async def pause(self, provider: str, seconds: float) -> None:
         """Hold `provider` for every worker for `seconds` (at most MAX_PAUSE): it said so

@@ -365,6 +365,28 @@ async def test_admissions_of_one_turn_are_one_script_call_taken_in_order(
     assert {(a.reason, a.wait) for a in answers if not a.allowed} == {("rate_limited", 1.0)}
 
 
+async def test_a_turn_asks_once_per_provider_and_answers_each_admission_in_its_place(
+    redis: Redis, keys: Keys, clock: Clock
+) -> None:
+    """A chunk's sends share a provider: its keys go once with a count, and each caller still
+    gets its own answer: a paused provider's every admission says so; a limited provider's
+    tokens go to its callers in the order they asked."""
+    guard = ProviderGuard(redis, keys, {"sms": spec(rate=1, burst=2), "push": spec("push")}, clock)
+    await guard.pause("push", 12)
+    asked = ("push", "sms", "push", "push", "sms", "sms", "push")
+    answers = await asyncio.gather(*(guard.admit(p) for p in asked))
+    assert [(p, a.allowed, a.reason) for p, a in zip(asked, answers, strict=True)] == [
+        ("push", False, "paused"),
+        ("sms", True, None),
+        ("push", False, "paused"),
+        ("push", False, "paused"),
+        ("sms", True, None),
+        ("sms", False, "rate_limited"),
+        ("push", False, "paused"),
+    ]
+    assert {a.wait for p, a in zip(asked, answers, strict=True) if p == "push"} == {12.0}
+
+
 async def test_outcomes_of_one_turn_are_counted_in_one_call_and_open_the_breaker_once(
     redis: Redis, keys: Keys, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
