@@ -69,7 +69,7 @@ async def _traced_plans(database: Database, run: Any) -> dict[str, str]:
         await driver.set_trace_callback(None)
         plans = {}
         for sql in sent:
-            if sql.startswith(("UPDATE deliveries", "SELECT")):
+            if sql.lstrip().startswith(("UPDATE deliveries", "SELECT")):
                 plans[sql] = await _explain(driver, sql)
     return plans
 
@@ -106,9 +106,8 @@ async def test_claims_and_outcomes_find_their_deliveries_by_id_however_many_wait
     finally:
         await database.dispose()
     assert len(taken) == 20
-    updates = {
-        sql: plan for sql, plan in {**claim_plans, **outcome_plans}.items() if sql.startswith("UPDATE")
-    }
+    traced = {**claim_plans, **outcome_plans}
+    updates = {sql: plan for sql, plan in traced.items() if sql.lstrip().startswith("UPDATE")}
     assert len(updates) == 2, updates  # the claim's and the outcome's
     for sql, plan in updates.items():
         assert "USING INDEX sqlite_autoindex_deliveries_1 (id=?)" in plan, (sql, plan)
