@@ -45,6 +45,11 @@ def sqlite_time(value: dt.datetime | None) -> str | None:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def from_sqlite_time(value: str | None) -> dt.datetime | None:
+    """`sqlite_time` read back: an aware UTC datetime, as `UTCDateTime` gives it."""
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if value is not None else None
+
+
 def _json(value: Any) -> str:
     # SQLAlchemy's JSON type (none_as_null=False) stores None as the JSON text 'null' too.
     return msgspec.json.encode(value).decode()

@@ -99,3 +99,26 @@ async def test_leases_compare_instants_not_wall_clock_text(database: Database, s
     assert await store.claim([row["id"]], "w2", LEASE, before) == []
     after = (until + dt.timedelta(minutes=1)).astimezone(PACIFIC)  # reads earlier than 12:00
     assert (await claim_one(store, row["id"], "w2", after)).reclaimed is True
+
+
+async def test_a_job_reads_its_deliveries_with_what_sending_them_reads_of_their_notifications(
+    database: Database, store: DeliveryStore
+) -> None:
+    """One read per job, the same answer on both databases (SQLite's goes to the driver and
+    converts times and JSON itself): due, early and settled deliveries told apart, a
+    delivery named twice read once, and each notification's data, locale and decision."""
+    data = {"order_id": "A-1001", "items": [{"sku": "X1", "qty": 2}], "total": 12.5, "gift": True}
+    later = T0 + dt.timedelta(hours=3)
+    due, early, done = delivery("email"), delivery("sms", status="scheduled", send_at=later), delivery("push")
+    done["status"] = "delivered"
+    nid = await seed(
+        database, due, early, done, data=data, locale="fr-CA", created_at=T0 - dt.timedelta(seconds=7)
+    )
+    todo = await store.claimable([due["id"], early["id"], done["id"], due["id"]], T0)
+    assert todo.now == [(due["id"], nid, due["user_id"])]
+    assert todo.early == [(early["id"], early["queue"], later)]
+    note = todo.notifications[nid]
+    assert (note.id, note.event, note.data, note.locale) == (nid, "order.shipped", data, "fr-CA")
+    assert (note.priority, note.category, note.rule) == ("normal", "transactional", "order_updates")
+    assert note.created_at == T0 - dt.timedelta(seconds=7)
+    assert note.created_at is not None and note.created_at.tzinfo is not None
