@@ -20,43 +20,12 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.store.sqlite_values import Convert, conversion, sqlite_time
 from gateway.store.sqlite_writes import sqlite_driver
-from gateway.store.tables import UTCDateTime
-
-Convert = Callable[[Any], Any]
-
-
-def sqlite_time(value: dt.datetime | None) -> str | None:
-    """The text SQLAlchemy's SQLite DATETIME writes (`2026-12-04 16:42:36.123456`, naive UTC).
-
-    `isoformat` writes it a third faster than `strftime`, and the store's times are mostly in
-    UTC already, which skips the conversion."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("the store takes aware datetimes only")
-    if value.tzinfo is not dt.UTC:
-        value = value.astimezone(dt.UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def from_sqlite_time(value: str | None) -> dt.datetime | None:
-    """`sqlite_time` read back: an aware UTC datetime, as `UTCDateTime` gives it."""
-    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if value is not None else None
-
-
-def _json(value: Any) -> str:
-    # SQLAlchemy's JSON type (none_as_null=False) stores None as the JSON text 'null' too.
-    return msgspec.json.encode(value).decode()
-
-
-def _boolean(value: bool | None) -> int | None:
-    return None if value is None else int(value)
 
 
 class _SqliteInsert:
@@ -69,7 +38,9 @@ class _SqliteInsert:
         )
         self.sql = str(compiled)  # INSERT INTO t (a, b, ...) VALUES (?, ?, ...)
         self.columns = list(compiled.positiontup or ())
-        self.converters: list[Convert | None] = [_converter(table.c[name].type) for name in self.columns]
+        self.converters: list[Convert | None] = [
+            conversion(table.c[name].type).write for name in self.columns
+        ]
         # A row's values in column order in one C call; then only the few columns that need a
         # conversion (times, JSON, booleans) are touched, by position.
         columns = self.columns
@@ -84,32 +55,16 @@ class _SqliteInsert:
         times: dict[dt.datetime, str | None] = {}  # a batch's rows share a few instants (its `now`)
         for row in rows:
             cells = list(values(row))
-            for i, conversion in convert:
+            for i, convert_cell in convert:
                 cell = cells[i]
-                if conversion is sqlite_time:
+                if convert_cell is sqlite_time:
                     if cell is not None:
                         text = times.get(cell)
                         cells[i] = text if text is not None else times.setdefault(cell, sqlite_time(cell))
                 else:
-                    cells[i] = conversion(cell)
+                    cells[i] = convert_cell(cell)
             out.append(cells)
         return out
-
-
-def _converter(kind: sa.types.TypeEngine[Any]) -> Convert | None:
-    if isinstance(kind, UTCDateTime):
-        return sqlite_time
-    if isinstance(kind, sa.types.TypeDecorator):
-        if type(kind).process_bind_param is not sa.types.TypeDecorator.process_bind_param:
-            raise TypeError(f"bulk insert does not know how {kind!r} binds; add it or use sa.insert")
-        return _converter(kind.impl_instance)  # e.g. SQLModel's AutoString: a plain String
-    if isinstance(kind, sa.JSON):
-        return _json
-    if isinstance(kind, sa.Boolean):
-        return _boolean
-    if isinstance(kind, sa.String | sa.Integer | sa.Float):
-        return None
-    raise TypeError(f"bulk insert has no conversion for {kind!r}; add one or use sa.insert")
 
 
 def _autoincrement(column: sa.Column[Any]) -> bool:

@@ -27,11 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
 from gateway.model import UserState
-from gateway.store.bulk import from_sqlite_time, sqlite_time
 from gateway.store.database import Database
 from gateway.store.grouping import OPEN, Member, claimable_alone, gather, group_of, leads
 from gateway.store.intake import NewJob, insert_jobs
 from gateway.store.recipients import load_users
+from gateway.store.sqlite_values import SqliteRows, sqlite_time
 from gateway.store.sqlite_writes import sqlite_driver
 from gateway.store.tables import DeliveryRow, NotificationRow, UTCDateTime, not_indexed
 
@@ -84,11 +84,23 @@ _CLAIM_OPEN = (
     .values(**_TAKEN)
     .returning(*deliveries.c)
 )
-# `_CLAIM_OPEN` on SQLite in one hop to the driver, returning only what a claim reads
-# (`_ClaimRow`, in its order), the ids as one JSON array: through SQLAlchemy the claim took
+# `_CLAIM_OPEN` on SQLite in one hop to the driver, returning only what a claim and its
+# grouping read (`_CLAIMED`), the ids as one JSON array: through SQLAlchemy the claim took
 # four hops and a type processor per column of every row it returned. `status || ''` is
 # `not_indexed`; the statuses are `grouping.OPEN`; the CASE is `_due`.
-_SQLITE_CLAIM_OPEN = """
+_CLAIMED = SqliteRows(
+    "ClaimedRow",
+    [
+        deliveries.c[name]
+        for name in (
+            *("id", "notification_id", "user_id", "event", "channel", "tier", "queue", "template"),
+            *("providers", "recipients", "chain_position", "attempts", "send_at", "expires_at"),
+            *("fingerprint", "created_at", "grouped_into", "batch_key", "batch_max", "batch_closes_at"),
+        )
+    ],
+)
+_SQLITE_CLAIM_OPEN = (
+    """
 UPDATE deliveries
    SET status = 'sending', lease_owner = ?2, lease_until = ?3, attempts = deliveries.attempts + 1,
        updated_at = ?4
@@ -99,63 +111,9 @@ UPDATE deliveries
    AND CASE WHEN deliveries.status = 'retrying'
             THEN deliveries.next_attempt_at IS NULL OR deliveries.next_attempt_at <= ?5
             ELSE deliveries.send_at IS NULL OR deliveries.send_at <= ?5 END
-RETURNING deliveries.id, deliveries.notification_id, deliveries.user_id, deliveries.event,
-          deliveries.channel, deliveries.tier, deliveries.queue, deliveries.template,
-          deliveries.providers, deliveries.recipients, deliveries.chain_position,
-          deliveries.attempts, deliveries.send_at, deliveries.expires_at, deliveries.fingerprint,
-          deliveries.created_at, deliveries.grouped_into, deliveries.batch_key,
-          deliveries.batch_max, deliveries.batch_closes_at
-"""
-
-
-class _ClaimRow(NamedTuple):
-    """A delivery as its claim returned it (SQLite's fixed text), typed as SQLAlchemy would."""
-
-    id: str
-    notification_id: str
-    user_id: str
-    event: str
-    channel: str
-    tier: str | None
-    queue: str | None
-    template: str | None
-    providers: list[str] | None
-    recipients: int
-    chain_position: int | None
-    attempts: int
-    send_at: dt.datetime | None
-    expires_at: dt.datetime | None
-    fingerprint: str | None
-    created_at: dt.datetime | None
-    grouped_into: str | None
-    batch_key: str | None
-    batch_max: int | None
-    batch_closes_at: dt.datetime | None
-
-    @classmethod
-    def of(cls, r: Any) -> _ClaimRow:
-        return cls(
-            id=r[0],
-            notification_id=r[1],
-            user_id=r[2],
-            event=r[3],
-            channel=r[4],
-            tier=r[5],
-            queue=r[6],
-            template=r[7],
-            providers=msgspec.json.decode(r[8]) if r[8] is not None else None,
-            recipients=r[9],
-            chain_position=r[10],
-            attempts=r[11],
-            send_at=from_sqlite_time(r[12]),
-            expires_at=from_sqlite_time(r[13]),
-            fingerprint=r[14],
-            created_at=from_sqlite_time(r[15]),
-            grouped_into=r[16],
-            batch_key=r[17],
-            batch_max=r[18],
-            batch_closes_at=from_sqlite_time(r[19]),
-        )
+RETURNING """
+    + _CLAIMED.select  # the column names are this module's, never input
+)
 
 
 async def _claim_open(connection: AsyncConnection, ids: list[str], values: dict[str, Any]) -> Any:
@@ -173,7 +131,7 @@ async def _claim_open(connection: AsyncConnection, ids: list[str], values: dict[
             sqlite_time(values["due_by"]),
         ),
     )
-    return [_ClaimRow.of(r) for r in found]
+    return [_CLAIMED.of(r) for r in found]
 
 
 # Left `sending` by a worker whose lease is over: reclaimed, and said so.
@@ -258,7 +216,16 @@ class _JobRow(NamedTuple):
     notification: JobNotification | None
 
 
-_NOTIFIED = (
+_JOB_READ_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.user_id,
+    deliveries.c.status,
+    deliveries.c.queue,
+    deliveries.c.send_at,
+    deliveries.c.next_attempt_at,
+    deliveries.c.lease_until,
+    deliveries.c.grouped_into,
+    deliveries.c.notification_id,
     notifications.c.id,
     notifications.c.event,
     notifications.c.data,
@@ -270,32 +237,22 @@ _NOTIFIED = (
 )
 # One read for a job: its deliveries beside what sending them reads of their notifications.
 _JOB_READ = (
-    sa.select(
-        deliveries.c.id,
-        deliveries.c.user_id,
-        deliveries.c.status,
-        deliveries.c.queue,
-        deliveries.c.send_at,
-        deliveries.c.next_attempt_at,
-        deliveries.c.lease_until,
-        deliveries.c.grouped_into,
-        deliveries.c.notification_id,
-        *_NOTIFIED,
-    )
+    sa.select(*_JOB_READ_COLUMNS)
     .select_from(deliveries.outerjoin(notifications, notifications.c.id == deliveries.c.notification_id))
     .where(deliveries.c.id.in_(_IDS))
 )
 # The same on SQLite in one hop to the driver, the ids as one JSON array (CROSS JOIN makes
-# them the outer loop: one primary-key search each); times and JSON are converted here as
-# SQLAlchemy's types would (`_job_row`). Through SQLAlchemy the read took four hops and a
-# type processor per column of every row, about as much CPU as the claim itself.
-_SQLITE_JOB_READ = """
-SELECT d.id, d.user_id, d.status, d.queue, d.send_at, d.next_attempt_at, d.lease_until,
-       d.grouped_into, d.notification_id,
-       n.id, n.event, n.data, n.locale, n.priority, n.category, n.rule, n.created_at
-  FROM json_each(?1) AS j CROSS JOIN deliveries AS d ON d.id = j.value
-  LEFT JOIN notifications AS n ON n.id = d.notification_id
+# them the outer loop: one primary-key search each), read as SQLAlchemy would (`SqliteRows`).
+# Through SQLAlchemy the read took four hops and a type processor per column of every row.
+_JOB_READ_ROWS = SqliteRows("JobRead", _JOB_READ_COLUMNS)
+_SQLITE_JOB_READ = (
+    "SELECT "  # noqa: S608 (the column names are this module's, never input)
+    + _JOB_READ_ROWS.select
+    + """
+  FROM json_each(?1) AS j CROSS JOIN deliveries ON deliveries.id = j.value
+  LEFT JOIN notifications ON notifications.id = deliveries.notification_id
 """
+)
 
 
 async def _job_rows(connection: AsyncConnection, ids: Sequence[str]) -> list[_JobRow]:
@@ -303,41 +260,35 @@ async def _job_rows(connection: AsyncConnection, ids: Sequence[str]) -> list[_Jo
     if connection.dialect.name == "sqlite":
         driver = await sqlite_driver(connection)
         found = await driver.execute_fetchall(_SQLITE_JOB_READ, (msgspec.json.encode(once).decode(),))
-        return [_job_row(r, sqlite=True) for r in found]
-    return [_job_row(r, sqlite=False) for r in await connection.execute(_JOB_READ, {"ids": once})]
+        return [_job_row(_JOB_READ_ROWS.values(r)) for r in found]
+    return [_job_row(r) for r in await connection.execute(_JOB_READ, {"ids": once})]
 
 
-def _job_row(r: Any, *, sqlite: bool) -> _JobRow:
-    """A row of either read; SQLite's times come as text and its JSON as text."""
-    time = from_sqlite_time if sqlite else _as_is
+def _job_row(r: Sequence[Any]) -> _JobRow:
     notified = None
     if r[9] is not None:
         notified = JobNotification(
             id=r[9],
             event=r[10],
-            data=(msgspec.json.decode(r[11]) if r[11] is not None else None) if sqlite else r[11],
+            data=r[11],
             locale=r[12],
             priority=r[13],
             category=r[14],
             rule=r[15],
-            created_at=time(r[16]),
+            created_at=r[16],
         )
     return _JobRow(
         id=r[0],
         user_id=r[1],
         status=r[2],
         queue=r[3],
-        send_at=time(r[4]),
-        next_attempt_at=time(r[5]),
-        lease_until=time(r[6]),
+        send_at=r[4],
+        next_attempt_at=r[5],
+        lease_until=r[6],
         grouped_into=r[7],
         notification_id=r[8],
         notification=notified,
     )
-
-
-def _as_is(value: Any) -> Any:
-    return value
 
 
 class Claims:

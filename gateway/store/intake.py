@@ -32,9 +32,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
-from gateway.store.bulk import insert_rows, sqlite_time
+from gateway.store.bulk import insert_rows
 from gateway.store.database import Database, Lane
 from gateway.store.group_commit import GroupCommit
+from gateway.store.sqlite_values import sqlite_time
 from gateway.store.sqlite_writes import sqlite_driver
 from gateway.store.tables import DeliveryRow, IdempotencyRow, JobRow, NotificationRow
 

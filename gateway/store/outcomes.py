@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ids import new_id
 from gateway.model import CostSource
-from gateway.store.bulk import insert_rows, sqlite_time
+from gateway.store.bulk import insert_rows
 from gateway.store.claims import Claimed, is_expired
 from gateway.store.database import Database
 from gateway.store.dead_letters import dead_letter_row, dead_letters
 from gateway.store.intake import NewJob, insert_jobs
+from gateway.store.sqlite_values import sqlite_time
 from gateway.store.sqlite_writes import sqlite_driver
 from gateway.store.tables import AttemptRow, DeliveryRow, JobRow, not_indexed
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
-from gateway.store.bulk import insert_rows, sqlite_time
+from gateway.store.bulk import insert_rows
 from gateway.store.database import Database
+from gateway.store.sqlite_values import sqlite_time
 from tests.store.rows import ATTEMPTS, DELIVERIES, JOBS, NOTIFICATIONS, T0, delivery_row, notification_row
 
 PARIS = dt.timezone(dt.timedelta(hours=1))
