@@ -122,3 +122,11 @@ async def test_a_job_reads_its_deliveries_with_what_sending_them_reads_of_their_
     assert (note.priority, note.category, note.rule) == ("normal", "transactional", "order_updates")
     assert note.created_at == T0 - dt.timedelta(seconds=7)
     assert note.created_at is not None and note.created_at.tzinfo is not None
+
+
+def test_the_sqlite_claim_takes_the_statuses_every_claim_takes() -> None:
+    """SQLite's fixed claim text spells out `grouping.OPEN`; it must not drift from it."""
+    from gateway.store.claims import _SQLITE_CLAIM_OPEN
+    from gateway.store.grouping import OPEN
+
+    assert f"IN ({', '.join(repr(status) for status in OPEN)})" in _SQLITE_CLAIM_OPEN
