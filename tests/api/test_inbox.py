@@ -416,6 +416,7 @@ async def serving(app: Litestar) -> AsyncIterator[str]:
         port=port,
         lifespan="off",
         log_level="warning",
+        log_config=None,  # uvicorn's own handlers would hold this test's captured stderr
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

@@ -111,8 +111,15 @@ class _Thread:
 
 def _serve(settings: Settings) -> Callable[[asyncio.Event], Any]:
     async def main(stop: asyncio.Event) -> None:
+        # log_config=None: uvicorn's own handlers would write to the stderr pytest captured when
+        # the server started, closed by the time the server logs its stop ("Logging error").
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
+            create_app(settings),
+            host="127.0.0.1",
+            port=settings.port,
+            log_level="warning",
+            log_config=None,
+            lifespan="on",
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
