@@ -65,13 +65,30 @@ def locale_chain(locale: str | None) -> tuple[str | None, ...]:
     return (*chain, None)
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `data.order_id` on a plain dict read straight as its item.
+
+    Jinja's sandbox first tries the attribute (a dict has none of that name, so Python raises
+    and catches an AttributeError) and only then the item: about a microsecond per lookup, a
+    dozen lookups per email. A name that is not an attribute of dict takes the same path to the
+    same answer here, without the exception; any other name, and any other object, still goes
+    through the sandbox's own checks."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 # trim_blocks/lstrip_blocks: a `{% if %}` on its own line leaves no blank line behind.
-_TEXT = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
-)
-_HTML = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True
-)
+_TEXT = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True)
+_HTML = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,26 +113,28 @@ class CompiledTemplate:
     def render(self, context: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in self.fields:
-            where = (self.file, f.line, ".".join(f.path))
             try:
                 value = f.template if isinstance(f.template, str) else f.template.render(context)
             except jinja2.UndefinedError as exc:
-                raise RenderError(*where, f"undefined variable: {exc.message}") from exc
+                raise self._error(f, f"undefined variable: {exc.message}") from exc
             except SecurityError as exc:
-                raise RenderError(*where, f"refused by the sandbox: {exc}") from exc
+                raise self._error(f, f"refused by the sandbox: {exc}") from exc
             except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
-                raise RenderError(*where, f"{type(exc).__name__}: {exc}") from exc
+                raise self._error(f, f"{type(exc).__name__}: {exc}") from exc
             if f.path[0] != "html":
                 value = value.strip()
             if not value:
                 continue  # a field that renders empty is left out (an optional link, say)
             if (problem := output_problem(self.channel, f.path, value)) is not None:
-                raise RenderError(*where, problem)
+                raise self._error(f, problem)
             if len(f.path) == 2:
                 out.setdefault(f.path[0], {})[f.path[1]] = value
             else:
                 out[f.path[0]] = value
         return out
+
+    def _error(self, f: CompiledField, reason: str) -> RenderError:
+        return RenderError(self.file, f.line, ".".join(f.path), reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import jinja2
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway.policy.schema import SchemaSet
 from gateway.templating.catalog import (
+    _TEXT,
     RenderError,
     TemplateCatalog,
     compile_catalog,
@@ -172,3 +175,34 @@ def test_bad_templates_are_located(
     assert [(p.line, p.code) for p in sorted(problems)] == [(line, code) for line, code, _ in expected]
     for problem, (_, _, fragment) in zip(sorted(problems), expected, strict=True):
         assert problem.file.endswith(relative) and fragment in problem.message, problem
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ data.order_id }}",
+        "{{ data.nested.inner }}",
+        "{{ data.missing is defined }}",
+        "{{ data.nested.missing is defined }}",
+        "{{ data.keys() | list }}",  # a dict's own attribute, not an item of that name
+        "{{ data.get('order_id') }}",
+        "{{ data['order_id'] }}",
+        "{{ batch.count }} {{ batch.items | length }}",
+        "{{ data.__class__ }}",
+        "{{ data.missing }}",
+        "{{ data.update({'x': 1}) }}",
+    ],
+)
+def test_attribute_lookups_answer_as_jinjas_own_sandbox(source: str) -> None:
+    """The sandbox reads a dict's item without Jinja's attribute-first detour: the same
+    answer, or the same error, as the stock immutable sandbox for every kind of lookup."""
+    stock = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    values = ctx({"order_id": "A-1", "nested": {"inner": 2}, "keys": "an item named keys"})
+
+    def outcome(environment: jinja2.Environment) -> str:
+        try:
+            return environment.from_string(source).render(values)
+        except jinja2.TemplateError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    assert outcome(_TEXT) == outcome(stock)
