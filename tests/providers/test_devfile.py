@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.providers.base import Address, Delivered, Permanent
-from gateway.providers.console import ConsoleAdapter
+from gateway.providers.console import ConsoleAdapter, KeyRecord
 from tests.providers.conformance import message
 from tests.providers.outbox import per_delivery, read_eml, sent
 
@@ -149,3 +149,18 @@ async def test_an_email_address_no_header_can_carry_is_refused(tmp_path: Path) -
         True,
     )
     assert sent(tmp_path) == []
+
+
+def test_the_key_record_answers_for_every_key_across_its_merges() -> None:
+    """The digests of 10,000 keys pass through two merges into the sorted array; each
+    added key is found, and none of 10,000 others is."""
+    record = KeyRecord()
+    added = [f"dlv_{i:05d}-tag" for i in range(10_000)]
+    for key in added:
+        assert key not in record
+        record.add(key)
+    assert len(record) == len(added)
+    assert all(key in record for key in added)
+    assert not any(f"other_{i:05d}-tag" in record for i in range(10_000))
+    record.clear()
+    assert len(record) == 0 and added[0] not in record
