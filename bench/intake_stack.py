@@ -159,7 +159,10 @@ class Stack:
 
 def make_users(count: int, seed: int = 7) -> list[dict[str, Any]]:
     """Users with an email, a phone and one or two devices, spread over time zones, no quiet
-    hours (so their deliveries go out now and load the workers), plus the probe users."""
+    hours (so their deliveries go out now and load the workers, whatever the hour: without a
+    window of their own the policy's default, 22:00-08:00, would hold the night zones'
+    deliveries and release them all at 08:00 local, in the middle of a run), plus the probe
+    users."""
     rng = random.Random(seed)
     people = []
     for i in range(count):
@@ -171,6 +174,7 @@ def make_users(count: int, seed: int = 7) -> list[dict[str, Any]]:
                 "user_id": f"u_{i:06d}",
                 "timezone": rng.choice(ZONES),
                 "contacts": {"email": f"user{i}@example.com", "phone": f"+3361{i:07d}", "devices": devices},
+                "quiet_hours": {"start": "00:00", "end": "00:00"},  # start == end: none
             }
         )
     for i in range(PROBE_USERS):
