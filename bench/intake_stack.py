@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -47,6 +48,9 @@ class Stack:
             "NOTIGATE_PROVIDER_PROFILE": "dev",
             "NOTIGATE_OUTBOX": str(self.root / "outbox"),
             "NOTIGATE_LOG_LEVEL": "WARNING",
+            # As docs/deploy/notigate.env.example deploys it (docs/deployment.md, "Memory"):
+            # two malloc arenas, not one per thread that ever allocated.
+            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
         }
 
     def start(self) -> Stack:
@@ -190,6 +194,4 @@ def make_users(count: int, seed: int = 7) -> list[dict[str, Any]]:
 
 
 def _environ() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("NOTIGATE_")}
