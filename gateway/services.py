@@ -27,6 +27,7 @@ from gateway.queue.enqueue import Enqueuer
 from gateway.quota import Quota
 from gateway.redis_config import warn_if_unsafe
 from gateway.redis_keys import Keys
+from gateway.redis_packing import PackedConnection
 from gateway.reload import LiveBundle
 from gateway.settings import Settings
 from gateway.store.bulk_requests import BulkStore
@@ -40,9 +41,14 @@ log = logging.getLogger("gateway.services")
 
 
 def connect_redis(url: str) -> Redis:
-    """Short timeouts: a Redis that is down must be noticed in a second, not hang intake."""
+    """Short timeouts: a Redis that is down must be noticed in a second, not hang intake.
+    Commands are packed by hiredis (`gateway.redis_packing`)."""
     client: Redis = Redis.from_url(
-        url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=15
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=2.0,
+        health_check_interval=15,
+        connection_class=PackedConnection,
     )
     return client
 
