@@ -14,7 +14,8 @@ is what makes this adapter `idempotent`, and the fault tests count what was writ
 - a `.jsonl` line is appended under an exclusive `flock` on the file, only if no line of
   the file already has its key. The file is the only record: each adapter keeps the keys
   it has read (as digests, `KeyRecord`) and how far it read, and under the lock reads only
-  what others appended since. A line a crashed writer left half-written is cut off before the next append.
+  what others appended since. A line a crashed writer left half-written is cut off before
+  the next append.
 
 A crashed *process* loses nothing it wrote: the kernel holds the write. Nothing is fsynced,
 so a power loss may lose the last writes, which for a dev outbox is not worth paying for:
@@ -57,7 +58,7 @@ class KeyRecord:
 
     The newest digests sit in a set; when it reaches an eighth of the rest it is merged into
     one sorted array, searched by bisection. Two different keys share a digest with a
-    probability of about n²/2⁶⁵ (one in 300,000 at ten million lines): the second would then
+    probability of about n²/2⁶⁵ (one in 370,000 at ten million lines): the second would then
     not be written, a risk a dev outbox can take and a real provider's adapter never does."""
 
     _MERGE_AT = 4096
