@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.summary import rows_of
 from tests.conftest import REPO
 
 # The benches configure their stacks themselves; nothing of the caller's gateway settings leaks in.
@@ -77,6 +78,11 @@ def test_delivery_bench_drains_every_delivery(tmp_path: Path) -> None:
     assert [bare["client"] for bare in report["bare"]] == ["httpx", "aiohttp"]
     for bare in report["bare"]:
         assert bare["requests"] == bare["endpoint_posts"] == 40 and bare["failures"] == {}
+    # bench/run_all.sh ends with bench.summary over the reports: it must read this one.
+    verdicts = {figure: verdict for figure, _, _, verdict in rows_of(report)}
+    assert verdicts.keys() >= {"one worker: deliveries/s", "dev profile: deliveries/s"}
+    own = [verdict for figure, verdict in verdicts.items() if figure.startswith("own CPU per delivery")]
+    assert len(own) == 1 and own[0] in {"PASS", "MISS"}
 
 
 def test_intake_bench_runs_every_part(tmp_path: Path) -> None:
@@ -109,6 +115,9 @@ def test_intake_bench_runs_every_part(tmp_path: Path) -> None:
     assert soak["sent"] > 0 and soak["accepted"] + soak["shed"] == soak["sent"] and soak["errors"] == {}
     assert soak["samples"] and all(sum(s["rss_mb"].values()) > 0 for s in soak["samples"])
     assert soak["urgent_undelivered"] == 0
+    figures = [figure for figure, *_ in rows_of(report)]
+    assert "accepted intents/s" in figures and "peak: urgent accept p99" in figures
+    assert "soak rss_mb: first / last minute" in figures
 
 
 def test_intake_profile_runs(tmp_path: Path) -> None:
