@@ -105,6 +105,11 @@ def create_app(
         request_class=GatewayRequest,
         request_max_body_size=gateway.settings.max_body_bytes,
         openapi_config=openapi_config(),
+        # The process's logging is `notigate serve`'s (`cli.configure_logging`: the level of
+        # NOTIGATE_LOG_LEVEL, one format). Litestar's default config would replace the root
+        # logger's handlers and level when the app is built; unhandled errors are logged by
+        # `internal_error` through the `gateway.api` logger.
+        logging_config=None,
         debug=False,
     )
 

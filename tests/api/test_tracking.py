@@ -150,15 +150,10 @@ async def suppressed(services: Services, event: str = "order.shipped") -> dict[s
 
 @contextlib.asynccontextmanager
 async def logged(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
-    """Capture the tracking routes' warnings: Litestar configures logging when an app is built,
-    which takes the root logger's handlers (caplog's among them) away."""
-    logger = logging.getLogger("gateway.api.tracking")
-    caplog.set_level(logging.WARNING)
-    logger.addHandler(caplog.handler)
-    try:
+    """Capture the tracking routes' warnings (the app leaves the root logger's handlers,
+    caplog's among them, in place: `logging_config=None` in `create_app`)."""
+    with caplog.at_level(logging.WARNING, logger="gateway.api.tracking"):
         yield
-    finally:
-        logger.removeHandler(caplog.handler)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
